@@ -1,0 +1,75 @@
+/**
+ * Every error this package throws on purpose carries a stable `code`, so callers branch on the
+ * code and never on message text. Messages name what was wrong and never carry tokens or secrets.
+ */
+export abstract class SweeperError extends Error {
+  abstract readonly code: string;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/**
+ * One or more settings are missing or malformed. `settings` names them as they appear in app
+ * settings; the message lists every problem, so one start-up reports all of them.
+ */
+export class ConfigurationError extends SweeperError {
+  readonly code = "InvalidConfiguration";
+  readonly settings: readonly string[];
+  constructor(readonly problems: readonly { setting: string; message: string }[]) {
+    super(`Invalid configuration: ${problems.map((p) => `${p.setting} ${p.message}`).join("; ")}`);
+    this.settings = problems.map((p) => p.setting);
+  }
+}
+
+/** Input from outside (a producer call, a row, a message, a request) does not have the expected shape. */
+export class ValidationError extends SweeperError {
+  readonly code = "InvalidInput";
+  constructor(readonly problems: readonly string[]) {
+    super(problems.join("; "));
+  }
+}
+
+/** The session's row does not exist (never recorded, or purged). */
+export class SessionNotFoundError extends SweeperError {
+  readonly code = "SessionNotFound";
+  constructor(readonly sessionId: string) {
+    super("No recorded session with this id for this user.");
+  }
+}
+
+/**
+ * A producer tried to heartbeat or update a session the sweeper has already claimed or finished.
+ * The producing service must stop using the session and open a new one.
+ */
+export class SessionNotOpenError extends SweeperError {
+  readonly code = "SessionNotOpen";
+  constructor(readonly status: string) {
+    super(`The session is ${status}; it can no longer be used or kept alive.`);
+  }
+}
+
+/** A conditional write kept losing to concurrent writers; nothing was changed by this call. */
+export class ConcurrentUpdateError extends SweeperError {
+  readonly code = "ConcurrentUpdate";
+  constructor(attempts: number) {
+    super(`The row changed under ${attempts} consecutive attempts; giving up.`);
+  }
+}
+
+/** A producer recorded a session id that is already recorded for another workbook or is no longer open. */
+export class SessionAlreadyRecordedError extends SweeperError {
+  readonly code = "SessionAlreadyRecorded";
+  constructor(readonly status: string) {
+    super(`This session id is already recorded (status ${status}) with different details.`);
+  }
+}
+
+/** A ledger row could not be decoded; `problems` says what was wrong with it. */
+export class MalformedRowError extends SweeperError {
+  readonly code = "MalformedRow";
+  constructor(readonly problems: readonly string[]) {
+    super(`The ledger row is malformed: ${problems.join("; ")}`);
+  }
+}

@@ -1,0 +1,186 @@
+import { odata, type TableClient } from "@azure/data-tables";
+import { decodeEntity } from "./entity";
+import type { ClaimResult, LedgerPage, MalformedRow, RowTransition, SessionKey, SessionRecord, WriteResult } from "./models";
+import { readRow } from "./rows";
+import { createLedgerTableClient, type LedgerClientOptions } from "./tableClient";
+import { mergeIfUnchanged, patchFor, writeConditionally, errorColumns, type ConditionalWrite } from "./transitions";
+
+export interface SessionLedgerOptions extends LedgerClientOptions {
+  /** The clock for timestamps and thresholds. Default: the system clock. */
+  clock?: () => Date;
+  /** Rows per query page (Table Storage caps a page at 1,000). Default 1,000. */
+  pageSize?: number;
+}
+
+export interface ListStaleOptions {
+  /** "Now" for the threshold and for claim leases. Default: the ledger's clock. */
+  now?: Date;
+  /** Only this user's sessions (Entra object id). */
+  userId?: string;
+  /** Rows per page. Default: the ledger's pageSize. */
+  pageSize?: number;
+}
+
+/** A claimed row and what to write to it. */
+export interface TransitionRequest {
+  row: SessionRecord;
+  transition: RowTransition;
+}
+
+/**
+ * The sweeper's side of the session ledger: finds stale sessions, claims them, records outcomes.
+ * Every change of state is conditional on the ETag the row was read with, so a producer's
+ * heartbeat or another sweeper that got there first always wins, and this side sees it as a
+ * lost race rather than an error.
+ */
+export class SessionLedger {
+  readonly client: TableClient;
+  private readonly clock: () => Date;
+  private readonly pageSize: number;
+
+  constructor(client: TableClient, options: SessionLedgerOptions = {}) {
+    this.client = client;
+    this.clock = options.clock ?? (() => new Date());
+    this.pageSize = options.pageSize ?? 1_000;
+  }
+
+  static fromConnectionString(connectionString: string, tableName: string, options: SessionLedgerOptions = {}): SessionLedger {
+    return new SessionLedger(createLedgerTableClient(connectionString, tableName, options), options);
+  }
+
+  /** Creates the table if it does not exist yet. */
+  async ensureTable(): Promise<void> {
+    await this.client.createTable();
+  }
+
+  get(key: SessionKey): Promise<SessionRecord | undefined> {
+    return readRow(this.client, key);
+  }
+
+  /**
+   * Sessions to close, a page at a time, filtered by the table service: `open` rows whose last
+   * activity is older than `olderThanMs`, and `closing` rows whose claim lease has run out (their
+   * sweeper died). Rows that fail to decode come back in `malformed`, never as an exception.
+   * Rows with a future `nextAttemptAt` are included: the caller decides (and counts) what to skip.
+   */
+  async *listStale(olderThanMs: number, options: ListStaleOptions = {}): AsyncIterableIterator<LedgerPage> {
+    const now = options.now ?? this.clock();
+    const cutoff = new Date(now.getTime() - olderThanMs);
+    const filter =
+      options.userId === undefined
+        ? odata`(status eq ${"open"} and lastActivityAt lt ${cutoff}) or (status eq ${"closing"} and leaseUntil lt ${now})`
+        : odata`userId eq ${options.userId} and ((status eq ${"open"} and lastActivityAt lt ${cutoff}) or (status eq ${"closing"} and leaseUntil lt ${now}))`;
+    yield* this.query(filter, options.pageSize);
+  }
+
+  /** Every row, a page at a time (for operators and the demo). */
+  async *listAll(options: { pageSize?: number } = {}): AsyncIterableIterator<LedgerPage> {
+    yield* this.query(undefined, options.pageSize);
+  }
+
+  private async *query(filter: string | undefined, pageSize = this.pageSize): AsyncIterableIterator<LedgerPage> {
+    const pages = this.client
+      .listEntities<Record<string, unknown>>(filter === undefined ? {} : { queryOptions: { filter } })
+      .byPage({ maxPageSize: pageSize });
+    for await (const page of pages) {
+      const result: LedgerPage = { rows: [], malformed: [] };
+      for (const entity of page) {
+        const decoded = decodeEntity(entity);
+        if (decoded.ok) result.rows.push(decoded.row);
+        else result.malformed.push(decoded.malformed);
+      }
+      yield result;
+    }
+  }
+
+  /**
+   * Moves a row to `closing` under a lease, if it is unchanged since it was read. A row that a
+   * producer touched or another sweeper claimed in the meantime is `{ claimed: false }`.
+   */
+  async claim(row: SessionRecord, options: { leaseMs: number; now?: Date }): Promise<ClaimResult> {
+    const now = options.now ?? this.clock();
+    const columns = { status: "closing", leaseUntil: new Date(now.getTime() + options.leaseMs), attempts: row.attempts + 1, updatedAt: now };
+    const result = await mergeIfUnchanged(this.client, { partitionKey: row.partitionKey, rowKey: row.rowKey, ...columns }, row.etag);
+    if (!result.written) return { claimed: false, reason: result.reason };
+    return { claimed: true, row: { ...row, ...columns, status: "closing", etag: result.etag } };
+  }
+
+  markClosed(row: SessionRecord): Promise<WriteResult> {
+    return this.transition(row, { to: "closed" });
+  }
+
+  markExpired(row: SessionRecord, error: { code: string; message: string }): Promise<WriteResult> {
+    return this.transition(row, { to: "expired", error });
+  }
+
+  markFailed(row: SessionRecord, error: { code: string; message: string }): Promise<WriteResult> {
+    return this.transition(row, { to: "failed", error });
+  }
+
+  /** Back to `open`, not to be tried before `at`. */
+  scheduleRetry(row: SessionRecord, at: Date, error: { code: string; message: string }): Promise<WriteResult> {
+    return this.transition(row, { to: "retry", at, error });
+  }
+
+  private transition(row: SessionRecord, transition: RowTransition): Promise<WriteResult> {
+    return mergeIfUnchanged(this.client, patchFor(row, transition, this.clock()), row.etag);
+  }
+
+  /**
+   * Many transitions at once: a transaction per partition and 100 rows, falling back to single
+   * writes in a chunk where one row changed. Results are in the order of `requests`.
+   */
+  applyTransitions(requests: readonly TransitionRequest[]): Promise<WriteResult[]> {
+    const now = this.clock();
+    return writeConditionally(
+      this.client,
+      requests.map(({ row, transition }) => ({ action: "merge", patch: patchFor(row, transition, now), etag: row.etag })),
+    );
+  }
+
+  /**
+   * A row the sweeper cannot decode cannot be closed: it is marked `failed` with what was wrong,
+   * so operators see it and it is not read again by every sweep. Conditional like every write.
+   */
+  markMalformed(rows: readonly MalformedRow[]): Promise<WriteResult[]> {
+    const now = this.clock();
+    return writeConditionally(
+      this.client,
+      rows.map((row) => ({
+        action: "merge",
+        patch: {
+          partitionKey: row.partitionKey,
+          rowKey: row.rowKey,
+          status: "failed",
+          updatedAt: now,
+          assertion: "",
+          ...errorColumns({ code: "MalformedRow", message: row.problems.join("; ") }),
+        },
+        etag: row.etag,
+      })),
+    );
+  }
+
+  /**
+   * Deletes `closed`, `expired` and `failed` rows last changed before `retentionMs` ago. Terminal
+   * rows are never written again (release and record leave them as they are), so the deletes need
+   * no ETag.
+   */
+  async purgeTerminal(retentionMs: number, options: { now?: Date } = {}): Promise<{ deleted: number }> {
+    const cutoff = new Date((options.now ?? this.clock()).getTime() - retentionMs);
+    const filter = odata`(status eq ${"closed"} or status eq ${"expired"} or status eq ${"failed"}) and updatedAt lt ${cutoff}`;
+    const pages = this.client
+      .listEntities<Record<string, unknown>>({ queryOptions: { filter, select: ["PartitionKey", "RowKey"] } })
+      .byPage({ maxPageSize: this.pageSize });
+    let deleted = 0;
+    for await (const page of pages) {
+      const writes: ConditionalWrite[] = page.map((entity) => ({
+        action: "delete",
+        patch: { partitionKey: entity.partitionKey!, rowKey: entity.rowKey! },
+      }));
+      for (const result of await writeConditionally(this.client, writes)) if (result.written) deleted++;
+    }
+    return { deleted };
+  }
+}
+

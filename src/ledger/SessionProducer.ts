@@ -1,0 +1,141 @@
+import type { TableClient } from "@azure/data-tables";
+import { SessionAlreadyRecordedError, SessionNotOpenError, ValidationError } from "../errors";
+import { decodeEntity, MAX_SESSION_ID_LENGTH, SCHEMA_VERSION, type SessionEntity } from "./entity";
+import { isGuid } from "./keys";
+import { formatWorkbookLocation, parseWorkbookLocation } from "./location";
+import { isTerminal, type SessionKey, type SessionRecord } from "./models";
+import { keysOf, readRow, updateWithRetry } from "./rows";
+import { createLedgerTableClient, storageStatus, type LedgerClientOptions } from "./tableClient";
+
+/** A session a producing service has just opened with `createSession`. */
+export interface RecordSessionInput extends SessionKey {
+  /** Where the workbook is, in one of the forms of WORKBOOK_FORMS, e.g. `/drives/{drive-id}/items/{item-id}`. */
+  workbook: string;
+  /** As passed to createSession. Default true. */
+  persistChanges?: boolean;
+  /** Which service recorded it, for operators. */
+  recordedBy: string;
+}
+
+export interface SessionProducerOptions extends LedgerClientOptions {
+  /** The clock for timestamps. Default: the system clock. */
+  clock?: () => Date;
+}
+
+/**
+ * The producing services' side of the ledger: record each session right after createSession,
+ * touch it while it is in use, release it after closing it yourself. A session the sweeper has
+ * claimed can no longer be touched: the service gets SessionNotOpenError and must open a new one.
+ */
+export class SessionProducer {
+  private readonly clock: () => Date;
+
+  constructor(
+    readonly client: TableClient,
+    options: SessionProducerOptions = {},
+  ) {
+    this.clock = options.clock ?? (() => new Date());
+  }
+
+  static fromConnectionString(connectionString: string, tableName: string, options: SessionProducerOptions = {}): SessionProducer {
+    return new SessionProducer(createLedgerTableClient(connectionString, tableName, options), options);
+  }
+
+  /**
+   * Records a new open session. Recording the same session again with the same details (a retry
+   * after a lost answer) returns the existing row; with different details it throws
+   * SessionAlreadyRecordedError.
+   */
+  async record(input: RecordSessionInput): Promise<SessionRecord> {
+    const entity = this.entityFor(input);
+    try {
+      const response = await this.client.createEntity(entity);
+      const decoded = decodeEntity({ ...entity, etag: response.etag ?? "" });
+      if (!decoded.ok) throw new ValidationError(decoded.malformed.problems);
+      return decoded.row;
+    } catch (error) {
+      if (storageStatus(error) !== 409) throw error;
+      const existing = await this.mustRead(input);
+      if (existing.status === "open" && formatWorkbookLocation(existing.workbook) === entity.workbook) return existing;
+      throw new SessionAlreadyRecordedError(existing.status);
+    }
+  }
+
+  /**
+   * Heartbeat: the session is still in use. Conditional on the row's ETag (pass the row you hold
+   * to save a read); throws SessionNotOpenError once a sweeper has claimed or finished the row.
+   */
+  touch(key: SessionKey, options: { known?: SessionRecord } = {}): Promise<SessionRecord> {
+    return updateWithRetry(
+      this.client,
+      key,
+      (row) => {
+        if (row.status !== "open") throw new SessionNotOpenError(row.status);
+        const now = this.clock();
+        return { lastActivityAt: now, updatedAt: now };
+      },
+      options,
+    );
+  }
+
+  /**
+   * The service closed the session itself (Graph answered its closeSession with 204). Idempotent:
+   * a row already closed, expired or failed is left as it is.
+   */
+  release(key: SessionKey, options: { known?: SessionRecord } = {}): Promise<SessionRecord> {
+    return updateWithRetry(
+      this.client,
+      key,
+      (row) => {
+        if (isTerminal(row.status)) return undefined;
+        const now = this.clock();
+        return { status: "closed", closedAt: now, closedBy: "producer", updatedAt: now, assertion: "" };
+      },
+      options,
+    );
+  }
+
+  private async mustRead(key: SessionKey): Promise<SessionRecord> {
+    const row = await readRow(this.client, key);
+    if (!row) throw new ValidationError(["the session row vanished while it was being recorded"]);
+    return row;
+  }
+
+  private entityFor(input: RecordSessionInput): SessionEntity {
+    const problems: string[] = [];
+    if (!isGuid(input.tenantId)) problems.push("tenantId must be the tenant's GUID");
+    if (!isGuid(input.userId)) problems.push("userId must be the user's Entra object id (a GUID)");
+    if (typeof input.sessionId !== "string" || input.sessionId.length === 0) problems.push("sessionId must be a non-empty string");
+    else if (input.sessionId.length > MAX_SESSION_ID_LENGTH) problems.push(`sessionId is longer than ${MAX_SESSION_ID_LENGTH} characters`);
+    if (input.persistChanges !== undefined && typeof input.persistChanges !== "boolean") problems.push("persistChanges must be a boolean");
+    if (typeof input.recordedBy !== "string" || input.recordedBy.length === 0 || input.recordedBy.length > 200) {
+      problems.push("recordedBy must be a non-empty string of at most 200 characters");
+    }
+    let workbook = "";
+    try {
+      workbook = formatWorkbookLocation(parseWorkbookLocation(input.workbook));
+    } catch (error) {
+      if (!(error instanceof ValidationError)) throw error;
+      problems.push(...error.problems);
+    }
+    if (problems.length > 0) throw new ValidationError(problems);
+
+    const now = this.clock();
+    return {
+      ...keysOf(input),
+      schemaVersion: SCHEMA_VERSION,
+      tenantId: input.tenantId.toLowerCase(),
+      userId: input.userId.toLowerCase(),
+      sessionId: input.sessionId,
+      workbook,
+      persistChanges: input.persistChanges ?? true,
+      createdAt: now,
+      lastActivityAt: now,
+      updatedAt: now,
+      status: "open",
+      attempts: 0,
+      nextAttemptAt: now,
+      recordedBy: input.recordedBy,
+    };
+  }
+}

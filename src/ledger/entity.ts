@@ -1,0 +1,142 @@
+import type { TableEntityResult } from "@azure/data-tables";
+import { isGuid, partitionKeyFor, rowKeyFor } from "./keys";
+import { parseWorkbookLocation, type WorkbookLocation } from "./location";
+import { SESSION_STATUSES, type MalformedRow, type SessionRecord, type SessionStatus } from "./models";
+import { ValidationError } from "../errors";
+
+/** The row as stored: the documented schema (README, "Recording sessions"). */
+export interface SessionEntity {
+  partitionKey: string;
+  rowKey: string;
+  schemaVersion: number;
+  tenantId: string;
+  userId: string;
+  sessionId: string;
+  workbook: string;
+  persistChanges: boolean;
+  createdAt: Date;
+  lastActivityAt: Date;
+  updatedAt: Date;
+  status: SessionStatus;
+  attempts: number;
+  nextAttemptAt: Date;
+  leaseUntil?: Date;
+  lastErrorCode?: string;
+  lastErrorMessage?: string;
+  closedAt?: Date;
+  closedBy?: string;
+  recordedBy: string;
+  assertion?: string;
+}
+
+export const SCHEMA_VERSION = 1;
+/** Real Graph session ids are ~1-2 k characters; a string column holds 32 k. */
+export const MAX_SESSION_ID_LENGTH = 16_384;
+const MAX_ERROR_MESSAGE_LENGTH = 1_000;
+
+type RawEntity = TableEntityResult<Record<string, unknown>>;
+
+/**
+ * Decodes a row read from the table. Rows are written by other services, so nothing is taken on
+ * trust: a row whose keys do not match its own tenant, user and session id is refused too, so a
+ * row cannot make the sweeper act for a user other than the one whose partition it is in.
+ */
+export function decodeEntity(entity: RawEntity): { ok: true; row: SessionRecord } | { ok: false; malformed: MalformedRow } {
+  const problems: string[] = [];
+  const str = (name: string, max = 1_000): string | undefined => {
+    const value = entity[name];
+    if (typeof value !== "string" || value.length === 0) problems.push(`${name} is missing or not a string`);
+    else if (value.length > max) problems.push(`${name} is longer than ${max} characters`);
+    else return value;
+    return undefined;
+  };
+  const date = (name: string, optional = false): Date | undefined => {
+    const value = entity[name];
+    if (value === undefined || value === null) {
+      if (!optional) problems.push(`${name} is missing`);
+      return undefined;
+    }
+    if (!(value instanceof Date) || Number.isNaN(value.getTime())) {
+      problems.push(`${name} is not a date`);
+      return undefined;
+    }
+    return value;
+  };
+
+  const tenantId = str("tenantId");
+  const userId = str("userId");
+  const sessionId = str("sessionId", MAX_SESSION_ID_LENGTH);
+  if (tenantId !== undefined && !isGuid(tenantId)) problems.push("tenantId is not a GUID");
+  if (userId !== undefined && !isGuid(userId)) problems.push("userId is not a GUID");
+
+  let workbook: WorkbookLocation | undefined;
+  try {
+    workbook = parseWorkbookLocation(entity.workbook);
+  } catch (error) {
+    problems.push(...(error instanceof ValidationError ? error.problems : ["workbook is invalid"]));
+  }
+
+  const status = entity.status as SessionStatus;
+  if (!SESSION_STATUSES.includes(status)) problems.push(`status ${JSON.stringify(entity.status)} is not one of ${SESSION_STATUSES.join(", ")}`);
+  const attempts = entity.attempts ?? 0;
+  if (typeof attempts !== "number" || !Number.isInteger(attempts) || attempts < 0) problems.push("attempts is not a whole number");
+  const persistChanges = entity.persistChanges ?? true;
+  if (typeof persistChanges !== "boolean") problems.push("persistChanges is not a boolean");
+
+  const createdAt = date("createdAt");
+  const lastActivityAt = date("lastActivityAt");
+  const updatedAt = date("updatedAt", true) ?? lastActivityAt;
+  const nextAttemptAt = date("nextAttemptAt", true);
+  const leaseUntil = date("leaseUntil", true);
+  const closedAt = date("closedAt", true);
+
+  if (tenantId && userId && entity.partitionKey !== partitionKeyFor(tenantId, userId)) {
+    problems.push("PartitionKey does not match tenantId and userId");
+  }
+  if (sessionId && entity.rowKey !== rowKeyFor(sessionId)) problems.push("RowKey does not match sessionId");
+
+  const lastErrorCode = optionalString(entity.lastErrorCode);
+  const recordedBy = optionalString(entity.recordedBy) ?? "unknown";
+  const closedBy = entity.closedBy === "sweeper" || entity.closedBy === "producer" ? entity.closedBy : undefined;
+  const assertion = optionalString(entity.assertion);
+
+  if (problems.length > 0) {
+    return {
+      ok: false,
+      malformed: { partitionKey: entity.partitionKey ?? "", rowKey: entity.rowKey ?? "", etag: entity.etag, problems },
+    };
+  }
+  return {
+    ok: true,
+    row: {
+      partitionKey: entity.partitionKey!,
+      rowKey: entity.rowKey!,
+      etag: entity.etag,
+      tenantId: tenantId!,
+      userId: userId!,
+      sessionId: sessionId!,
+      workbook: workbook!,
+      persistChanges: persistChanges as boolean,
+      createdAt: createdAt!,
+      lastActivityAt: lastActivityAt!,
+      updatedAt: updatedAt!,
+      status,
+      attempts: attempts as number,
+      ...(nextAttemptAt && { nextAttemptAt }),
+      ...(leaseUntil && { leaseUntil }),
+      ...(lastErrorCode && { lastError: { code: lastErrorCode, message: optionalString(entity.lastErrorMessage) ?? "" } }),
+      ...(closedAt && { closedAt }),
+      ...(closedBy && { closedBy }),
+      recordedBy,
+      ...(assertion && { encryptedAssertion: assertion }),
+    },
+  };
+}
+
+function optionalString(value: unknown): string | undefined {
+  return typeof value === "string" && value.length > 0 ? value : undefined;
+}
+
+export function truncateMessage(message: string): string {
+  return message.length > MAX_ERROR_MESSAGE_LENGTH ? `${message.slice(0, MAX_ERROR_MESSAGE_LENGTH - 1)}…` : message;
+}

@@ -1,0 +1,13 @@
+export { SessionLedger, type SessionLedgerOptions, type ListStaleOptions, type TransitionRequest } from "./SessionLedger";
+export { SessionProducer, type SessionProducerOptions, type RecordSessionInput } from "./SessionProducer";
+export { createLedgerTableClient, type LedgerClientOptions } from "./tableClient";
+export { partitionKeyFor, rowKeyFor, isGuid } from "./keys";
+export {
+  parseWorkbookLocation,
+  formatWorkbookLocation,
+  workbookKey,
+  isSafeIdSegment,
+  WORKBOOK_FORMS,
+  type WorkbookLocation,
+} from "./location";
+export * from "./models";

@@ -1,0 +1,90 @@
+import type { TableClient } from "@azure/data-tables";
+import { ConcurrentUpdateError, MalformedRowError, SessionNotFoundError } from "../errors";
+import { decodeEntity } from "./entity";
+import { partitionKeyFor, rowKeyFor } from "./keys";
+import { formatWorkbookLocation } from "./location";
+import type { SessionKey, SessionRecord } from "./models";
+import { storageStatus } from "./tableClient";
+import { mergeIfUnchanged, type RowPatch } from "./transitions";
+
+export function keysOf(key: SessionKey): { partitionKey: string; rowKey: string } {
+  return { partitionKey: partitionKeyFor(key.tenantId, key.userId), rowKey: rowKeyFor(key.sessionId) };
+}
+
+/** Reads one row; undefined when there is none. A malformed row throws MalformedRowError. */
+export async function readRow(client: TableClient, key: SessionKey): Promise<SessionRecord | undefined> {
+  const { partitionKey, rowKey } = keysOf(key);
+  let entity;
+  try {
+    entity = await client.getEntity<Record<string, unknown>>(partitionKey, rowKey);
+  } catch (error) {
+    if (storageStatus(error) === 404) return undefined;
+    throw error;
+  }
+  const decoded = decodeEntity(entity);
+  if (!decoded.ok) throw new MalformedRowError(decoded.malformed.problems);
+  return decoded.row;
+}
+
+/**
+ * Read, decide, write conditionally; on a lost race read again and decide again. `decide` returns
+ * the patch to write, or `undefined` when the row is already as wanted; it throws to refuse.
+ * `known` is a row the caller already holds (with its ETag), which saves the first read.
+ */
+export async function updateWithRetry(
+  client: TableClient,
+  key: SessionKey,
+  decide: (row: SessionRecord) => Omit<RowPatch, "partitionKey" | "rowKey"> | undefined,
+  options: { known?: SessionRecord; maxAttempts?: number } = {},
+): Promise<SessionRecord> {
+  const maxAttempts = options.maxAttempts ?? 5;
+  let row = options.known;
+  for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+    row ??= await readRow(client, key);
+    if (!row) throw new SessionNotFoundError(key.sessionId);
+    const columns = decide(row);
+    if (!columns) return row;
+    const result = await mergeIfUnchanged(client, { ...columns, partitionKey: row.partitionKey, rowKey: row.rowKey }, row.etag);
+    if (result.written) return applyColumns(row, columns, result.etag);
+    if (result.reason === "gone") throw new SessionNotFoundError(key.sessionId);
+    row = undefined;
+  }
+  throw new ConcurrentUpdateError(maxAttempts);
+}
+
+/** The row as it is after a successful Merge of `columns`, without reading it back. */
+function applyColumns(row: SessionRecord, columns: Record<string, unknown>, etag: string): SessionRecord {
+  const decoded = decodeEntity({
+    ...toEntityColumns(row),
+    ...columns,
+    partitionKey: row.partitionKey,
+    rowKey: row.rowKey,
+    etag,
+  } as Parameters<typeof decodeEntity>[0]);
+  if (!decoded.ok) throw new MalformedRowError(decoded.malformed.problems);
+  return decoded.row;
+}
+
+/** The stored columns of a decoded row (the inverse of decodeEntity). */
+export function toEntityColumns(row: SessionRecord): Record<string, unknown> {
+  return {
+    tenantId: row.tenantId,
+    userId: row.userId,
+    sessionId: row.sessionId,
+    workbook: formatWorkbookLocation(row.workbook),
+    persistChanges: row.persistChanges,
+    createdAt: row.createdAt,
+    lastActivityAt: row.lastActivityAt,
+    updatedAt: row.updatedAt,
+    status: row.status,
+    attempts: row.attempts,
+    nextAttemptAt: row.nextAttemptAt,
+    leaseUntil: row.leaseUntil,
+    lastErrorCode: row.lastError?.code,
+    lastErrorMessage: row.lastError?.message,
+    closedAt: row.closedAt,
+    closedBy: row.closedBy,
+    recordedBy: row.recordedBy,
+    assertion: row.encryptedAssertion,
+  };
+}

@@ -1,0 +1,107 @@
+import type { TableClient, TransactionAction } from "@azure/data-tables";
+import { storageStatus } from "./tableClient";
+import { truncateMessage } from "./entity";
+import type { RowTransition, SessionRecord, WriteResult } from "./models";
+import { chunk, groupBy, mapConcurrent } from "../utils/concurrency";
+
+/** Merge patch: the columns one transition changes. */
+export type RowPatch = Record<string, unknown> & { partitionKey: string; rowKey: string };
+
+/** The columns a transition writes. Terminal states wipe the stored assertion: it is no longer needed. */
+export function patchFor(row: SessionRecord, transition: RowTransition, now: Date): RowPatch {
+  const base = { partitionKey: row.partitionKey, rowKey: row.rowKey, updatedAt: now };
+  switch (transition.to) {
+    case "closed":
+      return { ...base, status: "closed", closedAt: now, closedBy: "sweeper", assertion: "" };
+    case "expired":
+    case "failed":
+      return { ...base, status: transition.to, ...errorColumns(transition.error), assertion: "" };
+    case "retry":
+      return { ...base, status: "open", nextAttemptAt: transition.at, ...errorColumns(transition.error) };
+  }
+}
+
+export function errorColumns(error: { code: string; message: string }): Record<string, string> {
+  return { lastErrorCode: error.code.slice(0, 200), lastErrorMessage: truncateMessage(error.message) };
+}
+
+/** One Merge, conditional on the ETag the row was read with. */
+export async function mergeIfUnchanged(client: TableClient, patch: RowPatch, etag: string): Promise<WriteResult> {
+  try {
+    const response = await client.updateEntity(patch, "Merge", { etag });
+    return { written: true, etag: response.etag ?? "" };
+  } catch (error) {
+    return notWritten(error);
+  }
+}
+
+/** A 412 or 404 is a lost race; anything else (a storage fault) is rethrown. */
+export function notWritten(error: unknown): Extract<WriteResult, { written: false }> {
+  const status = storageStatus(error);
+  if (status === 412) return { written: false, reason: "changed" };
+  if (status === 404) return { written: false, reason: "gone" };
+  throw error;
+}
+
+/**
+ * A Merge of `patch` conditional on `etag`, or a delete of the row it names. Deletes are
+ * unconditional: the SDK's transactions take no ETag for them, so they are only for rows that no
+ * writer changes any more (terminal rows).
+ */
+export type ConditionalWrite = { action: "merge"; patch: RowPatch; etag: string } | { action: "delete"; patch: RowPatch };
+
+const MAX_TRANSACTION_OPERATIONS = 100;
+
+/**
+ * Writes many conditional Merges and deletes: one transaction per partition and 100 rows (Table Storage's
+ * limit), several partitions at once. A transaction is all or nothing, so when one row in it has
+ * changed (412) or vanished (404), that chunk is written again row by row and only the changed
+ * rows are reported as conflicts. Results come back in the order of `writes`.
+ */
+export async function writeConditionally(
+  client: TableClient,
+  writes: readonly ConditionalWrite[],
+  options: { parallelTransactions?: number } = {},
+): Promise<WriteResult[]> {
+  const indexed = writes.map((write, index) => ({ write, index }));
+  const chunks = [...groupBy(indexed, (item) => item.write.patch.partitionKey).values()].flatMap((group) =>
+    chunk(group, MAX_TRANSACTION_OPERATIONS),
+  );
+  const results = new Array<WriteResult>(writes.length);
+  await mapConcurrent(chunks, options.parallelTransactions ?? 8, async (items) => {
+    if (items.length > 1 && hasUniqueRows(items.map((item) => item.write))) {
+      const actions = items.map(({ write }) => transactionAction(write));
+      try {
+        const response = await client.submitTransaction(actions);
+        // Sub-responses come in the order of the operations (OData batch); a 204 names no RowKey.
+        items.forEach(({ index }, position) => {
+          results[index] = { written: true, etag: response.subResponses[position]?.etag ?? "" };
+        });
+        return;
+      } catch (error) {
+        notWritten(error); // rethrows anything that is not a 412/404: a storage fault, not a race
+      }
+    }
+    for (const { write, index } of items) results[index] = await writeOne(client, write);
+  });
+  return results;
+}
+
+function transactionAction(write: ConditionalWrite): TransactionAction {
+  return write.action === "delete" ? ["delete", write.patch] : ["update", write.patch, "Merge", { etag: write.etag }];
+}
+
+async function writeOne(client: TableClient, write: ConditionalWrite): Promise<WriteResult> {
+  if (write.action === "merge") return mergeIfUnchanged(client, write.patch, write.etag);
+  try {
+    await client.deleteEntity(write.patch.partitionKey, write.patch.rowKey);
+    return { written: true, etag: "" };
+  } catch (error) {
+    return notWritten(error);
+  }
+}
+
+/** A transaction may name each entity once; duplicates fall back to single writes. */
+function hasUniqueRows(writes: readonly ConditionalWrite[]): boolean {
+  return new Set(writes.map((w) => w.patch.rowKey)).size === writes.length;
+}

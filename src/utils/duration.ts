@@ -1,0 +1,31 @@
+/**
+ * Durations in settings and requests: ISO-8601 (`PT10M`, `P1D`, `PT1H30M`, `PT0.5S`) or a plain
+ * number of seconds (`600`). Returns milliseconds, or undefined when the text is neither.
+ * Years and months are refused: their length depends on the calendar.
+ */
+export function parseDuration(text: string): number | undefined {
+  const value = text.trim();
+  if (/^\d+(\.\d+)?$/.test(value)) return Math.round(Number(value) * 1000);
+  const match = /^P(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$/i.exec(
+    value,
+  );
+  if (!match || value.toUpperCase() === "P" || /T$/i.test(value)) return undefined;
+  const [, weeks, days, hours, minutes, seconds] = match.map((part) => (part === undefined ? 0 : Number(part)));
+  const ms = ((((weeks! * 7 + days!) * 24 + hours!) * 60 + minutes!) * 60 + seconds!) * 1000;
+  return Number.isFinite(ms) ? Math.round(ms) : undefined;
+}
+
+/** `600000` → `PT10M`, for messages and summaries. */
+export function formatDuration(ms: number): string {
+  if (ms === 0) return "PT0S";
+  let rest = Math.round(ms);
+  const parts: string[] = [];
+  const hours = Math.floor(rest / 3_600_000);
+  rest -= hours * 3_600_000;
+  const minutes = Math.floor(rest / 60_000);
+  rest -= minutes * 60_000;
+  if (hours) parts.push(`${hours}H`);
+  if (minutes) parts.push(`${minutes}M`);
+  if (rest) parts.push(`${rest / 1000}S`);
+  return `PT${parts.join("")}`;
+}
