@@ -2,7 +2,7 @@
  * `npm run demo`: the ledger end to end on a local Azurite. Services record sessions (some long
  * abandoned, some heartbeating), then the sweeper's side lists what is stale.
  */
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { startAzurite } from "../test/support/azurite";
 import { SessionLedger, SessionProducer, formatWorkbookLocation, type SessionRecord } from "../src";
 
@@ -15,8 +15,9 @@ async function main(): Promise<void> {
   try {
     const ledger = SessionLedger.fromConnectionString(azurite.connectionString, TABLE);
     await ledger.ensureTable();
-    const at = (minutesAgo: number) => SessionProducer.fromConnectionString(azurite.connectionString, TABLE, { clock: () => new Date(Date.now() - minutesAgo * MINUTE) });
+    const at = (minutesAgo: number) => SessionProducer.fromConnectionString(azurite.connectionString, TABLE, { clock: () => new Date(Date.now() - minutesAgo * MINUTE), assertionKey });
 
+    const assertionKey = randomBytes(32);
     const users = [randomUUID(), randomUUID(), randomUUID()];
     const tenantId = randomUUID();
     const plan = [
@@ -35,6 +36,7 @@ async function main(): Promise<void> {
         sessionId: `cluster=PS2&session=15.${randomUUID()}/${randomUUID()}==`,
         workbook: item.workbook,
         recordedBy: "demo-service",
+        userAssertion: `demo-assertion-of-${users[item.user]}`,
       });
       if (item.note.startsWith("closed")) await producer.release(row);
       console.log(`  recorded ${short(row.sessionId)}  ${item.workbook.padEnd(62)} ${item.note}`);

@@ -48,6 +48,15 @@ export interface SweeperConfig {
     clientCredential: { kind: "secret"; secret: string } | { kind: "certificate"; certificatePath: string };
     /** `ASSERTION_ENCRYPTION_KEY`: 32 bytes, base64; user assertions are stored encrypted with it. */
     assertionKey: Buffer;
+    /** `AZURE_ADDITIONALLY_ALLOWED_TENANTS`: other tenants whose users' sessions may be closed, comma separated; `*` for any. */
+    additionallyAllowedTenants: string[];
+    /**
+     * `GRAPH_SCOPE`: the delegated permission asked for (default `Files.ReadWrite`, on the host of
+     * GRAPH_BASE_URL). `Files.ReadWrite.All` where sessions are on SharePoint sites or others' drives.
+     * A named permission, not `.default`: MSAL files tokens under the scopes Entra grants, so a
+     * `.default` request never finds its cached token and every call would fetch a new one.
+     */
+    scope: string;
   };
 }
 
@@ -69,6 +78,8 @@ export const DEFAULT_SETTINGS = {
   EXCEL_BUDGET_WINDOW: "PT10S",
   AZURE_AUTHORITY_HOST: "https://login.microsoftonline.com",
   AZURE_DISABLE_INSTANCE_DISCOVERY: "false",
+  AZURE_ADDITIONALLY_ALLOWED_TENANTS: "",
+  GRAPH_SCOPE: "Files.ReadWrite",
 } as const;
 
 /**
@@ -108,8 +119,11 @@ export function loadConfig(settings: Settings = process.env): SweeperConfig {
       clientId: reader.required("AZURE_CLIENT_ID"),
       clientCredential: reader.clientCredential(),
       assertionKey: reader.key("ASSERTION_ENCRYPTION_KEY", 32),
+      additionallyAllowedTenants: reader.list("AZURE_ADDITIONALLY_ALLOWED_TENANTS", /^([0-9a-f-]{36}|\*)$/i, "a tenant GUID or *"),
+      scope: "",
     },
   };
+  config.auth.scope = reader.scope("GRAPH_SCOPE", config.graph.baseUrl);
   reader.throwIfAnyProblem();
   return config;
 }
@@ -190,6 +204,31 @@ class SettingsReader {
       return this.problem(name, `is '${value}', which carries a query, fragment or credentials`, value);
     }
     return url.href.replace(/\/+$/, "");
+  }
+
+  list(name: string, item: RegExp, expected: string): string[] {
+    const items = (this.raw(name) ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+    const bad = items.filter((i) => !item.test(i));
+    if (bad.length > 0) this.problem(name, `has '${bad.join("', '")}', not ${expected}`, undefined);
+    return items.filter((i) => item.test(i));
+  }
+
+  /** A permission name, made absolute on Graph's host: `Files.ReadWrite` → `https://graph.microsoft.com/Files.ReadWrite`. */
+  scope(name: string, graphBaseUrl: string): string {
+    const value = this.required(name);
+    if (!value) return value;
+    if (value.endsWith("/.default") || value === ".default") {
+      return this.problem(name, "is '.default': name the delegated permission, e.g. Files.ReadWrite (see README)", value);
+    }
+    if (/^https:\/\/\S+\/[A-Za-z.]+$/.test(value)) return value;
+    if (!/^[A-Za-z]+(\.[A-Za-z]+)+$/.test(value)) return this.problem(name, `is '${value}', not a permission name like Files.ReadWrite`, value);
+    let origin = "https://graph.microsoft.com";
+    try {
+      origin = new URL(graphBaseUrl).origin;
+    } catch {
+      // GRAPH_BASE_URL's own problem is reported already.
+    }
+    return `${origin}/${value}`;
   }
 
   key(name: string, bytes: number): Buffer {

@@ -15,3 +15,13 @@ export {
   MalformedRowError,
 } from "./errors";
 export { parseDuration, formatDuration } from "./utils/duration";
+export { createSweeperServices, type SweeperServices, type SweeperServicesOptions } from "./createSweeper";
+export { Sweeper, type SweeperSettings, type SweepLogger } from "./sweep/Sweeper";
+export type { SweepRequest, SweepSummary, SweepCandidate } from "./sweep/models";
+export { closeRecordedSession, attemptClose, type CloseDependencies, type CloseReport } from "./sweep/closeRecordedSession";
+export { WorkbookSessionCloser, type WorkbookSessionCloserOptions, type CloseRequest } from "./graph/WorkbookSessionCloser";
+export type { CloseOutcome, CloseAttempt } from "./graph/CloseOutcome";
+export { DelegatedCredentials, type DelegatedCredentialsOptions } from "./auth/DelegatedCredentials";
+export { AssertionCipher, AssertionDecryptionError } from "./auth/AssertionCipher";
+export { parseSweepHttpBody } from "./triggers/sweepHttpRequest";
+export { parseCloseRequestMessage, formatCloseRequestMessage, type CloseRequestMessage } from "./triggers/closeRequestMessage";

@@ -32,6 +32,7 @@ function recordInput(overrides: Partial<Parameters<import("../src").SessionProdu
     sessionId: graphLikeSessionId(),
     workbook: "/drives/b!drive-1/items/01ITEM",
     recordedBy: "test-service",
+    userAssertion: "header.payload-of-a-user-token.signature",
     ...overrides,
   };
 }
@@ -186,11 +187,11 @@ describe("producer", () => {
   it("refuses bad input with every problem named, and writes nothing", async () => {
     const { producer, ledger } = await createLedgerFixture();
     const error = await producer
-      .record({ tenantId: "contoso", userId: "", sessionId: "", workbook: "/me/drive/root:/Book.xlsx:", recordedBy: "" })
+      .record({ tenantId: "contoso", userId: "", sessionId: "", workbook: "/me/drive/root:/Book.xlsx:", recordedBy: "", userAssertion: "" })
       .catch((e) => e);
     expect(error).toBeInstanceOf(ValidationError);
     expect(error.code).toBe("InvalidInput");
-    expect(error.problems).toHaveLength(5);
+    expect(error.problems).toHaveLength(6);
     expect((await collect(ledger.listAll())).rows).toEqual([]);
   });
 

@@ -106,23 +106,24 @@ export class SessionLedger {
   }
 
   markClosed(row: SessionRecord): Promise<WriteResult> {
-    return this.transition(row, { to: "closed" });
+    return this.applyTransition(row, { to: "closed" });
   }
 
   markExpired(row: SessionRecord, error: { code: string; message: string }): Promise<WriteResult> {
-    return this.transition(row, { to: "expired", error });
+    return this.applyTransition(row, { to: "expired", error });
   }
 
   markFailed(row: SessionRecord, error: { code: string; message: string }): Promise<WriteResult> {
-    return this.transition(row, { to: "failed", error });
+    return this.applyTransition(row, { to: "failed", error });
   }
 
   /** Back to `open`, not to be tried before `at`. */
   scheduleRetry(row: SessionRecord, at: Date, error: { code: string; message: string }): Promise<WriteResult> {
-    return this.transition(row, { to: "retry", at, error });
+    return this.applyTransition(row, { to: "retry", at, error });
   }
 
-  private transition(row: SessionRecord, transition: RowTransition): Promise<WriteResult> {
+  /** One transition of a claimed row, conditional on its ETag. */
+  applyTransition(row: SessionRecord, transition: RowTransition): Promise<WriteResult> {
     return mergeIfUnchanged(this.client, patchFor(row, transition, this.clock()), row.etag);
   }
 
@@ -135,6 +136,23 @@ export class SessionLedger {
     return writeConditionally(
       this.client,
       requests.map(({ row, transition }) => ({ action: "merge", patch: patchFor(row, transition, now), etag: row.etag })),
+    );
+  }
+
+  /**
+   * Postpones open rows without claiming them: Graph asked their tenant to wait until `until`, and
+   * the next sweep must not send before then either. Not an attempt; conditional like every write,
+   * so a row touched meanwhile keeps its heartbeat.
+   */
+  deferRows(rows: readonly SessionRecord[], until: Date): Promise<WriteResult[]> {
+    const now = this.clock();
+    return writeConditionally(
+      this.client,
+      rows.map((row) => ({
+        action: "merge",
+        patch: { partitionKey: row.partitionKey, rowKey: row.rowKey, nextAttemptAt: until, updatedAt: now },
+        etag: row.etag,
+      })),
     );
   }
 

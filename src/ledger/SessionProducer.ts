@@ -6,6 +6,7 @@ import { formatWorkbookLocation, parseWorkbookLocation } from "./location";
 import { isTerminal, type SessionKey, type SessionRecord } from "./models";
 import { keysOf, readRow, updateWithRetry } from "./rows";
 import { createLedgerTableClient, storageStatus, type LedgerClientOptions } from "./tableClient";
+import { AssertionCipher } from "../auth/AssertionCipher";
 
 /** A session a producing service has just opened with `createSession`. */
 export interface RecordSessionInput extends SessionKey {
@@ -15,12 +16,32 @@ export interface RecordSessionInput extends SessionKey {
   persistChanges?: boolean;
   /** Which service recorded it, for operators. */
   recordedBy: string;
+  /**
+   * The access token your service received from its caller (the user), which the sweeper exchanges
+   * on-behalf-of the user for a Graph token to close the session. Stored encrypted; wiped when the
+   * row is finished.
+   */
+  userAssertion: string;
 }
 
 export interface SessionProducerOptions extends LedgerClientOptions {
+  /** ASSERTION_ENCRYPTION_KEY: 32 bytes (or their base64), the same key the sweeper has. */
+  assertionKey: Buffer | string;
   /** The clock for timestamps. Default: the system clock. */
   clock?: () => Date;
 }
+
+export interface TouchOptions {
+  /** The row you hold (from record or the last touch): saves a read while nothing else changed it. */
+  known?: SessionRecord;
+  /**
+   * A fresher assertion from your caller. An assertion is valid for 60-90 minutes; a session kept
+   * alive longer must hand over a new one, or the sweeper cannot close it after that.
+   */
+  userAssertion?: string;
+}
+
+const MAX_ASSERTION_LENGTH = 16_384;
 
 /**
  * The producing services' side of the ledger: record each session right after createSession,
@@ -29,15 +50,17 @@ export interface SessionProducerOptions extends LedgerClientOptions {
  */
 export class SessionProducer {
   private readonly clock: () => Date;
+  private readonly cipher: AssertionCipher;
 
   constructor(
     readonly client: TableClient,
-    options: SessionProducerOptions = {},
+    options: SessionProducerOptions,
   ) {
     this.clock = options.clock ?? (() => new Date());
+    this.cipher = new AssertionCipher(typeof options.assertionKey === "string" ? Buffer.from(options.assertionKey, "base64") : options.assertionKey);
   }
 
-  static fromConnectionString(connectionString: string, tableName: string, options: SessionProducerOptions = {}): SessionProducer {
+  static fromConnectionString(connectionString: string, tableName: string, options: SessionProducerOptions): SessionProducer {
     return new SessionProducer(createLedgerTableClient(connectionString, tableName, options), options);
   }
 
@@ -65,14 +88,22 @@ export class SessionProducer {
    * Heartbeat: the session is still in use. Conditional on the row's ETag (pass the row you hold
    * to save a read); throws SessionNotOpenError once a sweeper has claimed or finished the row.
    */
-  touch(key: SessionKey, options: { known?: SessionRecord } = {}): Promise<SessionRecord> {
+  touch(key: SessionKey, options: TouchOptions = {}): Promise<SessionRecord> {
+    if (options.userAssertion !== undefined) {
+      const problem = assertionProblem(options.userAssertion);
+      if (problem) throw new ValidationError([problem]);
+    }
     return updateWithRetry(
       this.client,
       key,
       (row) => {
         if (row.status !== "open") throw new SessionNotOpenError(row.status);
         const now = this.clock();
-        return { lastActivityAt: now, updatedAt: now };
+        return {
+          lastActivityAt: now,
+          updatedAt: now,
+          ...(options.userAssertion !== undefined && { assertion: this.cipher.encrypt(options.userAssertion, row) }),
+        };
       },
       options,
     );
@@ -82,7 +113,7 @@ export class SessionProducer {
    * The service closed the session itself (Graph answered its closeSession with 204). Idempotent:
    * a row already closed, expired or failed is left as it is.
    */
-  release(key: SessionKey, options: { known?: SessionRecord } = {}): Promise<SessionRecord> {
+  release(key: SessionKey, options: Pick<TouchOptions, "known"> = {}): Promise<SessionRecord> {
     return updateWithRetry(
       this.client,
       key,
@@ -118,11 +149,14 @@ export class SessionProducer {
       if (!(error instanceof ValidationError)) throw error;
       problems.push(...error.problems);
     }
+    const assertion = assertionProblem(input.userAssertion);
+    if (assertion) problems.push(assertion);
     if (problems.length > 0) throw new ValidationError(problems);
 
     const now = this.clock();
+    const keys = keysOf(input);
     return {
-      ...keysOf(input),
+      ...keys,
       schemaVersion: SCHEMA_VERSION,
       tenantId: input.tenantId.toLowerCase(),
       userId: input.userId.toLowerCase(),
@@ -136,6 +170,13 @@ export class SessionProducer {
       attempts: 0,
       nextAttemptAt: now,
       recordedBy: input.recordedBy,
+      assertion: this.cipher.encrypt(input.userAssertion, keys),
     };
   }
+}
+
+function assertionProblem(assertion: unknown): string | undefined {
+  if (typeof assertion !== "string" || assertion.length === 0) return "userAssertion must be the caller's access token (a non-empty string)";
+  if (assertion.length > MAX_ASSERTION_LENGTH) return `userAssertion is longer than ${MAX_ASSERTION_LENGTH} characters`;
+  return undefined;
 }

@@ -1,5 +1,5 @@
 export { SessionLedger, type SessionLedgerOptions, type ListStaleOptions, type TransitionRequest } from "./SessionLedger";
-export { SessionProducer, type SessionProducerOptions, type RecordSessionInput } from "./SessionProducer";
+export { SessionProducer, type SessionProducerOptions, type RecordSessionInput, type TouchOptions } from "./SessionProducer";
 export { createLedgerTableClient, type LedgerClientOptions } from "./tableClient";
 export { partitionKeyFor, rowKeyFor, isGuid } from "./keys";
 export {

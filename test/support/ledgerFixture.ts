@@ -17,6 +17,7 @@ export interface LedgerFixture {
   /** A clock the test moves by hand. */
   clock: { now: Date; advance(ms: number): void };
   storageRequests: { method: string; url: string }[];
+  assertionKey: Buffer;
 }
 
 /** A fresh table on the run's Azurite with a ledger and a producer sharing a hand-moved clock. */
@@ -30,11 +31,12 @@ export async function createLedgerFixture(start = new Date("2026-11-23T12:00:00Z
     },
   };
   const storageRequests: { method: string; url: string }[] = [];
-  const options = { clock: () => clock.now, onRequest: (r: { method: string; url: string }) => storageRequests.push(r) };
+  const assertionKey = randomBytes(32);
+  const options = { clock: () => clock.now, onRequest: (r: { method: string; url: string }) => storageRequests.push(r), assertionKey };
   const ledger = SessionLedger.fromConnectionString(connectionString, tableName, options);
   await ledger.ensureTable();
   const producer = SessionProducer.fromConnectionString(connectionString, tableName, options);
-  return { tableName, connectionString, client: createLedgerTableClient(connectionString, tableName), ledger, producer, clock, storageRequests };
+  return { tableName, connectionString, client: createLedgerTableClient(connectionString, tableName), ledger, producer, clock, storageRequests, assertionKey };
 }
 
 export function newUser(): { tenantId: string; userId: string } {

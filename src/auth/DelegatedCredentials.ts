@@ -1,0 +1,125 @@
+import { createHash } from "node:crypto";
+import { OnBehalfOfCredential, type AccessToken, type TokenCredential } from "@azure/identity";
+import type { SessionRecord } from "../ledger/models";
+import { backoffMs, type CloseOutcome } from "../graph/CloseOutcome";
+import { AssertionCipher, AssertionDecryptionError } from "./AssertionCipher";
+import { classifyAuthorityError } from "./authorityErrors";
+
+export type ClientCredential = { kind: "secret"; secret: string } | { kind: "certificate"; certificatePath: string };
+
+export interface DelegatedCredentialsOptions {
+  authorityHost: string;
+  /** True for an authority Microsoft's instance discovery does not know (a national cloud is known). */
+  disableInstanceDiscovery: boolean;
+  /** The app registration's home tenant. */
+  tenantId: string;
+  clientId: string;
+  clientCredential: ClientCredential;
+  /** Tenants other than the home tenant whose users' sessions may be closed; `*` for any. Default none. */
+  additionallyAllowedTenants?: readonly string[];
+  /** The delegated scope to ask for, e.g. `https://graph.microsoft.com/Files.ReadWrite`. */
+  scope: string;
+  cipher: AssertionCipher;
+  /** Retries of the credential's own HTTP client. Default 3 (the SDK's). */
+  maxRetries?: number;
+  clock?: () => Date;
+}
+
+/** A user's credential, ready for a Graph call, or the outcome that ends the attempt. */
+export type CredentialResult = { ok: true; credential: TokenCredential } | { ok: false; outcome: Exclude<CloseOutcome, { kind: "closed" }> };
+
+interface UserEntry {
+  credential: OnBehalfOfCredential;
+  assertionDigest: string;
+  worked: boolean;
+}
+
+/**
+ * On-behalf-of credentials for the users whose sessions a sweep closes: one credential per user,
+ * reused for all that user's sessions (so MSAL's token cache serves them), made from the user's
+ * assertion recorded with the session. A newer assertion on another of the user's rows replaces one
+ * that has run out. Assertions are decrypted only here, only to hand them to MSAL.
+ */
+export class DelegatedCredentials {
+  private readonly users = new Map<string, UserEntry>();
+  private readonly allowedTenants: Set<string>;
+  private readonly clock: () => Date;
+
+  constructor(private readonly options: DelegatedCredentialsOptions) {
+    this.allowedTenants = new Set([options.tenantId, ...(options.additionallyAllowedTenants ?? [])].map((t) => t.toLowerCase()));
+    this.clock = options.clock ?? (() => new Date());
+  }
+
+  get scope(): string {
+    return this.options.scope;
+  }
+
+  /** Token requests are made here, not in the Graph call, so their errors are told apart from Graph's. */
+  async forRow(row: SessionRecord): Promise<CredentialResult> {
+    if (!this.allowedTenants.has("*") && !this.allowedTenants.has(row.tenantId.toLowerCase())) {
+      return this.refuse("tenantNotAllowed", `Tenant ${row.tenantId} is not the app's tenant nor in AZURE_ADDITIONALLY_ALLOWED_TENANTS.`);
+    }
+    if (!row.encryptedAssertion) {
+      return this.refuse("missingAssertion", "The row carries no user assertion: the producer must record one to let the session be closed.");
+    }
+    let assertion: string;
+    try {
+      assertion = this.options.cipher.decrypt(row.encryptedAssertion, row);
+    } catch (error) {
+      if (error instanceof AssertionDecryptionError) return this.refuse(error.code, error.message);
+      throw error;
+    }
+    const digest = createHash("sha256").update(assertion).digest("base64url");
+
+    let entry = this.users.get(row.partitionKey);
+    if (!entry || (!entry.worked && entry.assertionDigest !== digest)) {
+      entry = this.newEntry(row, assertion, digest);
+    }
+    let result = await this.tryToken(entry, row);
+    if (!result.ok && result.outcome.kind === "expired" && entry.assertionDigest !== digest) {
+      // The user's cached credential has outlived its assertion; this row brings another one.
+      entry = this.newEntry(row, assertion, digest);
+      result = await this.tryToken(entry, row);
+    }
+    return result;
+  }
+
+  private newEntry(row: SessionRecord, assertion: string, digest: string): UserEntry {
+    const { options } = this;
+    const common = {
+      tenantId: row.tenantId,
+      clientId: options.clientId,
+      userAssertionToken: assertion,
+      authorityHost: options.authorityHost,
+      disableInstanceDiscovery: options.disableInstanceDiscovery,
+      retryOptions: { maxRetries: options.maxRetries ?? 3 },
+    };
+    const credential =
+      options.clientCredential.kind === "secret"
+        ? new OnBehalfOfCredential({ ...common, clientSecret: options.clientCredential.secret })
+        : new OnBehalfOfCredential({ ...common, certificatePath: options.clientCredential.certificatePath });
+    const entry: UserEntry = { credential, assertionDigest: digest, worked: false };
+    this.users.set(row.partitionKey, entry);
+    return entry;
+  }
+
+  private async tryToken(entry: UserEntry, row: SessionRecord): Promise<CredentialResult> {
+    let token: AccessToken | null;
+    try {
+      token = await entry.credential.getToken(this.options.scope);
+    } catch (error) {
+      return { ok: false, outcome: classifyAuthorityError(error, { now: this.clock(), retryAfterMs: backoffMs(row.attempts) }) };
+    }
+    if (!token) return { ok: false, outcome: { kind: "retry", retryAt: this.later(row), cooldown: false, code: "noToken", message: "The authority returned no token." } };
+    entry.worked = true;
+    return { ok: true, credential: entry.credential };
+  }
+
+  private later(row: SessionRecord): Date {
+    return new Date(this.clock().getTime() + backoffMs(row.attempts));
+  }
+
+  private refuse(code: string, message: string): CredentialResult {
+    return { ok: false, outcome: { kind: "failed", code, message } };
+  }
+}

@@ -1,0 +1,73 @@
+import { AssertionCipher } from "./auth/AssertionCipher";
+import { DelegatedCredentials } from "./auth/DelegatedCredentials";
+import type { SweeperConfig } from "./config";
+import { WorkbookSessionCloser } from "./graph/WorkbookSessionCloser";
+import { SessionLedger } from "./ledger/SessionLedger";
+import type { CloseDependencies } from "./sweep/closeRecordedSession";
+import { Sweeper, type SweepLogger } from "./sweep/Sweeper";
+
+export interface SweeperServicesOptions {
+  logger?: SweepLogger;
+  /** Called for every storage request (for request counts in benchmarks and tests). */
+  onStorageRequest?: (request: { method: string; url: string }) => void;
+  clock?: () => Date;
+  /** Retries of the token client's HTTP pipeline. Default 3. */
+  tokenMaxRetries?: number;
+}
+
+/** Everything a sweep or a close request needs, built from validated configuration. */
+export interface SweeperServices {
+  readonly config: SweeperConfig;
+  readonly ledger: SessionLedger;
+  readonly closeDependencies: CloseDependencies;
+  /** A sweeper for one run: credentials (and so tokens) are cached for the sweep's lifetime. */
+  newSweeper(logger?: SweepLogger): Sweeper;
+}
+
+export function createSweeperServices(config: SweeperConfig, options: SweeperServicesOptions = {}): SweeperServices {
+  const clock = options.clock ?? (() => new Date());
+  const ledger = SessionLedger.fromConnectionString(config.storage.connectionString, config.storage.tableName, {
+    clock,
+    ...(options.onStorageRequest && { onRequest: options.onStorageRequest }),
+  });
+  const closer = new WorkbookSessionCloser({ baseUrl: config.graph.baseUrl, requestTimeoutMs: config.graph.requestTimeoutMs, clock });
+  const cipher = new AssertionCipher(config.auth.assertionKey);
+  const newCredentials = () =>
+    new DelegatedCredentials({
+      authorityHost: config.auth.authorityHost,
+      disableInstanceDiscovery: config.auth.disableInstanceDiscovery,
+      tenantId: config.auth.tenantId,
+      clientId: config.auth.clientId,
+      clientCredential: config.auth.clientCredential,
+      additionallyAllowedTenants: config.auth.additionallyAllowedTenants,
+      scope: config.auth.scope,
+      cipher,
+      clock,
+      ...(options.tokenMaxRetries !== undefined && { maxRetries: options.tokenMaxRetries }),
+    });
+  const dependencies = (): CloseDependencies => ({
+    ledger,
+    credentials: newCredentials(),
+    closer,
+    leaseMs: config.sweep.claimLeaseMs,
+    maxAttempts: config.sweep.maxAttempts,
+  });
+  const closeDependencies = dependencies();
+  return {
+    config,
+    ledger,
+    closeDependencies,
+    newSweeper: (logger = options.logger) =>
+      new Sweeper(
+        dependencies(),
+        {
+          staleAfterMs: config.sweep.staleAfterMs,
+          timeBudgetMs: config.sweep.timeBudgetMs,
+          concurrency: config.sweep.concurrency,
+          tenantBudget: config.graph.tenantBudget,
+        },
+        logger,
+        clock,
+      ),
+  };
+}

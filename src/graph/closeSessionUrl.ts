@@ -1,0 +1,79 @@
+import { SweeperError } from "../errors";
+import { isSafeIdSegment, type WorkbookLocation } from "../ledger/location";
+
+/** A location or session id that would make a request to anything but …/workbook/closeSession. */
+export class UnsafeRequestError extends SweeperError {
+  readonly code = "unsafeLocation";
+}
+
+/** Graph's service root split the way the Graph client wants it: host and version. */
+export interface GraphRoot {
+  /** e.g. `https://graph.microsoft.com/` */
+  readonly baseUrl: string;
+  /** e.g. `v1.0` */
+  readonly version: string;
+  readonly host: string;
+}
+
+export function graphRoot(serviceRoot: string): GraphRoot {
+  const url = new URL(serviceRoot.replace(/\/+$/, ""));
+  const segments = url.pathname.split("/").filter(Boolean);
+  const version = segments.pop();
+  if (!version) throw new UnsafeRequestError(`GRAPH_BASE_URL ${url.href} names no API version (…/v1.0).`);
+  const prefix = segments.length > 0 ? `/${segments.join("/")}/` : "/";
+  return { baseUrl: `${url.origin}${prefix}`, version, host: url.hostname };
+}
+
+/**
+ * The path (below the version) of closeSession for a workbook, every id checked and encoded.
+ * Checked twice over: ids must be plain Graph ids, and the URL they make must resolve to exactly
+ * this path under Graph's root, so no id can add a segment, a query or another host.
+ */
+export function closeSessionPath(root: GraphRoot, location: WorkbookLocation): string {
+  const ids = idsOf(location);
+  const unsafe = ids.filter((id) => !isSafeIdSegment(id));
+  if (unsafe.length > 0) throw new UnsafeRequestError("The workbook location has an id that is not a plain Graph id; nothing was sent.");
+  const e = encodeURIComponent;
+  const path = (() => {
+    switch (location.kind) {
+      case "me":
+        return `/me/drive/items/${e(location.itemId)}`;
+      case "user":
+        return `/users/${e(location.userId)}/drive/items/${e(location.itemId)}`;
+      case "drive":
+        return `/drives/${e(location.driveId)}/items/${e(location.itemId)}`;
+      case "site":
+        return `/sites/${e(location.siteId)}/drive/items/${e(location.itemId)}`;
+    }
+  })();
+  const full = `${path}/workbook/closeSession`;
+  const expected = `${root.baseUrl}${root.version}${full}`;
+  const resolved = new URL(expected);
+  if (resolved.href !== expected || resolved.search || resolved.hash || !resolved.pathname.endsWith("/workbook/closeSession")) {
+    throw new UnsafeRequestError("The workbook location does not resolve to a closeSession URL under Graph's root; nothing was sent.");
+  }
+  return full;
+}
+
+/**
+ * Graph session ids are printable ASCII. A header value with anything else would be refused by
+ * fetch (and a CR or LF would be header injection), so such an id is refused before sending.
+ */
+export function checkSessionIdHeader(sessionId: string): void {
+  if (!/^[\x21-\x7e]{1,16384}$/.test(sessionId)) {
+    throw new UnsafeRequestError("The session id is not printable ASCII, so it cannot be a Graph session id; nothing was sent.");
+  }
+}
+
+function idsOf(location: WorkbookLocation): string[] {
+  switch (location.kind) {
+    case "me":
+      return [location.itemId];
+    case "user":
+      return [location.userId, location.itemId];
+    case "drive":
+      return [location.driveId, location.itemId];
+    case "site":
+      return [location.siteId, location.itemId];
+  }
+}

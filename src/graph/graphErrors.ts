@@ -1,0 +1,77 @@
+import { backoffMs, type CloseOutcome } from "./CloseOutcome";
+
+/** Graph's error body: `{"error":{"code","message","innerError":{"code"}}}`; all parts optional in practice. */
+export interface GraphErrorBody {
+  code?: string;
+  message?: string;
+  innerCode?: string;
+}
+
+export function parseGraphErrorBody(text: string): GraphErrorBody {
+  try {
+    const parsed = JSON.parse(text) as { error?: { code?: unknown; message?: unknown; innerError?: { code?: unknown } } };
+    const error = parsed?.error;
+    if (!error || typeof error !== "object") return {};
+    return {
+      ...(typeof error.code === "string" && { code: error.code }),
+      ...(typeof error.message === "string" && { message: error.message.slice(0, 500) }),
+      ...(typeof error.innerError?.code === "string" && { innerCode: error.innerError.code }),
+    };
+  } catch {
+    return {};
+  }
+}
+
+/** Codes that say the session no longer exists (workbook-error-codes.md); compared case-insensitively. */
+const SESSION_GONE = new Set(["invalidsessionrecreatable", "invalidsessionnotfound", "itemnotfound", "invalidsessionexpired"]);
+/** Codes of a session that cannot be closed by us, now or later. */
+const SESSION_REFUSED = new Set(["invalidsessionauthentication", "invalidsessionrestricted", "invalidsessionunsupportedworkbook"]);
+/** Codes of a passing condition in the workbook service. */
+const SESSION_BUSY = new Set(["invalidsessionaccessconflict", "invalidsessionunexpected", "editmodecannotacquirelock", "editmodecannotacquirelocktoomanyrequests"]);
+
+/** Statuses Graph uses for "too busy, come back later"; they may carry Retry-After. */
+const COOLDOWN_STATUSES = new Set([429, 503, 504]);
+
+/**
+ * Maps a non-204 answer from closeSession to an outcome. Decided on the status first and on the
+ * codes only where present: error bodies may be empty, HTML, or JSON without an inner code.
+ */
+export function outcomeForResponse(
+  response: { status: number; retryAfter: string | null; requestId?: string; body: GraphErrorBody },
+  context: { now: Date; attempts: number },
+): Exclude<CloseOutcome, { kind: "closed" }> {
+  const { status, body } = response;
+  const codes = [body.innerCode, body.code].filter((c): c is string => Boolean(c)).map((c) => c.toLowerCase());
+  const code = body.innerCode ?? body.code ?? `http${status}`;
+  const message = body.message ?? `Graph answered ${status}.`;
+  const base = { status, code, message, ...(response.requestId && { requestId: response.requestId }) };
+  const later = (ms: number) => new Date(context.now.getTime() + ms);
+
+  if (status >= 200 && status < 300) {
+    // Not the documented 204: the session may or may not be closed. The next attempt will say.
+    return { ...base, kind: "retry", retryAt: later(backoffMs(context.attempts)), cooldown: false, code: `unexpected${status}`, message: `closeSession answered ${status}, not 204.` };
+  }
+  if (COOLDOWN_STATUSES.has(status)) {
+    const retryAt = retryAfterTime(response.retryAfter, context.now);
+    return { ...base, kind: "retry", retryAt: retryAt ?? later(backoffMs(context.attempts)), cooldown: retryAt !== undefined };
+  }
+  if (codes.some((c) => SESSION_GONE.has(c)) || status === 404) return { ...base, kind: "expired" };
+  if (codes.some((c) => SESSION_BUSY.has(c)) || status === 409 || status === 500 || status === 502) {
+    return { ...base, kind: "retry", retryAt: later(backoffMs(context.attempts)), cooldown: false };
+  }
+  if (codes.some((c) => SESSION_REFUSED.has(c))) return { ...base, kind: "failed" };
+  return { ...base, kind: "failed" };
+}
+
+/**
+ * `Retry-After` as seconds or as an HTTP date; undefined when absent or unreadable. A date in the
+ * past means "now".
+ */
+export function retryAfterTime(value: string | null, now: Date): Date | undefined {
+  if (!value) return undefined;
+  const text = value.trim();
+  if (/^\d+(\.\d+)?$/.test(text)) return new Date(now.getTime() + Math.ceil(Number(text) * 1000));
+  const date = Date.parse(text);
+  if (Number.isNaN(date)) return undefined;
+  return new Date(Math.max(date, now.getTime()));
+}

@@ -1,0 +1,239 @@
+import { TenantPacer } from "./TenantPacer";
+
+/** One unit of work: which tenant's budget it spends and which workbook it must not overlap on. */
+export interface ScheduledItem {
+  readonly tenant: string;
+  readonly workbook: string;
+}
+
+/** What running an item did: whether a Graph request went out, and any cooldown Graph asked for. */
+export interface ItemResult {
+  sent: boolean;
+  cooldownUntil?: number;
+}
+
+export interface WorkbookSchedulerOptions<T extends ScheduledItem> {
+  concurrency: number;
+  tenantBudget: { requests: number; windowMs: number };
+  /** No item starts after this time (epoch ms). */
+  deadline: number;
+  run: (item: T) => Promise<ItemResult>;
+  /** Items that will not run in this sweep because Graph asked their tenant to wait past the deadline. */
+  onDeferred: (items: T[], until: number) => void;
+  /** Items that will not run in this sweep for want of time, or because the scheduler stopped. */
+  onLeft: (items: T[]) => void;
+  /** A run that threw: the scheduler stops starting work. */
+  onError: (error: unknown, item: T) => void;
+  now?: () => number;
+}
+
+interface Workbook<T> {
+  readonly tenant: string;
+  readonly items: T[];
+  busy: boolean;
+}
+
+interface Tenant {
+  /** Workbooks of this tenant with work waiting and nothing in flight, oldest first. */
+  readonly ready: string[];
+  head: number;
+}
+
+/**
+ * Runs items with bounded concurrency, one at a time per workbook (Graph's rule for workbook
+ * calls), each tenant paced under its request budget, and a tenant's Retry-After holding back that
+ * tenant only. Tenants take turns, so one tenant's backlog does not starve another's.
+ */
+export class WorkbookScheduler<T extends ScheduledItem> {
+  private readonly pacer: TenantPacer;
+  private readonly workbooks = new Map<string, Workbook<T>>();
+  private readonly tenants = new Map<string, Tenant>();
+  private readonly now: () => number;
+  private inFlight = 0;
+  private queued = 0;
+  private stopped = false;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+  private waiters: (() => void)[] = [];
+  private nextTenant = 0;
+  private readonly deadlineTimer: NodeJS.Timeout;
+  private reachedDeadline = false;
+
+  constructor(private readonly options: WorkbookSchedulerOptions<T>) {
+    this.pacer = new TenantPacer(options.tenantBudget);
+    this.now = options.now ?? Date.now;
+    this.deadlineTimer = setTimeout(() => {
+      this.reachedDeadline = true;
+      this.stop();
+    }, Math.max(0, options.deadline - this.now()));
+  }
+
+  /** True when the deadline stopped the scheduler with work left. */
+  get stoppedByDeadline(): boolean {
+    return this.reachedDeadline;
+  }
+
+  /** Items waiting to start. */
+  get pending(): number {
+    return this.queued;
+  }
+
+  get isStopped(): boolean {
+    return this.stopped;
+  }
+
+  add(item: T): void {
+    if (this.stopped) throw new Error("The scheduler has stopped.");
+    let workbook = this.workbooks.get(item.workbook);
+    if (!workbook) this.workbooks.set(item.workbook, (workbook = { tenant: item.tenant, items: [], busy: false }));
+    workbook.items.push(item);
+    this.queued++;
+    if (!workbook.busy && workbook.items.length === 1) this.tenant(item.tenant).ready.push(item.workbook);
+    this.pump();
+  }
+
+  /** Resolves once fewer than `limit` items wait, or the scheduler has stopped. */
+  async waitForRoom(limit: number): Promise<void> {
+    while (!this.stopped && this.queued >= limit) await new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
+
+  /** Stops starting items; what waits goes to onLeft. Items in flight finish. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.clearTimer();
+    clearTimeout(this.deadlineTimer);
+    const left: T[] = [];
+    for (const workbook of this.workbooks.values()) left.push(...workbook.items.splice(0));
+    this.queued = 0;
+    if (left.length > 0) this.options.onLeft(left);
+    this.wake();
+  }
+
+  /** Resolves when nothing waits and nothing is in flight; the scheduler is stopped after. */
+  async drain(): Promise<void> {
+    while (this.inFlight > 0 || (this.queued > 0 && !this.stopped)) {
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    this.stop();
+  }
+
+  private tenant(id: string): Tenant {
+    let tenant = this.tenants.get(id);
+    if (!tenant) this.tenants.set(id, (tenant = { ready: [], head: 0 }));
+    return tenant;
+  }
+
+  private pump(): void {
+    if (this.stopped) return;
+    const now = this.now();
+    if (now >= this.options.deadline) return;
+    let earliest = Infinity;
+    const ids = [...this.tenants.keys()];
+    let idle = 0;
+    // Round-robin over tenants, one start per tenant per turn, until nothing more can start now.
+    while (this.inFlight < this.options.concurrency && idle < ids.length) {
+      const id = ids[this.nextTenant++ % ids.length]!;
+      const tenant = this.tenants.get(id)!;
+      if (tenant.head >= tenant.ready.length) {
+        idle++;
+        continue;
+      }
+      const wait = this.pacer.waitMs(id, now);
+      if (wait > 0) {
+        if (now + wait >= this.options.deadline) this.giveUpTenant(id, tenant);
+        else earliest = Math.min(earliest, now + wait);
+        idle++;
+        continue;
+      }
+      idle = 0;
+      this.start(id, tenant, now);
+    }
+    this.compactTenants();
+    if (earliest < Infinity) this.wakeAt(earliest);
+    this.wake();
+  }
+
+  private start(tenantId: string, tenant: Tenant, now: number): void {
+    const key = tenant.ready[tenant.head++]!;
+    const workbook = this.workbooks.get(key)!;
+    const item = workbook.items.shift()!;
+    workbook.busy = true;
+    this.queued--;
+    this.inFlight++;
+    this.pacer.record(tenantId, now);
+    void this.options
+      .run(item)
+      .then(
+        (result) => {
+          if (!result.sent) this.pacer.refund(tenantId);
+          if (result.cooldownUntil !== undefined) this.pacer.pause(tenantId, result.cooldownUntil);
+        },
+        (error: unknown) => {
+          this.options.onError(error, item);
+          this.stop();
+        },
+      )
+      .finally(() => {
+        this.inFlight--;
+        workbook.busy = false;
+        if (workbook.items.length > 0 && !this.stopped) tenant.ready.push(key);
+        else if (workbook.items.length === 0) this.workbooks.delete(key);
+        this.pump();
+        this.wake();
+      });
+  }
+
+  /**
+   * The tenant cannot send again before the deadline: its waiting items go back untried, as
+   * deferred (to be written with Graph's cooldown) when Graph asked for the wait.
+   */
+  private giveUpTenant(id: string, tenant: Tenant): void {
+    const items: T[] = [];
+    for (let i = tenant.head; i < tenant.ready.length; i++) {
+      const key = tenant.ready[i]!;
+      const workbook = this.workbooks.get(key)!;
+      items.push(...workbook.items.splice(0));
+      if (!workbook.busy) this.workbooks.delete(key);
+    }
+    tenant.ready.length = 0;
+    tenant.head = 0;
+    this.queued -= items.length;
+    if (items.length === 0) return;
+    const pausedUntil = this.pacer.pausedUntil(id);
+    if (pausedUntil >= this.options.deadline) this.options.onDeferred(items, pausedUntil);
+    else this.options.onLeft(items);
+  }
+
+  private compactTenants(): void {
+    for (const tenant of this.tenants.values()) {
+      if (tenant.head > 256 && tenant.head * 2 > tenant.ready.length) {
+        tenant.ready.splice(0, tenant.head);
+        tenant.head = 0;
+      }
+    }
+  }
+
+  private wakeAt(at: number): void {
+    if (at >= this.timerAt) return;
+    this.clearTimer();
+    this.timerAt = at;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      this.pump();
+    }, Math.max(0, at - this.now()));
+  }
+
+  private clearTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const resolve of waiters) resolve();
+  }
+}

@@ -1,0 +1,74 @@
+import type { DelegatedCredentials } from "../auth/DelegatedCredentials";
+import type { CloseAttempt, CloseOutcome } from "../graph/CloseOutcome";
+import type { WorkbookSessionCloser } from "../graph/WorkbookSessionCloser";
+import type { SessionLedger } from "../ledger/SessionLedger";
+import { isTerminal, type RowTransition, type SessionRecord } from "../ledger/models";
+import { transitionFor } from "./outcomeTransition";
+
+/** What closing needs: the ledger, the users' credentials and the Graph client. */
+export interface CloseDependencies {
+  ledger: SessionLedger;
+  credentials: DelegatedCredentials;
+  closer: WorkbookSessionCloser;
+  /** CLAIM_LEASE */
+  leaseMs: number;
+  /** MAX_ATTEMPTS */
+  maxAttempts: number;
+}
+
+/**
+ * - `lostRace`: the row changed before we claimed it (a heartbeat, another sweeper): nothing sent.
+ * - otherwise the attempt's outcome, the state written, and whether the write landed. `recorded`
+ *   is false when the row changed under us after the call and the change already says enough.
+ */
+export type CloseReport =
+  | { readonly result: "lostRace"; readonly reason: "changed" | "gone" }
+  | {
+      readonly result: CloseOutcome["kind"];
+      readonly outcome: CloseOutcome;
+      readonly transition: RowTransition;
+      readonly recorded: boolean;
+      /** Whether a request went to Graph (not when the token or a refused location ended it first). */
+      readonly sent: boolean;
+    };
+
+/** Claim → token → closeSession → mark, for one row. Used by the queue trigger and the sweep. */
+export async function closeRecordedSession(row: SessionRecord, deps: CloseDependencies): Promise<CloseReport> {
+  const claim = await deps.ledger.claim(row, { leaseMs: deps.leaseMs });
+  if (!claim.claimed) return { result: "lostRace", reason: claim.reason };
+  const { outcome, sent } = await attemptClose(claim.row, deps);
+  const transition = transitionFor(outcome, claim.row, deps.maxAttempts);
+  const recorded = await recordTransition(deps.ledger, claim.row, transition);
+  return { result: outcome.kind, outcome, transition, recorded, sent };
+}
+
+/** Token, then closeSession, for a row this caller has claimed. */
+export async function attemptClose(
+  claimed: SessionRecord,
+  deps: Pick<CloseDependencies, "credentials" | "closer">,
+): Promise<CloseAttempt> {
+  const credential = await deps.credentials.forRow(claimed);
+  if (!credential.ok) return { outcome: credential.outcome, sent: false };
+  return deps.closer.close({
+    workbook: claimed.workbook,
+    sessionId: claimed.sessionId,
+    credential: credential.credential,
+    scope: deps.credentials.scope,
+    attempts: claimed.attempts,
+  });
+}
+
+/**
+ * Writes the transition on the claimed row's ETag. If the row changed meanwhile (its producer
+ * released it, or our lease ran out and another sweeper took it), the row is read again: a
+ * finished row is left as it is; a 204 we received is still the truth about the session, so
+ * `closed` is written over a row that is not finished. Anything else is left to whoever holds it.
+ */
+export async function recordTransition(ledger: SessionLedger, claimed: SessionRecord, transition: RowTransition): Promise<boolean> {
+  const first = await ledger.applyTransition(claimed, transition);
+  if (first.written) return true;
+  if (first.reason === "gone" || transition.to !== "closed") return false;
+  const current = await ledger.get(claimed);
+  if (!current || isTerminal(current.status)) return false;
+  return (await ledger.markClosed(current)).written;
+}

@@ -1,0 +1,75 @@
+/** What one sweep is asked to do. Every field is optional. */
+export interface SweepRequest {
+  /** List what would be closed; claim nothing, write nothing, send nothing. Default false. */
+  dryRun?: boolean;
+  /** Close sessions idle longer than this. Default: STALE_AFTER. */
+  olderThanMs?: number;
+  /** Only this user's sessions (Entra object id). Default: every user. */
+  userId?: string;
+  /** Attempt at most this many sessions. Default: no limit. */
+  limit?: number;
+}
+
+/** A session a dry run would have closed. */
+export interface SweepCandidate {
+  tenantId: string;
+  userId: string;
+  workbook: string;
+  /** The first characters of Graph's session id, enough to find it, not to use it. */
+  sessionIdPrefix: string;
+  lastActivityAt: string;
+  attempts: number;
+}
+
+/** What a sweep did. Logged as one structured line. */
+export interface SweepSummary {
+  dryRun: boolean;
+  /** Rows the stale query returned (malformed ones included). */
+  scanned: number;
+  /** Stale rows due for an attempt now. */
+  stale: number;
+  /** Rows this sweep claimed (moved to `closing`). */
+  claimed: number;
+  /** Rows that changed before the claim: a heartbeat or another sweeper won. */
+  lostRaces: number;
+  closed: number;
+  expired: number;
+  /** Attempts that will be retried by a later sweep (cooldown, fault, timeout). */
+  retry: number;
+  failed: number;
+  /** Rows that could not be decoded; marked `failed` with the reason. */
+  malformed: number;
+  /** Rows not tried: not due yet, over the limit, or left when time ran out. */
+  skipped: number;
+  /** Rows not tried because Graph asked their tenant to wait past this sweep; their next attempt is set to the end of the wait. */
+  deferred: number;
+  /** Graph requests sent. */
+  graphRequests: number;
+  durationMs: number;
+  /** The time budget ran out (or a fault stopped the sweep) with rows left for the next run. */
+  stoppedEarly: boolean;
+  /** A storage fault that ended the sweep; rows are consistent, the next sweep carries on. */
+  error?: { code: string; message: string };
+  /** Dry run only: the sessions that would be closed (at most 1,000). */
+  candidates?: SweepCandidate[];
+}
+
+export function emptySummary(dryRun: boolean): SweepSummary {
+  return {
+    dryRun,
+    scanned: 0,
+    stale: 0,
+    claimed: 0,
+    lostRaces: 0,
+    closed: 0,
+    expired: 0,
+    retry: 0,
+    failed: 0,
+    malformed: 0,
+    skipped: 0,
+    deferred: 0,
+    graphRequests: 0,
+    durationMs: 0,
+    stoppedEarly: false,
+  };
+}

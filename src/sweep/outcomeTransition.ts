@@ -1,0 +1,27 @@
+import type { CloseOutcome } from "../graph/CloseOutcome";
+import type { RowTransition, SessionRecord } from "../ledger/models";
+
+/**
+ * The row's next state for an attempt's outcome. `row` is the claimed row, its attempts counting
+ * this one; when they reach `maxAttempts`, a retry becomes `failed` with the last reason.
+ */
+export function transitionFor(outcome: CloseOutcome, row: SessionRecord, maxAttempts: number): RowTransition {
+  switch (outcome.kind) {
+    case "closed":
+      return { to: "closed" };
+    case "expired":
+      return { to: "expired", error: errorOf(outcome) };
+    case "failed":
+      return { to: "failed", error: errorOf(outcome) };
+    case "retry":
+      if (row.attempts >= maxAttempts) {
+        return { to: "failed", error: { code: outcome.code, message: `Gave up after ${row.attempts} attempts: ${outcome.message}` } };
+      }
+      return { to: "retry", at: outcome.retryAt, error: errorOf(outcome) };
+  }
+}
+
+function errorOf(outcome: Exclude<CloseOutcome, { kind: "closed" }>): { code: string; message: string } {
+  const status = outcome.status !== undefined ? ` (HTTP ${outcome.status}${outcome.requestId ? `, request-id ${outcome.requestId}` : ""})` : "";
+  return { code: outcome.code, message: `${outcome.message}${status}` };
+}

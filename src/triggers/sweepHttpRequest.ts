@@ -1,0 +1,59 @@
+import { ValidationError } from "../errors";
+import { isGuid } from "../ledger/keys";
+import type { SweepRequest } from "../sweep/models";
+import { parseDuration } from "../utils/duration";
+
+/** The largest body `POST /api/sweep` accepts; its four fields fit in far less. */
+export const MAX_SWEEP_BODY_BYTES = 4_096;
+const MAX_LIMIT = 1_000_000;
+const FIELDS = ["dryRun", "olderThan", "userId", "limit"] as const;
+
+/**
+ * Validates the body of a manual sweep: `{ dryRun?: boolean, olderThan?: "PT10M" | seconds,
+ * userId?: GUID, limit?: positive whole number }`. An empty body is a default sweep. Throws
+ * ValidationError listing every problem; never anything else for any input.
+ */
+export function parseSweepHttpBody(text: string): SweepRequest {
+  if (Buffer.byteLength(text, "utf8") > MAX_SWEEP_BODY_BYTES) {
+    throw new ValidationError([`the body is larger than ${MAX_SWEEP_BODY_BYTES} bytes`]);
+  }
+  if (text.trim() === "") return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new ValidationError(["the body is not JSON"]);
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw new ValidationError(["the body must be a JSON object"]);
+  }
+  const fields = body as Record<string, unknown>;
+  const problems: string[] = [];
+  const unknown = Object.keys(fields).filter((key) => !(FIELDS as readonly string[]).includes(key));
+  if (unknown.length > 0) problems.push(`unknown field${unknown.length > 1 ? "s" : ""} ${unknown.map((k) => JSON.stringify(k.slice(0, 40))).join(", ")}; allowed: ${FIELDS.join(", ")}`);
+
+  const request: SweepRequest = {};
+  if (fields.dryRun !== undefined) {
+    if (typeof fields.dryRun === "boolean") request.dryRun = fields.dryRun;
+    else problems.push("dryRun must be true or false");
+  }
+  if (fields.olderThan !== undefined) {
+    const ms =
+      typeof fields.olderThan === "string" ? parseDuration(fields.olderThan)
+      : typeof fields.olderThan === "number" && Number.isFinite(fields.olderThan) && fields.olderThan >= 0 ? fields.olderThan * 1000
+      : undefined;
+    if (ms === undefined) problems.push("olderThan must be an ISO-8601 duration (\"PT10M\") or a number of seconds");
+    else if (ms < 1_000) problems.push("olderThan must be at least one second");
+    else request.olderThanMs = ms;
+  }
+  if (fields.userId !== undefined) {
+    if (isGuid(fields.userId)) request.userId = fields.userId.toLowerCase();
+    else problems.push("userId must be a user's Entra object id (a GUID)");
+  }
+  if (fields.limit !== undefined) {
+    if (typeof fields.limit === "number" && Number.isInteger(fields.limit) && fields.limit >= 1 && fields.limit <= MAX_LIMIT) request.limit = fields.limit;
+    else problems.push(`limit must be a whole number from 1 to ${MAX_LIMIT}`);
+  }
+  if (problems.length > 0) throw new ValidationError(problems);
+  return request;
+}

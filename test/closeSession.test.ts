@@ -1,0 +1,223 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { ClientSecretCredential } from "@azure/identity";
+import { closeRecordedSession, WorkbookSessionCloser, type SessionRecord, type WorkbookLocation } from "../src";
+import { CLIENT_ID, HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { GRAPH_RESOURCE } from "./support/fakeAuthority";
+
+let cloud: CloudFixture;
+let table: TableFixture;
+
+beforeAll(async () => {
+  cloud = await startCloudFixture();
+});
+afterAll(async () => {
+  await cloud?.close();
+});
+beforeEach(async () => {
+  cloud.emulator.reset();
+  cloud.authority.reset();
+  table = await cloud.newTable();
+});
+
+const close = (row: SessionRecord) => closeRecordedSession(row, table.services.closeDependencies);
+const closeRequests = () => cloud.emulator.requests.filter((r) => r.kind === "closeSession");
+
+describe("closing one recorded session", () => {
+  const user = newUserId();
+  it.each([
+    ["/me/drive/items/01ME", "me"],
+    [`/users/${user}/drive/items/01USER`, "users"],
+    ["/drives/b!drive-Id_1/items/01DRIVE!23", "drives"],
+    ["/sites/contoso.sharepoint.com,2c712604-1370-44e7-a1f5-426573fda80a,2d2244c3/drive/items/01SITE", "sites"],
+  ])("closes %s and marks the row closed after exactly one request with the header", async (workbook) => {
+    const { row, sessionId } = await table.openSession({ userId: user, workbook });
+    const report = await close(row);
+
+    expect(report).toMatchObject({ result: "closed", recorded: true, sent: true });
+    expect(cloud.emulator.sessionState(sessionId)).toBe("closed");
+    const requests = closeRequests();
+    expect(requests).toHaveLength(1);
+    expect(requests[0]).toMatchObject({ method: "POST", sessionId, status: 204, tokenKind: "delegated", userId: user });
+    expect(requests[0]!.path).toMatch(/\/v1\.0\/.+\/workbook\/closeSession$/);
+    const after = await table.services.ledger.get(row);
+    expect(after).toMatchObject({ status: "closed", closedBy: "sweeper", attempts: 1 });
+    expect(after?.encryptedAssertion).toBeUndefined();
+  });
+
+  it("marks a session Graph already expired as expired", async () => {
+    const { row, sessionId } = await table.openSession({ userId: newUserId(), workbook: "/drives/d1/items/i1" });
+    cloud.emulator.expireSession(sessionId);
+    const report = await close(row);
+    expect(report).toMatchObject({ result: "expired", outcome: { status: 404, code: "invalidSessionReCreatable" } });
+    expect(await table.services.ledger.get(row)).toMatchObject({ status: "expired", lastError: { code: "invalidSessionReCreatable" } });
+  });
+
+  it("marks a session on a workbook Graph does not know as expired (itemNotFound), without retrying", async () => {
+    const { row } = await table.openSession({ userId: newUserId(), workbook: "/drives/d1/items/never-seen", recordOnly: true });
+    const report = await close(row);
+    expect(report).toMatchObject({ result: "expired", outcome: { status: 404, code: "itemNotFound" } });
+    expect(closeRequests()).toHaveLength(1);
+  });
+
+  it("does not close another user's session: 403 ends failed and the session stays open", async () => {
+    const owner = newUserId();
+    const sessionId = cloud.emulator.openSession({ tenantId: HOME_TENANT, userId: owner, workbook: "/drives/shared/items/book" });
+    const intruder = newUserId();
+    const past = table.producer;
+    const row = await past.record({
+      tenantId: HOME_TENANT,
+      userId: intruder,
+      sessionId,
+      workbook: "/drives/shared/items/book",
+      recordedBy: "test",
+      userAssertion: cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId: intruder, audience: CLIENT_ID }),
+    });
+    const report = await close(row);
+    expect(report).toMatchObject({ result: "failed", outcome: { status: 403 } });
+    expect(cloud.emulator.sessionState(sessionId)).toBe("open");
+  });
+
+  it("fails, without a retry, when the token is an application token", async () => {
+    const sessionId = cloud.emulator.openSession({ tenantId: HOME_TENANT, userId: newUserId(), workbook: "/drives/d/items/app" });
+    const appCredential = new ClientSecretCredential(HOME_TENANT, CLIENT_ID, cloud.clientSecret, {
+      authorityHost: cloud.authority.authorityHost,
+      disableInstanceDiscovery: true,
+      retryOptions: { maxRetries: 0 },
+    });
+    const closer = new WorkbookSessionCloser({ baseUrl: cloud.emulator.baseUrl });
+    const attempt = await closer.close({
+      workbook: { kind: "drive", driveId: "d", itemId: "app" },
+      sessionId,
+      credential: appCredential,
+      scope: `${GRAPH_RESOURCE}/.default`,
+      attempts: 1,
+    });
+    expect(attempt).toMatchObject({ sent: true, outcome: { kind: "failed", status: 403, code: "accessDenied" } });
+    expect(closeRequests()).toHaveLength(1);
+    expect(closeRequests()[0]!.tokenKind).toBe("app");
+  });
+});
+
+describe("cooldowns", () => {
+  it.each([
+    ["seconds", () => "2", 2_000],
+    ["an HTTP date", () => new Date(Date.now() + 3_000).toUTCString(), 3_000],
+  ])("429 with Retry-After as %s schedules the retry for then and sends nothing more", async (_form, retryAfter, expectedMs) => {
+    const { row, sessionId } = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/busy" });
+    cloud.emulator.addFault({ sessionId, times: 1, action: { status: 429, headers: { "Retry-After": retryAfter() } } });
+    const before = Date.now();
+    const report = await close(row);
+    expect(report).toMatchObject({ result: "retry", outcome: { status: 429, cooldown: true } });
+    if (report.result === "lostRace") throw new Error("unexpected");
+    const retryAt = (report.outcome as { retryAt: Date }).retryAt.getTime();
+    // HTTP dates have whole seconds: allow for the rounding down of the date.
+    expect(retryAt).toBeGreaterThanOrEqual(before + expectedMs - 1_000);
+    expect(retryAt).toBeLessThanOrEqual(Date.now() + expectedMs + 50);
+    expect(closeRequests()).toHaveLength(1);
+    const after = await table.services.ledger.get(row);
+    expect(after).toMatchObject({ status: "open", attempts: 1, lastError: { code: "tooManyRequests" } });
+    expect(after?.nextAttemptAt?.getTime()).toBe(retryAt);
+    expect(cloud.emulator.sessionState(sessionId)).toBe("open");
+  });
+
+  it("a long cooldown comes back at once as a retry instead of holding the call", async () => {
+    const { row } = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/slow" });
+    cloud.emulator.addFault({ workbook: "/drives/d/items/slow", times: 1, action: { status: 503, headers: { "Retry-After": "315" } } });
+    const started = Date.now();
+    const report = await close(row);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(report).toMatchObject({ result: "retry", outcome: { status: 503, cooldown: true } });
+    expect((report as { outcome: { retryAt: Date } }).outcome.retryAt.getTime()).toBeGreaterThan(started + 314_000);
+  });
+
+  it("gives up with failed and the last reason once the attempts run out", async () => {
+    const busy = await cloud.newTable({ MAX_ATTEMPTS: "2" });
+    const { row } = await busy.openSession({ userId: newUserId(), workbook: "/drives/d/items/cap" });
+    cloud.emulator.addFault({ workbook: "/drives/d/items/cap", action: { status: 504 } });
+    const first = await closeRecordedSession(row, busy.services.closeDependencies);
+    expect(first.result).toBe("retry");
+    const second = await closeRecordedSession((await busy.services.ledger.get(row))!, busy.services.closeDependencies);
+    expect(second).toMatchObject({ result: "retry", transition: { to: "failed" } });
+    expect(await busy.services.ledger.get(row)).toMatchObject({ status: "failed", attempts: 2, lastError: { code: "gatewayTimeout" } });
+  });
+});
+
+describe("delegated tokens", () => {
+  it("an expired assertion (AADSTS500133) ends expired with that reason and sends nothing to Graph", async () => {
+    const userId = newUserId();
+    const assertion = cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId, audience: CLIENT_ID, lifetimeSec: -600 });
+    const { row } = await table.openSession({ userId, workbook: "/drives/d/items/old", assertion });
+    const report = await close(row);
+    expect(report).toMatchObject({ result: "expired", sent: false, outcome: { code: "AADSTS500133" } });
+    expect(closeRequests()).toHaveLength(0);
+    expect(await table.services.ledger.get(row)).toMatchObject({ status: "expired", lastError: { code: "AADSTS500133" } });
+  });
+
+  it("an invalid client secret ends failed", async () => {
+    const wrong = await cloud.newTable({ AZURE_CLIENT_SECRET: "not-the-secret-at-all" });
+    const { row } = await wrong.openSession({ userId: newUserId(), workbook: "/drives/d/items/x" });
+    const report = await closeRecordedSession(row, wrong.services.closeDependencies);
+    expect(report).toMatchObject({ result: "failed", sent: false, outcome: { code: "AADSTS7000215" } });
+    expect(closeRequests()).toHaveLength(0);
+  });
+
+  it("reuses one credential per user: two sessions, one token request", async () => {
+    const userId = newUserId();
+    const a = await table.openSession({ userId, workbook: "/drives/d/items/a" });
+    const b = await table.openSession({ userId, workbook: "/drives/d/items/b" });
+    const deps = table.services.closeDependencies;
+    expect((await closeRecordedSession(a.row, deps)).result).toBe("closed");
+    expect((await closeRecordedSession(b.row, deps)).result).toBe("closed");
+    expect(cloud.authority.tokenRequests.filter((r) => r.userId === userId && r.status === 200)).toHaveLength(1);
+  });
+
+  it("refuses a tenant that is not allowed", async () => {
+    const strict = await cloud.newTable({ AZURE_ADDITIONALLY_ALLOWED_TENANTS: "" });
+    const { row } = await strict.openSession({ tenantId: "33333333-3333-4333-8333-333333333333", userId: newUserId(), workbook: "/drives/d/items/t" });
+    const report = await closeRecordedSession(row, strict.services.closeDependencies);
+    expect(report).toMatchObject({ result: "failed", sent: false, outcome: { code: "tenantNotAllowed" } });
+  });
+
+  it("a row whose assertion was copied from another user's row does not decrypt: failed, nothing sent", async () => {
+    const victim = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/v" });
+    const thief = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/v2" });
+    await table.services.ledger.client.updateEntity(
+      { partitionKey: thief.row.partitionKey, rowKey: thief.row.rowKey, assertion: victim.row.encryptedAssertion },
+      "Merge",
+    );
+    const report = await close((await table.services.ledger.get(thief.row))!);
+    expect(report).toMatchObject({ result: "failed", sent: false, outcome: { code: "AssertionUnreadable" } });
+    expect(closeRequests()).toHaveLength(0);
+  });
+});
+
+describe("hostile locations", () => {
+  const hostile: [string, WorkbookLocation][] = [
+    ["dot segments", { kind: "drive", driveId: "d", itemId: "../../me/messages" }],
+    ["a query", { kind: "drive", driveId: "d", itemId: "i?$select=x" }],
+    ["a fragment", { kind: "me", itemId: "i#frag" }],
+    ["an encoded slash", { kind: "drive", driveId: "d%2F..%2F..", itemId: "i" }],
+    ["whitespace", { kind: "site", siteId: "s x", itemId: "i" }],
+    ["another host", { kind: "user", userId: "//evil.example", itemId: "i" }],
+    ["a backslash", { kind: "drive", driveId: "d\\..\\x", itemId: "i" }],
+    ["userinfo", { kind: "drive", driveId: "a@evil.example:443", itemId: "i" }],
+  ];
+
+  it.each(hostile)("a location with %s is never sent", async (_name, workbook) => {
+    const closer = new WorkbookSessionCloser({ baseUrl: cloud.emulator.baseUrl });
+    const credential = { getToken: () => Promise.reject(new Error("must not be asked")) };
+    const attempt = await closer.close({ workbook, sessionId: "s", credential, scope: "x", attempts: 1 });
+    expect(attempt).toEqual({ sent: false, outcome: expect.objectContaining({ kind: "failed", code: "unsafeLocation" }) });
+    expect(cloud.emulator.requests).toHaveLength(0);
+  });
+
+  it("a session id with a line break or non-ASCII is never sent", async () => {
+    const closer = new WorkbookSessionCloser({ baseUrl: cloud.emulator.baseUrl });
+    const credential = { getToken: () => Promise.reject(new Error("must not be asked")) };
+    for (const sessionId of ["a\r\nx-injected: 1", "ü-session", ""]) {
+      const attempt = await closer.close({ workbook: { kind: "me", itemId: "i" }, sessionId, credential, scope: "x", attempts: 1 });
+      expect(attempt.sent).toBe(false);
+    }
+    expect(cloud.emulator.requests).toHaveLength(0);
+  });
+});

@@ -1,0 +1,121 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import { inject } from "vitest";
+import { loadConfig, SessionProducer, createSweeperServices, type SweeperConfig, type SweeperServices, type SessionRecord } from "../../src";
+import { loadTestCertificate, type TestCertificate } from "./certificate";
+import { startFakeAuthority, GRAPH_RESOURCE, type FakeAuthority } from "./fakeAuthority";
+import { startGraphEmulator, type GraphEmulator } from "./graphEmulator";
+import { uniqueTableName } from "./ledgerFixture";
+import { registerSecrets } from "./secretScan";
+
+export const HOME_TENANT = "11111111-1111-4111-8111-111111111111";
+export const CLIENT_ID = "aaaaaaaa-0000-4000-8000-0000000000c1";
+
+/** Azurite, the fake authority and the Graph emulator, wired together through settings alone. */
+export interface CloudFixture {
+  readonly certificate: TestCertificate;
+  readonly authority: FakeAuthority;
+  readonly emulator: GraphEmulator;
+  readonly clientSecret: string;
+  readonly assertionKey: Buffer;
+  /** App settings, as the Functions host would pass them. */
+  settings(overrides?: Record<string, string | undefined>): Record<string, string | undefined>;
+  /** A fresh table and services over it. */
+  newTable(overrides?: Record<string, string | undefined>): Promise<TableFixture>;
+  close(): Promise<void>;
+}
+
+export interface TableFixture {
+  readonly tableName: string;
+  readonly config: SweeperConfig;
+  readonly services: SweeperServices;
+  readonly producer: SessionProducer;
+  /** Opens a session on the emulator as `user` and records it, last active `idleMinutes` ago. */
+  openSession(options: OpenSessionOptions): Promise<{ row: SessionRecord; sessionId: string; assertion: string }>;
+}
+
+export interface OpenSessionOptions {
+  tenantId?: string;
+  userId: string;
+  workbook: string;
+  idleMinutes?: number;
+  persistChanges?: boolean;
+  /** The assertion the producer records. Default: a fresh one for the user, valid 1 h. */
+  assertion?: string;
+  /** Record only; no session on the emulator (Graph never heard of it). */
+  recordOnly?: boolean;
+}
+
+export async function startCloudFixture(): Promise<CloudFixture> {
+  const certificate = loadTestCertificate(inject("testCertificateDir"));
+  const authority = await startFakeAuthority({ certificate });
+  const emulator = await startGraphEmulator({ certificate, authority });
+  const clientSecret = `cs-${randomBytes(24).toString("base64url")}`;
+  const assertionKey = randomBytes(32);
+  authority.registerClient({ clientId: CLIENT_ID, clientSecret });
+  registerSecrets(authority.issuedTokens);
+  registerSecrets([clientSecret, assertionKey.toString("base64")]);
+  const connectionString = inject("storageConnectionString");
+
+  const settings = (overrides: Record<string, string | undefined> = {}) => ({
+    AzureWebJobsStorage: connectionString,
+    GRAPH_BASE_URL: emulator.baseUrl,
+    GRAPH_SCOPE: `${GRAPH_RESOURCE}/Files.ReadWrite`,
+    AZURE_AUTHORITY_HOST: authority.authorityHost,
+    AZURE_DISABLE_INSTANCE_DISCOVERY: "true",
+    AZURE_TENANT_ID: HOME_TENANT,
+    AZURE_CLIENT_ID: CLIENT_ID,
+    AZURE_CLIENT_SECRET: clientSecret,
+    AZURE_ADDITIONALLY_ALLOWED_TENANTS: "*",
+    ASSERTION_ENCRYPTION_KEY: assertionKey.toString("base64"),
+    ...overrides,
+  });
+
+  return {
+    certificate,
+    authority,
+    emulator,
+    clientSecret,
+    assertionKey,
+    settings,
+    async newTable(overrides = {}) {
+      const tableName = uniqueTableName();
+      const config = loadConfig(settings({ SESSIONS_TABLE: tableName, ...overrides }));
+      const services = createSweeperServices(config, { tokenMaxRetries: 0 });
+      await services.ledger.ensureTable();
+      const producer = SessionProducer.fromConnectionString(connectionString, tableName, { assertionKey });
+      return {
+        tableName,
+        config,
+        services,
+        producer,
+        async openSession(options) {
+          const tenantId = options.tenantId ?? HOME_TENANT;
+          const sessionId = options.recordOnly
+            ? `cluster=PS2&session=15.${randomBytes(120).toString("base64")}`
+            : emulator.openSession({ tenantId, userId: options.userId, workbook: options.workbook, persistChanges: options.persistChanges ?? true });
+          const assertion = options.assertion ?? authority.issueUserAssertion({ tenantId, userId: options.userId, audience: CLIENT_ID });
+          const idleMs = (options.idleMinutes ?? 10) * 60_000;
+          const past = SessionProducer.fromConnectionString(connectionString, tableName, { assertionKey, clock: () => new Date(Date.now() - idleMs) });
+          const row = await past.record({
+            tenantId,
+            userId: options.userId,
+            sessionId,
+            workbook: options.workbook,
+            persistChanges: options.persistChanges ?? true,
+            recordedBy: "test",
+            userAssertion: assertion,
+          });
+          return { row, sessionId, assertion };
+        },
+      };
+    },
+    async close() {
+      await emulator.close();
+      await authority.close();
+    },
+  };
+}
+
+export function newUserId(): string {
+  return randomUUID();
+}
