@@ -26,6 +26,8 @@ export interface SweeperConfig {
     concurrency: number;
     /** `TERMINAL_RETENTION`: closed/expired/failed rows are purged after this (default P7D). */
     terminalRetentionMs: number;
+    /** `PURGE_SCHEDULE`: NCRONTAB of the purge of finished rows (default daily at 03:30). */
+    purgeSchedule: string;
   };
   graph: {
     /** `GRAPH_BASE_URL` (default `https://graph.microsoft.com/v1.0`); a national cloud's Graph here. */
@@ -72,6 +74,7 @@ export const DEFAULT_SETTINGS = {
   SWEEP_TIME_BUDGET: "PT4M",
   SWEEP_CONCURRENCY: "16",
   TERMINAL_RETENTION: "P7D",
+  PURGE_SCHEDULE: "0 30 3 * * *",
   GRAPH_BASE_URL: "https://graph.microsoft.com/v1.0",
   GRAPH_REQUEST_TIMEOUT: "PT30S",
   EXCEL_BUDGET_REQUESTS: "1500",
@@ -103,6 +106,7 @@ export function loadConfig(settings: Settings = process.env): SweeperConfig {
       timeBudgetMs: reader.duration("SWEEP_TIME_BUDGET", { minMs: 1_000 }),
       concurrency: reader.integer("SWEEP_CONCURRENCY", 1, 1_000),
       terminalRetentionMs: reader.duration("TERMINAL_RETENTION", { minMs: 0 }),
+      purgeSchedule: reader.matching("PURGE_SCHEDULE", NCRONTAB, "an NCRONTAB expression with six fields, e.g. '0 30 3 * * *'"),
     },
     graph: {
       baseUrl: reader.httpsUrl("GRAPH_BASE_URL"),

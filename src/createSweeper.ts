@@ -19,7 +19,8 @@ export interface SweeperServicesOptions {
 export interface SweeperServices {
   readonly config: SweeperConfig;
   readonly ledger: SessionLedger;
-  readonly closeDependencies: CloseDependencies;
+  /** Fresh dependencies for one close request or one sweep (their credentials are cached for that long). */
+  closeDependencies(): CloseDependencies;
   /** A sweeper for one run: credentials (and so tokens) are cached for the sweep's lifetime. */
   newSweeper(logger?: SweepLogger): Sweeper;
 }
@@ -52,11 +53,10 @@ export function createSweeperServices(config: SweeperConfig, options: SweeperSer
     leaseMs: config.sweep.claimLeaseMs,
     maxAttempts: config.sweep.maxAttempts,
   });
-  const closeDependencies = dependencies();
   return {
     config,
     ledger,
-    closeDependencies,
+    closeDependencies: dependencies,
     newSweeper: (logger = options.logger) =>
       new Sweeper(
         dependencies(),
@@ -66,8 +66,7 @@ export function createSweeperServices(config: SweeperConfig, options: SweeperSer
           concurrency: config.sweep.concurrency,
           tenantBudget: config.graph.tenantBudget,
         },
-        logger,
-        clock,
+        { ...(logger && { logger }), clock },
       ),
   };
 }

@@ -19,7 +19,7 @@ beforeEach(async () => {
   table = await cloud.newTable();
 });
 
-const close = (row: SessionRecord) => closeRecordedSession(row, table.services.closeDependencies);
+const close = (row: SessionRecord) => closeRecordedSession(row, table.services.closeDependencies());
 const closeRequests = () => cloud.emulator.requests.filter((r) => r.kind === "closeSession");
 
 describe("closing one recorded session", () => {
@@ -134,9 +134,9 @@ describe("cooldowns", () => {
     const busy = await cloud.newTable({ MAX_ATTEMPTS: "2" });
     const { row } = await busy.openSession({ userId: newUserId(), workbook: "/drives/d/items/cap" });
     cloud.emulator.addFault({ workbook: "/drives/d/items/cap", action: { status: 504 } });
-    const first = await closeRecordedSession(row, busy.services.closeDependencies);
+    const first = await closeRecordedSession(row, busy.services.closeDependencies());
     expect(first.result).toBe("retry");
-    const second = await closeRecordedSession((await busy.services.ledger.get(row))!, busy.services.closeDependencies);
+    const second = await closeRecordedSession((await busy.services.ledger.get(row))!, busy.services.closeDependencies());
     expect(second).toMatchObject({ result: "retry", transition: { to: "failed" } });
     expect(await busy.services.ledger.get(row)).toMatchObject({ status: "failed", attempts: 2, lastError: { code: "gatewayTimeout" } });
   });
@@ -156,7 +156,7 @@ describe("delegated tokens", () => {
   it("an invalid client secret ends failed", async () => {
     const wrong = await cloud.newTable({ AZURE_CLIENT_SECRET: "not-the-secret-at-all" });
     const { row } = await wrong.openSession({ userId: newUserId(), workbook: "/drives/d/items/x" });
-    const report = await closeRecordedSession(row, wrong.services.closeDependencies);
+    const report = await closeRecordedSession(row, wrong.services.closeDependencies());
     expect(report).toMatchObject({ result: "failed", sent: false, outcome: { code: "AADSTS7000215" } });
     expect(closeRequests()).toHaveLength(0);
   });
@@ -165,7 +165,7 @@ describe("delegated tokens", () => {
     const userId = newUserId();
     const a = await table.openSession({ userId, workbook: "/drives/d/items/a" });
     const b = await table.openSession({ userId, workbook: "/drives/d/items/b" });
-    const deps = table.services.closeDependencies;
+    const deps = table.services.closeDependencies();
     expect((await closeRecordedSession(a.row, deps)).result).toBe("closed");
     expect((await closeRecordedSession(b.row, deps)).result).toBe("closed");
     expect(cloud.authority.tokenRequests.filter((r) => r.userId === userId && r.status === 200)).toHaveLength(1);
@@ -174,7 +174,7 @@ describe("delegated tokens", () => {
   it("refuses a tenant that is not allowed", async () => {
     const strict = await cloud.newTable({ AZURE_ADDITIONALLY_ALLOWED_TENANTS: "" });
     const { row } = await strict.openSession({ tenantId: "33333333-3333-4333-8333-333333333333", userId: newUserId(), workbook: "/drives/d/items/t" });
-    const report = await closeRecordedSession(row, strict.services.closeDependencies);
+    const report = await closeRecordedSession(row, strict.services.closeDependencies());
     expect(report).toMatchObject({ result: "failed", sent: false, outcome: { code: "tenantNotAllowed" } });
   });
 

@@ -29,16 +29,17 @@ export interface DelegatedCredentialsOptions {
 export type CredentialResult = { ok: true; credential: TokenCredential } | { ok: false; outcome: Exclude<CloseOutcome, { kind: "closed" }> };
 
 interface UserEntry {
-  credential: OnBehalfOfCredential;
-  assertionDigest: string;
-  worked: boolean;
+  readonly assertionDigest: string;
+  /** The first token request's result; the credential caches later tokens itself. */
+  readonly result: Promise<CredentialResult>;
 }
 
 /**
  * On-behalf-of credentials for the users whose sessions a sweep closes: one credential per user,
  * reused for all that user's sessions (so MSAL's token cache serves them), made from the user's
  * assertion recorded with the session. A newer assertion on another of the user's rows replaces one
- * that has run out. Assertions are decrypted only here, only to hand them to MSAL.
+ * that has run out. Assertions are decrypted only here, only to hand them to MSAL. Meant to live
+ * as long as one sweep or one close request: it keeps a credential per user it has seen.
  */
 export class DelegatedCredentials {
   private readonly users = new Map<string, UserEntry>();
@@ -71,15 +72,13 @@ export class DelegatedCredentials {
     }
     const digest = createHash("sha256").update(assertion).digest("base64url");
 
-    let entry = this.users.get(row.partitionKey);
-    if (!entry || (!entry.worked && entry.assertionDigest !== digest)) {
-      entry = this.newEntry(row, assertion, digest);
-    }
-    let result = await this.tryToken(entry, row);
+    // Single flight: rows of one user that arrive together wait for the first one's token.
+    let entry = this.users.get(row.partitionKey) ?? this.newEntry(row, assertion, digest);
+    let result = await entry.result;
     if (!result.ok && result.outcome.kind === "expired" && entry.assertionDigest !== digest) {
-      // The user's cached credential has outlived its assertion; this row brings another one.
+      // The user's credential has outlived its assertion; this row brings another one.
       entry = this.newEntry(row, assertion, digest);
-      result = await this.tryToken(entry, row);
+      result = await entry.result;
     }
     return result;
   }
@@ -98,21 +97,24 @@ export class DelegatedCredentials {
       options.clientCredential.kind === "secret"
         ? new OnBehalfOfCredential({ ...common, clientSecret: options.clientCredential.secret })
         : new OnBehalfOfCredential({ ...common, certificatePath: options.clientCredential.certificatePath });
-    const entry: UserEntry = { credential, assertionDigest: digest, worked: false };
+    const entry: UserEntry = { assertionDigest: digest, result: this.firstToken(credential, row) };
     this.users.set(row.partitionKey, entry);
+    // A failure is not kept: the user's next row tries again (with its own assertion).
+    void entry.result.then((result) => {
+      if (!result.ok && this.users.get(row.partitionKey) === entry) this.users.delete(row.partitionKey);
+    });
     return entry;
   }
 
-  private async tryToken(entry: UserEntry, row: SessionRecord): Promise<CredentialResult> {
+  private async firstToken(credential: OnBehalfOfCredential, row: SessionRecord): Promise<CredentialResult> {
     let token: AccessToken | null;
     try {
-      token = await entry.credential.getToken(this.options.scope);
+      token = await credential.getToken(this.options.scope);
     } catch (error) {
       return { ok: false, outcome: classifyAuthorityError(error, { now: this.clock(), retryAfterMs: backoffMs(row.attempts) }) };
     }
     if (!token) return { ok: false, outcome: { kind: "retry", retryAt: this.later(row), cooldown: false, code: "noToken", message: "The authority returned no token." } };
-    entry.worked = true;
-    return { ok: true, credential: entry.credential };
+    return { ok: true, credential };
   }
 
   private later(row: SessionRecord): Date {

@@ -24,6 +24,11 @@ export interface CloseRequest {
   scope: string;
   /** Attempts so far, this one included: paces back-off where Graph gives no Retry-After. */
   attempts: number;
+  /**
+   * Called right before the request goes out (after every check): the sweep's per-tenant pacer.
+   * Resolves to `send: false` with a time when the request must not go out now.
+   */
+  beforeSend?: () => Promise<{ send: true } | { send: false; retryAt: Date }>;
 }
 
 /** A provider for requests that arrive without their user's: it refuses instead of sending anything. */
@@ -66,6 +71,16 @@ export class WorkbookSessionCloser {
     } catch (error) {
       if (error instanceof UnsafeRequestError) return { outcome: { kind: "failed", code: error.code, message: error.message }, sent: false };
       throw error;
+    }
+
+    if (request.beforeSend) {
+      const gate = await request.beforeSend();
+      if (!gate.send) {
+        return {
+          outcome: { kind: "retry", retryAt: gate.retryAt, cooldown: false, code: "notSent", message: "Not sent: the tenant's request budget or cooldown outlasted this sweep." },
+          sent: false,
+        };
+      }
     }
 
     let response: Response;

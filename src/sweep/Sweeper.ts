@@ -2,7 +2,7 @@ import { formatWorkbookLocation, workbookKey } from "../ledger/location";
 import type { SessionRecord } from "../ledger/models";
 import { closeRecordedSession, type CloseDependencies } from "./closeRecordedSession";
 import { emptySummary, type SweepCandidate, type SweepRequest, type SweepSummary } from "./models";
-import { WorkbookScheduler } from "./WorkbookScheduler";
+import { WorkbookScheduler, type ItemResult, type SendGate } from "./WorkbookScheduler";
 
 export interface SweeperSettings {
   /** STALE_AFTER */
@@ -37,15 +37,30 @@ interface Work {
  * under its Excel budget, a Retry-After holding back only its tenant. When the time budget runs
  * out no new row is claimed; claimed rows are always finished, so none is left `closing`.
  */
+export interface SweeperOptions {
+  logger?: SweepLogger;
+  clock?: () => Date;
+}
+
+export interface RunOptions {
+  /** Called about once a second while the sweep runs, with the counts so far. */
+  onProgress?: (summary: Readonly<SweepSummary>) => void;
+}
+
 export class Sweeper {
+  private readonly logger: SweepLogger | undefined;
+  private readonly clock: () => Date;
+
   constructor(
     private readonly deps: CloseDependencies,
     private readonly settings: SweeperSettings,
-    private readonly logger?: SweepLogger,
-    private readonly clock: () => Date = () => new Date(),
-  ) {}
+    options: SweeperOptions = {},
+  ) {
+    this.logger = options.logger;
+    this.clock = options.clock ?? (() => new Date());
+  }
 
-  async run(request: SweepRequest = {}): Promise<SweepSummary> {
+  async run(request: SweepRequest = {}, runOptions: RunOptions = {}): Promise<SweepSummary> {
     const started = this.clock().getTime();
     const dryRun = request.dryRun ?? false;
     const summary = emptySummary(dryRun);
@@ -60,7 +75,7 @@ export class Sweeper {
       tenantBudget: this.settings.tenantBudget,
       deadline: started + this.settings.timeBudgetMs,
       now: () => this.clock().getTime(),
-      run: (work) => this.attempt(work.row, summary),
+      run: (work, beforeSend) => this.attempt(work.row, summary, beforeSend),
       onDeferred: (items, until) => {
         summary.deferred += items.length;
         deferrals.push(this.defer(items.map((w) => w.row), new Date(until)));
@@ -73,6 +88,10 @@ export class Sweeper {
       },
     });
 
+    const progress = runOptions.onProgress;
+    const ticker = progress
+      ? setInterval(() => progress({ ...summary, durationMs: this.clock().getTime() - started }), 1_000)
+      : undefined;
     try {
       const now = this.clock();
       const pages = this.deps.ledger.listStale(request.olderThanMs ?? this.settings.staleAfterMs, {
@@ -113,6 +132,7 @@ export class Sweeper {
     }
     await scheduler.drain();
     await Promise.all(deferrals);
+    if (ticker) clearInterval(ticker);
 
     summary.stoppedEarly = scheduler.stoppedByDeadline || summary.error !== undefined;
     summary.durationMs = this.clock().getTime() - started;
@@ -120,20 +140,18 @@ export class Sweeper {
     return summary;
   }
 
-  private async attempt(row: SessionRecord, summary: SweepSummary): Promise<{ sent: boolean; cooldownUntil?: number }> {
-    const report = await closeRecordedSession(row, this.deps);
+  private async attempt(row: SessionRecord, summary: SweepSummary, beforeSend: SendGate): Promise<ItemResult> {
+    const report = await closeRecordedSession(row, this.deps, { beforeSend });
     if (report.result === "lostRace") {
       summary.lostRaces++;
-      return { sent: false };
+      return {};
     }
     summary.claimed++;
     if (report.sent) summary.graphRequests++;
     const counted = report.transition.to === "closed" ? "closed" : report.transition.to;
     summary[counted]++;
-    if (report.outcome.kind === "retry" && report.outcome.cooldown) {
-      return { sent: report.sent, cooldownUntil: report.outcome.retryAt.getTime() };
-    }
-    return { sent: report.sent };
+    if (report.outcome.kind === "retry" && report.outcome.cooldown) return { cooldownUntil: report.outcome.retryAt.getTime() };
+    return {};
   }
 
   private async defer(rows: SessionRecord[], until: Date): Promise<void> {

@@ -5,31 +5,35 @@
  */
 export class TenantPacer {
   private readonly tenants = new Map<string, { sent: number[]; head: number; pausedUntil: number }>();
+  private readonly budget: { requests: number; windowMs: number };
 
-  constructor(private readonly budget: { requests: number; windowMs: number }) {}
+  constructor(budget: { requests: number; windowMs: number }) {
+    // Graph counts a request when it arrives, a little after we count it: a request leaves our
+    // window a margin later than it leaves Graph's, so jitter in transit cannot add up to a 429.
+    // 2% of the window (at least 100 ms): 200 ms of Excel's 10 s.
+    this.budget = { requests: budget.requests, windowMs: budget.windowMs + Math.max(100, budget.windowMs * 0.02) };
+  }
 
-  /** Milliseconds until `tenant` may send (0: now). */
-  waitMs(tenant: string, now: number): number {
+  /**
+   * Milliseconds until `tenant` may send one more request (0: now), counting `pending` requests
+   * already promised a slot but not sent yet.
+   */
+  waitMs(tenant: string, now: number, pending = 0): number {
     const state = this.tenants.get(tenant);
-    if (!state) return 0;
+    if (!state) return pending < this.budget.requests ? 0 : this.budget.windowMs;
     const pause = Math.max(0, state.pausedUntil - now);
     this.forget(state, now);
     const inWindow = state.sent.length - state.head;
-    if (inWindow < this.budget.requests) return pause;
-    // The oldest request in the window must leave it before another may go.
-    const oldest = state.sent[state.head]!;
-    return Math.max(pause, oldest + this.budget.windowMs - now);
+    const over = inWindow + pending - this.budget.requests;
+    if (over < 0) return pause;
+    // The oldest requests in the window must leave it before another may go.
+    const leaving = state.sent[state.head + over];
+    return Math.max(pause, leaving === undefined ? this.budget.windowMs : leaving + this.budget.windowMs - now);
   }
 
   /** Counts one request sent now. */
   record(tenant: string, now: number): void {
     this.state(tenant).sent.push(now);
-  }
-
-  /** A reserved request was not sent after all (the claim was lost, no token): give its slot back. */
-  refund(tenant: string): void {
-    const state = this.tenants.get(tenant);
-    if (state && state.sent.length > state.head) state.sent.pop();
   }
 
   /** Graph asked for a cooldown: nothing for this tenant before `until`. */

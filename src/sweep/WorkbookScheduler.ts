@@ -6,18 +6,20 @@ export interface ScheduledItem {
   readonly workbook: string;
 }
 
-/** What running an item did: whether a Graph request went out, and any cooldown Graph asked for. */
+/** Any cooldown Graph asked for while running an item. */
 export interface ItemResult {
-  sent: boolean;
   cooldownUntil?: number;
 }
+
+/** Awaited by an item right before its Graph request: a paced slot, or not before `retryAt`. */
+export type SendGate = () => Promise<{ send: true } | { send: false; retryAt: Date }>;
 
 export interface WorkbookSchedulerOptions<T extends ScheduledItem> {
   concurrency: number;
   tenantBudget: { requests: number; windowMs: number };
   /** No item starts after this time (epoch ms). */
   deadline: number;
-  run: (item: T) => Promise<ItemResult>;
+  run: (item: T, beforeSend: SendGate) => Promise<ItemResult>;
   /** Items that will not run in this sweep because Graph asked their tenant to wait past the deadline. */
   onDeferred: (items: T[], until: number) => void;
   /** Items that will not run in this sweep for want of time, or because the scheduler stopped. */
@@ -37,6 +39,8 @@ interface Tenant {
   /** Workbooks of this tenant with work waiting and nothing in flight, oldest first. */
   readonly ready: string[];
   head: number;
+  /** Items started and not past their send gate yet: they will want a slot. */
+  unsent: number;
 }
 
 /**
@@ -120,7 +124,7 @@ export class WorkbookScheduler<T extends ScheduledItem> {
 
   private tenant(id: string): Tenant {
     let tenant = this.tenants.get(id);
-    if (!tenant) this.tenants.set(id, (tenant = { ready: [], head: 0 }));
+    if (!tenant) this.tenants.set(id, (tenant = { ready: [], head: 0, unsent: 0 }));
     return tenant;
   }
 
@@ -139,7 +143,7 @@ export class WorkbookScheduler<T extends ScheduledItem> {
         idle++;
         continue;
       }
-      const wait = this.pacer.waitMs(id, now);
+      const wait = this.pacer.waitMs(id, now, tenant.unsent);
       if (wait > 0) {
         if (now + wait >= this.options.deadline) this.giveUpTenant(id, tenant);
         else earliest = Math.min(earliest, now + wait);
@@ -147,26 +151,33 @@ export class WorkbookScheduler<T extends ScheduledItem> {
         continue;
       }
       idle = 0;
-      this.start(id, tenant, now);
+      this.start(id, tenant);
     }
     this.compactTenants();
     if (earliest < Infinity) this.wakeAt(earliest);
     this.wake();
   }
 
-  private start(tenantId: string, tenant: Tenant, now: number): void {
+  private start(tenantId: string, tenant: Tenant): void {
     const key = tenant.ready[tenant.head++]!;
     const workbook = this.workbooks.get(key)!;
     const item = workbook.items.shift()!;
     workbook.busy = true;
     this.queued--;
     this.inFlight++;
-    this.pacer.record(tenantId, now);
+    tenant.unsent++;
+    let gated = false;
+    const beforeSend: SendGate = async () => {
+      if (!gated) {
+        gated = true;
+        tenant.unsent--;
+      }
+      return this.sendSlot(tenantId);
+    };
     void this.options
-      .run(item)
+      .run(item, beforeSend)
       .then(
         (result) => {
-          if (!result.sent) this.pacer.refund(tenantId);
           if (result.cooldownUntil !== undefined) this.pacer.pause(tenantId, result.cooldownUntil);
         },
         (error: unknown) => {
@@ -175,6 +186,7 @@ export class WorkbookScheduler<T extends ScheduledItem> {
         },
       )
       .finally(() => {
+        if (!gated) tenant.unsent--;
         this.inFlight--;
         workbook.busy = false;
         if (workbook.items.length > 0 && !this.stopped) tenant.ready.push(key);
@@ -182,6 +194,24 @@ export class WorkbookScheduler<T extends ScheduledItem> {
         this.pump();
         this.wake();
       });
+  }
+
+  /**
+   * Waits for a slot in the tenant's budget and takes it. A claimed item is finished even after
+   * the deadline or a stop, if a slot is free; only a wait that would outlast the deadline (or a
+   * stopped scheduler) means the request must not go out in this sweep.
+   */
+  private async sendSlot(tenantId: string): Promise<{ send: true } | { send: false; retryAt: Date }> {
+    for (;;) {
+      const now = this.now();
+      const wait = this.pacer.waitMs(tenantId, now);
+      if (wait === 0) {
+        this.pacer.record(tenantId, now);
+        return { send: true };
+      }
+      if (this.stopped || now + wait >= this.options.deadline) return { send: false, retryAt: new Date(now + wait) };
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
   }
 
   /**

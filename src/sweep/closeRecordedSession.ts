@@ -1,6 +1,6 @@
 import type { DelegatedCredentials } from "../auth/DelegatedCredentials";
 import type { CloseAttempt, CloseOutcome } from "../graph/CloseOutcome";
-import type { WorkbookSessionCloser } from "../graph/WorkbookSessionCloser";
+import type { CloseRequest, WorkbookSessionCloser } from "../graph/WorkbookSessionCloser";
 import type { SessionLedger } from "../ledger/SessionLedger";
 import { isTerminal, type RowTransition, type SessionRecord } from "../ledger/models";
 import { transitionFor } from "./outcomeTransition";
@@ -33,10 +33,10 @@ export type CloseReport =
     };
 
 /** Claim → token → closeSession → mark, for one row. Used by the queue trigger and the sweep. */
-export async function closeRecordedSession(row: SessionRecord, deps: CloseDependencies): Promise<CloseReport> {
+export async function closeRecordedSession(row: SessionRecord, deps: CloseDependencies, options: Pick<CloseRequest, "beforeSend"> = {}): Promise<CloseReport> {
   const claim = await deps.ledger.claim(row, { leaseMs: deps.leaseMs });
   if (!claim.claimed) return { result: "lostRace", reason: claim.reason };
-  const { outcome, sent } = await attemptClose(claim.row, deps);
+  const { outcome, sent } = await attemptClose(claim.row, deps, options);
   const transition = transitionFor(outcome, claim.row, deps.maxAttempts);
   const recorded = await recordTransition(deps.ledger, claim.row, transition);
   return { result: outcome.kind, outcome, transition, recorded, sent };
@@ -46,6 +46,7 @@ export async function closeRecordedSession(row: SessionRecord, deps: CloseDepend
 export async function attemptClose(
   claimed: SessionRecord,
   deps: Pick<CloseDependencies, "credentials" | "closer">,
+  options: Pick<CloseRequest, "beforeSend"> = {},
 ): Promise<CloseAttempt> {
   const credential = await deps.credentials.forRow(claimed);
   if (!credential.ok) return { outcome: credential.outcome, sent: false };
@@ -55,6 +56,7 @@ export async function attemptClose(
     credential: credential.credential,
     scope: deps.credentials.scope,
     attempts: claimed.attempts,
+    ...options,
   });
 }
 

@@ -24,6 +24,14 @@ export function parseSweepHttpBody(text: string): SweepRequest {
   } catch {
     throw new ValidationError(["the body is not JSON"]);
   }
+  return validateSweepRequest(body);
+}
+
+/**
+ * Validates the fields of a sweep request from any source (an HTTP body, CLI flags). Throws
+ * ValidationError listing every problem.
+ */
+export function validateSweepRequest(body: unknown): SweepRequest {
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
     throw new ValidationError(["the body must be a JSON object"]);
   }

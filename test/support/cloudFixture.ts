@@ -21,6 +21,12 @@ export interface CloudFixture {
   settings(overrides?: Record<string, string | undefined>): Record<string, string | undefined>;
   /** A fresh table and services over it. */
   newTable(overrides?: Record<string, string | undefined>): Promise<TableFixture>;
+  /** Other services (other settings, a request counter) over an existing table. */
+  newTableServicesFor(
+    table: TableFixture,
+    overrides?: Record<string, string | undefined>,
+    onStorageRequest?: (request: { method: string; url: string }) => void,
+  ): Promise<SweeperServices>;
   close(): Promise<void>;
 }
 
@@ -108,6 +114,10 @@ export async function startCloudFixture(): Promise<CloudFixture> {
           return { row, sessionId, assertion };
         },
       };
+    },
+    async newTableServicesFor(table, overrides = {}, onStorageRequest) {
+      const config = loadConfig(settings({ SESSIONS_TABLE: table.tableName, ...overrides }));
+      return createSweeperServices(config, { tokenMaxRetries: 0, ...(onStorageRequest && { onStorageRequest }) });
     },
     async close() {
       await emulator.close();
