@@ -6,7 +6,10 @@ import { formatWorkbookLocation, parseWorkbookLocation } from "./location";
 import { isTerminal, type SessionKey, type SessionRecord } from "./models";
 import { keysOf, readRow, updateWithRetry } from "./rows";
 import { createLedgerTableClient, storageStatus, type LedgerClientOptions } from "./tableClient";
+import { QueueClient } from "@azure/storage-queue";
 import { AssertionCipher } from "../auth/AssertionCipher";
+import { DEFAULT_SETTINGS } from "../config";
+import { formatCloseRequestMessage, parseCloseRequestMessage } from "../triggers/closeRequestMessage";
 
 /** A session a producing service has just opened with `createSession`. */
 export interface RecordSessionInput extends SessionKey {
@@ -27,6 +30,8 @@ export interface RecordSessionInput extends SessionKey {
 export interface SessionProducerOptions extends LedgerClientOptions {
   /** ASSERTION_ENCRYPTION_KEY: 32 bytes (or their base64), the same key the sweeper has. */
   assertionKey: Buffer | string;
+  /** The sweeper's close queue (CLOSE_QUEUE), for requestClose. fromConnectionString makes one. */
+  closeQueue?: QueueClient;
   /** The clock for timestamps. Default: the system clock. */
   clock?: () => Date;
 }
@@ -51,17 +56,26 @@ const MAX_ASSERTION_LENGTH = 16_384;
 export class SessionProducer {
   private readonly clock: () => Date;
   private readonly cipher: AssertionCipher;
+  private readonly closeQueue: QueueClient | undefined;
+  private queueReady: Promise<unknown> | undefined;
 
   constructor(
     readonly client: TableClient,
     options: SessionProducerOptions,
   ) {
     this.clock = options.clock ?? (() => new Date());
+    this.closeQueue = options.closeQueue;
     this.cipher = new AssertionCipher(typeof options.assertionKey === "string" ? Buffer.from(options.assertionKey, "base64") : options.assertionKey);
   }
 
-  static fromConnectionString(connectionString: string, tableName: string, options: SessionProducerOptions): SessionProducer {
-    return new SessionProducer(createLedgerTableClient(connectionString, tableName, options), options);
+  /** `closeQueueName` defaults to CLOSE_QUEUE's default, `workbook-session-close`. */
+  static fromConnectionString(
+    connectionString: string,
+    tableName: string,
+    options: SessionProducerOptions & { closeQueueName?: string },
+  ): SessionProducer {
+    const closeQueue = options.closeQueue ?? new QueueClient(connectionString, options.closeQueueName ?? DEFAULT_SETTINGS.CLOSE_QUEUE);
+    return new SessionProducer(createLedgerTableClient(connectionString, tableName, options), { ...options, closeQueue });
   }
 
   /**
@@ -124,6 +138,27 @@ export class SessionProducer {
       },
       options,
     );
+  }
+
+  /**
+   * Asks the sweeper to close this session now, whatever its age (the queue trigger does it).
+   * Use it when your service gives up a session it cannot close itself. Returns the message id.
+   */
+  async requestClose(key: SessionKey, options: { requestedBy?: string } = {}): Promise<string> {
+    if (!this.closeQueue) throw new ValidationError(["this producer has no close queue (pass closeQueue or use fromConnectionString)"]);
+    const message = parseCloseRequestMessage({
+      tenantId: key.tenantId,
+      userId: key.userId,
+      sessionId: key.sessionId,
+      ...(options.requestedBy !== undefined && { requestedBy: options.requestedBy }),
+    });
+    this.queueReady ??= this.closeQueue.createIfNotExists().catch((error: unknown) => {
+      this.queueReady = undefined;
+      throw error;
+    });
+    await this.queueReady;
+    const response = await this.closeQueue.sendMessage(formatCloseRequestMessage(message));
+    return response.messageId;
   }
 
   private async mustRead(key: SessionKey): Promise<SessionRecord> {

@@ -88,7 +88,7 @@ export async function startCloudFixture(): Promise<CloudFixture> {
       const config = loadConfig(settings({ SESSIONS_TABLE: tableName, ...overrides }));
       const services = createSweeperServices(config, { tokenMaxRetries: 0 });
       await services.ledger.ensureTable();
-      const producer = SessionProducer.fromConnectionString(connectionString, tableName, { assertionKey });
+      const producer = SessionProducer.fromConnectionString(connectionString, tableName, { assertionKey, closeQueueName: config.storage.closeQueueName });
       return {
         tableName,
         config,

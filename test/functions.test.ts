@@ -1,0 +1,229 @@
+/**
+ * The function handlers, invoked as the host invokes them: real InvocationContext and HttpRequest
+ * objects from @azure/functions, against Azurite and the https stand-ins, settings from the
+ * environment exactly as the host passes app settings.
+ */
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { HttpRequest, InvocationContext, type Timer } from "@azure/functions";
+import { QueueClient } from "@azure/storage-queue";
+import { SessionNotFoundError, ValidationError, type SweepSummary } from "../src";
+import { HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { captureLog } from "./support/secretScan";
+
+type Handlers = {
+  sweepTimer: typeof import("../functions/sweepTimer").sweepTimer;
+  sweepHttp: typeof import("../functions/sweepHttp").sweepHttp;
+  closeRequest: typeof import("../functions/closeRequest").closeRequest;
+};
+
+let cloud: CloudFixture;
+let table: TableFixture;
+let handlers: Handlers;
+let settings: Record<string, string | undefined>;
+const queueName = `close-${Math.random().toString(36).slice(2, 10)}`;
+
+beforeAll(async () => {
+  cloud = await startCloudFixture();
+  table = await cloud.newTable({ CLOSE_QUEUE: queueName });
+  settings = cloud.settings({ SESSIONS_TABLE: table.tableName, CLOSE_QUEUE: queueName });
+  Object.assign(process.env, settings);
+  handlers = {
+    sweepTimer: (await import("../functions/sweepTimer")).sweepTimer,
+    sweepHttp: (await import("../functions/sweepHttp")).sweepHttp,
+    closeRequest: (await import("../functions/closeRequest")).closeRequest,
+  };
+});
+afterAll(async () => {
+  await cloud?.close();
+});
+beforeEach(() => {
+  cloud.emulator.reset();
+  cloud.authority.reset();
+});
+
+interface LogLine {
+  level: string;
+  args: unknown[];
+}
+
+function invocation(functionName: string, extra: Partial<ConstructorParameters<typeof InvocationContext>[0]> = {}): { context: InvocationContext; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const context = new InvocationContext({
+    functionName,
+    invocationId: `test-${Math.random().toString(36).slice(2)}`,
+    logHandler: (level, ...args) => {
+      lines.push({ level, args });
+      captureLog(level, ...args);
+    },
+    ...extra,
+  });
+  return { context, lines };
+}
+
+const timer = (isPastDue: boolean): Timer => ({
+  isPastDue,
+  schedule: { adjustForDST: true },
+  scheduleStatus: { last: "2026-11-23T12:00:00Z", next: "2026-11-23T12:01:00Z", lastUpdated: "2026-11-23T12:00:00Z" },
+});
+
+function post(body: string | undefined, headers: Record<string, string> = { "content-type": "application/json" }): HttpRequest {
+  return new HttpRequest({ method: "POST", url: "http://localhost:7071/api/sweep", headers, ...(body !== undefined && { body: { string: body } }) });
+}
+
+describe("timer trigger", () => {
+  it("sweeps, logs one summary line, and says when the run is past due", async () => {
+    const user = newUserId();
+    const stale = await table.openSession({ userId: user, workbook: "/drives/d/items/t1" });
+    const live = await table.openSession({ userId: user, workbook: "/drives/d/items/t2", idleMinutes: 0 });
+    const { context, lines } = invocation("sweepTimer");
+
+    await handlers.sweepTimer(timer(true), context);
+
+    expect(cloud.emulator.sessionState(stale.sessionId)).toBe("closed");
+    expect(cloud.emulator.sessionState(live.sessionId)).toBe("open");
+    expect(lines.filter((l) => l.level === "warning" && String(l.args[0]).includes("past due"))).toHaveLength(1);
+    const summaries = lines.filter((l) => l.args[0] === "Sweep finished");
+    expect(summaries).toHaveLength(1);
+    expect(summaries[0]!.args[1]).toMatchObject({ trigger: "timer", closed: 1, scanned: 1 });
+    expect(lines.length).toBe(2);
+  });
+});
+
+describe("HTTP manual sweep", () => {
+  it("answers 200 with the summary as JSON", async () => {
+    const stale = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/h1" });
+    const { context } = invocation("sweep");
+    const response = await handlers.sweepHttp(post(JSON.stringify({ dryRun: true, olderThan: "PT5M", limit: 10 })), context);
+    expect(response.status).toBe(200);
+    const summary = response.jsonBody as SweepSummary;
+    expect(summary).toMatchObject({ dryRun: true, stale: 1, closed: 0 });
+    expect(summary.candidates?.[0]?.sessionIdPrefix).toBe(stale.sessionId.slice(0, 24));
+    expect(cloud.emulator.requests).toHaveLength(0);
+
+    const real = await handlers.sweepHttp(post(JSON.stringify({ userId: stale.row.userId })), invocation("sweep").context);
+    expect(real).toMatchObject({ status: 200, jsonBody: { closed: 1 } });
+  });
+
+  it("treats an empty body as a default sweep", async () => {
+    const response = await handlers.sweepHttp(post(undefined, {}), invocation("sweep").context);
+    expect(response.status).toBe(200);
+  });
+
+  it.each([
+    ["an unknown field", JSON.stringify({ dryRun: true, force: true }), /unknown field "force"/],
+    ["a wrong type", JSON.stringify({ dryRun: "yes" }), /dryRun must be true or false/],
+    ["a bad duration", JSON.stringify({ olderThan: "ten minutes" }), /olderThan must be an ISO-8601 duration/],
+    ["a zero duration", JSON.stringify({ olderThan: "PT0S" }), /at least one second/],
+    ["a bad user", JSON.stringify({ userId: "alice@contoso.com" }), /userId must be/],
+    ["a bad limit", JSON.stringify({ limit: -3 }), /limit must be a whole number/],
+    ["a fractional limit", JSON.stringify({ limit: 2.5 }), /limit must be a whole number/],
+    ["not JSON", "dryRun=true", /not JSON/],
+    ["a JSON array", "[1,2]", /must be a JSON object/],
+    ["JSON null", "null", /must be a JSON object/],
+    ["an oversize body", JSON.stringify({ dryRun: true, pad: "x".repeat(10_000) }), /larger than 4096 bytes/],
+  ])("answers 400 with the reasons for %s", async (_name, body, reason) => {
+    const { context } = invocation("sweep");
+    const response = await handlers.sweepHttp(post(body), context);
+    expect(response.status).toBe(400);
+    const error = (response.jsonBody as { error: { code: string; problems: string[] } }).error;
+    expect(error.code).toBe("InvalidInput");
+    expect(error.problems.join("; ")).toMatch(reason);
+    expect(cloud.emulator.requests).toHaveLength(0);
+  });
+
+  it("lists every problem at once", async () => {
+    const response = await handlers.sweepHttp(post(JSON.stringify({ dryRun: 1, limit: "ten", extra: 1 })), invocation("sweep").context);
+    expect((response.jsonBody as { error: { problems: string[] } }).error.problems).toHaveLength(3);
+  });
+});
+
+describe("queue close request", () => {
+  it("closes the named session now, whatever its age, and a second message is a no-op", async () => {
+    const { row, sessionId } = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/q1", idleMinutes: 0 });
+    const message = { tenantId: row.tenantId, userId: row.userId, sessionId };
+    const first = invocation("closeRequest");
+    await handlers.closeRequest(message, first.context);
+    expect(cloud.emulator.sessionState(sessionId)).toBe("closed");
+    expect((await table.services.ledger.get(row))?.status).toBe("closed");
+    expect(first.lines.at(-1)?.args[1]).toMatchObject({ result: "closed", state: "closed" });
+
+    const second = invocation("closeRequest");
+    await handlers.closeRequest(message, second.context);
+    expect(second.lines.at(-1)?.args[1]).toMatchObject({ result: "alreadyFinished", status: "closed" });
+    expect(cloud.emulator.requests.filter((r) => r.kind === "closeSession")).toHaveLength(1);
+  });
+
+  it("takes what SessionProducer.requestClose sends, as text or as Base64 text", async () => {
+    const a = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/q2", idleMinutes: 0 });
+    const messageId = await table.producer.requestClose(a.row, { requestedBy: "report-service" });
+    expect(messageId).toBeTruthy();
+    const queue = new QueueClient(settings.AzureWebJobsStorage!, queueName);
+    const [received] = (await queue.receiveMessages({ numberOfMessages: 1 })).receivedMessageItems;
+    expect(received).toBeDefined();
+    await handlers.closeRequest(received!.messageText, invocation("closeRequest").context);
+    expect(cloud.emulator.sessionState(a.sessionId)).toBe("closed");
+
+    const b = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/q3", idleMinutes: 0 });
+    const base64 = Buffer.from(JSON.stringify({ tenantId: HOME_TENANT, userId: b.row.userId, sessionId: b.sessionId })).toString("base64");
+    await handlers.closeRequest(base64, invocation("closeRequest").context);
+    expect(cloud.emulator.sessionState(b.sessionId)).toBe("closed");
+  });
+
+  it("reschedules a throttled close instead of failing the message", async () => {
+    const { row, sessionId } = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/q4" });
+    cloud.emulator.addFault({ sessionId, times: 1, action: { status: 429, headers: { "Retry-After": "120" } } });
+    await handlers.closeRequest({ tenantId: row.tenantId, userId: row.userId, sessionId }, invocation("closeRequest").context);
+    const after = await table.services.ledger.get(row);
+    expect(after).toMatchObject({ status: "open", lastError: { code: "tooManyRequests" } });
+    // A second message before the cooldown sends nothing.
+    const again = invocation("closeRequest");
+    await handlers.closeRequest({ tenantId: row.tenantId, userId: row.userId, sessionId }, again.context);
+    expect(again.lines.at(-1)?.args[1]).toMatchObject({ result: "scheduled" });
+    expect(cloud.emulator.requests).toHaveLength(1);
+  });
+
+  it.each([
+    ["not JSON", "close it please"],
+    ["Base64 of not JSON", Buffer.from("close it").toString("base64")],
+    ["a JSON array", "[1]"],
+    ["missing fields", { sessionId: "x" }],
+    ["wrong types", { tenantId: HOME_TENANT, userId: 42, sessionId: ["x"] }],
+    ["extra fields", { tenantId: HOME_TENANT, userId: HOME_TENANT, sessionId: "x", force: true }],
+    ["a huge message", "x".repeat(70_000)],
+  ])("throws a clear error for %s, so the host retries and then poisons it", async (_name, message) => {
+    const { context, lines } = invocation("closeRequest", { triggerMetadata: { dequeueCount: 1, id: "m-1" } });
+    const error = await handlers.closeRequest(message, context).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ValidationError);
+    expect((error as ValidationError).problems.length).toBeGreaterThan(0);
+    const logged = lines.find((l) => l.level === "error");
+    expect(logged?.args[1]).toMatchObject({ problems: (error as ValidationError).problems, messageId: "m-1" });
+    expect(cloud.emulator.requests).toHaveLength(0);
+  });
+
+  it("throws SessionNotFoundError for a session that was never recorded", async () => {
+    const error = await handlers
+      .closeRequest({ tenantId: HOME_TENANT, userId: newUserId(), sessionId: "unknown" }, invocation("closeRequest").context)
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SessionNotFoundError);
+  });
+});
+
+describe("the built app", () => {
+  const run = promisify(execFile);
+  const load = (env: Record<string, string | undefined>) =>
+    run(process.execPath, ["-e", "for (const f of ['sweepTimer','sweepHttp','closeRequest','purgeTimer']) require('./dist/functions/' + f + '.js')"], {
+      env: { PATH: process.env.PATH, ...env } as NodeJS.ProcessEnv,
+    });
+
+  it("loads every function file with plain node", async () => {
+    await expect(load(settings)).resolves.toBeDefined();
+  });
+
+  it("refuses to start without a required setting, naming it", async () => {
+    const error = await load({ ...settings, AZURE_CLIENT_ID: undefined, ASSERTION_ENCRYPTION_KEY: "short" }).catch((e: { stderr: string }) => e);
+    expect((error as { stderr: string }).stderr).toMatch(/AZURE_CLIENT_ID is required/);
+    expect((error as { stderr: string }).stderr).toMatch(/ASSERTION_ENCRYPTION_KEY must be base64 of exactly 32 bytes/);
+  });
+});
