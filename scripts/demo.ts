@@ -1,82 +1,152 @@
 /**
- * `npm run demo`: the ledger end to end on a local Azurite. Services record sessions (some long
- * abandoned, some heartbeating), then the sweeper's side lists what is stale.
+ * `npm run demo`: the product end to end on local stand-ins. Starts Azurite, a fake Entra ID
+ * authority and a Graph workbook emulator (https, with a certificate made for this run), records a
+ * mix of sessions as producing services do, runs the timer function's handler, and prints what it
+ * did and the final state of every row. Stops everything it started.
  */
+import { spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
+import { InvocationContext } from "@azure/functions";
 import { startAzurite } from "../test/support/azurite";
+import { loadTestCertificate, makeTestCertificate } from "../test/support/certificate";
+import { GRAPH_RESOURCE, startFakeAuthority } from "../test/support/fakeAuthority";
+import { startGraphEmulator } from "../test/support/graphEmulator";
 import { SessionLedger, SessionProducer, formatWorkbookLocation, type SessionRecord } from "../src";
 
 const MINUTE = 60_000;
 const TABLE = "DemoSessions";
+const TENANT = "7d3f1c52-5a0b-4f3e-9d7e-2b6c1a0e4f11";
+const CLIENT_ID = "c0ffee00-0000-4000-8000-00000000de70";
 
 async function main(): Promise<void> {
-  console.log("Starting Azurite (in memory, telemetry off, free ports)…");
+  // The https stand-ins' certificate must be trusted from process start: run the demo in a child
+  // process that trusts it, rather than switching TLS checks off.
+  if (!process.env.WSS_DEMO_CERT_DIR) {
+    const certificate = makeTestCertificate();
+    const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+      stdio: "inherit",
+      env: { ...process.env, NODE_EXTRA_CA_CERTS: certificate.caBundlePath, WSS_DEMO_CERT_DIR: certificate.dir },
+    });
+    child.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+    return;
+  }
+  const certificate = loadTestCertificate(process.env.WSS_DEMO_CERT_DIR);
+
+  console.log("Starting the local stand-ins: Azurite (in memory, telemetry off), Entra ID authority, Graph emulator…");
   const azurite = await startAzurite();
+  const authority = await startFakeAuthority({ certificate });
+  const emulator = await startGraphEmulator({ certificate, authority, latencyMs: 20 });
+  const clientSecret = randomBytes(24).toString("base64url");
+  const assertionKey = randomBytes(32);
+  authority.registerClient({ clientId: CLIENT_ID, clientSecret });
   try {
+    Object.assign(process.env, {
+      AzureWebJobsStorage: azurite.connectionString,
+      SESSIONS_TABLE: TABLE,
+      STALE_AFTER: "PT2M",
+      GRAPH_BASE_URL: emulator.baseUrl,
+      GRAPH_SCOPE: `${GRAPH_RESOURCE}/Files.ReadWrite`,
+      AZURE_AUTHORITY_HOST: authority.authorityHost,
+      AZURE_DISABLE_INSTANCE_DISCOVERY: "true",
+      AZURE_TENANT_ID: TENANT,
+      AZURE_CLIENT_ID: CLIENT_ID,
+      AZURE_CLIENT_SECRET: clientSecret,
+      ASSERTION_ENCRYPTION_KEY: assertionKey.toString("base64"),
+    });
     const ledger = SessionLedger.fromConnectionString(azurite.connectionString, TABLE);
     await ledger.ensureTable();
-    const at = (minutesAgo: number) => SessionProducer.fromConnectionString(azurite.connectionString, TABLE, { clock: () => new Date(Date.now() - minutesAgo * MINUTE), assertionKey });
 
-    const assertionKey = randomBytes(32);
-    const users = [randomUUID(), randomUUID(), randomUUID()];
-    const tenantId = randomUUID();
-    const plan = [
-      { user: 0, minutesAgo: 45, workbook: "/me/drive/items/01BUDGET2026", note: "service crashed 45 min ago" },
-      { user: 0, minutesAgo: 12, workbook: "/drives/b!finance/items/01FORECAST", note: "redeployed mid-run" },
-      { user: 1, minutesAgo: 7, workbook: "/sites/contoso.sharepoint.com,1a2b,3c4d/drive/items/01SALES", note: "forgot its finally" },
-      { user: 1, minutesAgo: 0, workbook: "/users/" + users[1] + "/drive/items/01LIVE", note: "still heartbeating" },
-      { user: 2, minutesAgo: 30, workbook: "/drives/b!ops/items/01ROTA", note: "closed by its service" },
+    const users: Record<"ana" | "ben" | "chloe" | "dan", string> = { ana: randomUUID(), ben: randomUUID(), chloe: randomUUID(), dan: randomUUID() };
+    const names = new Map(Object.entries(users).map(([name, id]) => [id, name]));
+    const plan: { user: keyof typeof users; idle: number; workbook: string; story: string; setup?: (sessionId: string) => void; assertionLifetimeSec?: number; release?: boolean }[] = [
+      { user: "ana", idle: 45, workbook: "/me/drive/items/01BUDGET2026", story: "its service crashed 45 min ago" },
+      { user: "ana", idle: 12, workbook: "/drives/b!finance/items/01FORECAST", story: "redeployed mid-run" },
+      { user: "ben", idle: 7, workbook: "/sites/contoso.sharepoint.com,1a2b3c4d,5e6f7a8b/drive/items/01SALES", story: "forgot its finally" },
+      { user: "ben", idle: 0, workbook: `/users/${users.ben}/drive/items/01LIVE`, story: "still heartbeating" },
+      { user: "chloe", idle: 20, workbook: "/drives/b!ops/items/01ROTA", story: "Graph already dropped it", setup: (id) => emulator.expireSession(id) },
+      {
+        user: "chloe",
+        idle: 9,
+        workbook: "/drives/b!ops/items/01STOCK",
+        story: "Graph throttles this workbook",
+        setup: (id) => emulator.addFault({ sessionId: id, times: 1, action: { status: 429, headers: { "Retry-After": "30" } } }),
+      },
+      {
+        user: "dan",
+        idle: 95,
+        workbook: "/me/drive/items/01OLD",
+        story: "user's token ran out long ago",
+        assertionLifetimeSec: -1800,
+        setup: (id) => emulator.expireSession(id),
+      },
+      // Its service closed it on Graph itself, then released the row.
+      { user: "ana", idle: 30, workbook: "/drives/b!finance/items/01LEDGER", story: "closed by its own service", release: true, setup: (id) => emulator.expireSession(id) },
     ];
-    console.log(`\nRecording ${plan.length} sessions as producing services do:`);
+
+    console.log(`\nServices record ${plan.length} sessions they opened with createSession:`);
+    const stories = new Map<string, { story: string; order: number }>();
     for (const item of plan) {
-      const producer = at(item.minutesAgo);
+      const userId = users[item.user];
+      const sessionId = emulator.openSession({ tenantId: TENANT, userId, workbook: item.workbook });
+      item.setup?.(sessionId);
+      const producer = SessionProducer.fromConnectionString(azurite.connectionString, TABLE, {
+        assertionKey,
+        clock: () => new Date(Date.now() - item.idle * MINUTE),
+      });
       const row = await producer.record({
-        tenantId,
-        userId: users[item.user]!,
-        sessionId: `cluster=PS2&session=15.${randomUUID()}/${randomUUID()}==`,
+        tenantId: TENANT,
+        userId,
+        sessionId,
         workbook: item.workbook,
         recordedBy: "demo-service",
-        userAssertion: `demo-assertion-of-${users[item.user]}`,
+        userAssertion: authority.issueUserAssertion({ tenantId: TENANT, userId, audience: CLIENT_ID, lifetimeSec: item.assertionLifetimeSec ?? 3600 }),
       });
-      if (item.note.startsWith("closed")) await producer.release(row);
-      console.log(`  recorded ${short(row.sessionId)}  ${item.workbook.padEnd(62)} ${item.note}`);
+      if (item.release) await producer.release(row);
+      stories.set(sessionId, { story: item.story, order: stories.size });
+      console.log(`  ${item.user.padEnd(6)} idle ${String(item.idle).padStart(2)} min  ${short(item.workbook, 46).padEnd(46)}  ${item.story}`);
     }
 
-    console.log("\nStale sessions (no heartbeat for 2 minutes), as the sweeper will see them:");
-    let stale = 0;
-    for await (const page of ledger.listStale(2 * MINUTE)) {
-      for (const row of page.rows) {
-        stale++;
-        console.log(`  ${short(row.sessionId)}  idle ${Math.round((Date.now() - row.lastActivityAt.getTime()) / MINUTE)} min  ${formatWorkbookLocation(row.workbook)}`);
-      }
-    }
-    console.log(`  ${stale} stale of ${plan.length} recorded.`);
+    console.log("\nThe timer function runs a sweep (the same handler the Functions host calls):");
+    const { sweepTimer } = await import("../functions/sweepTimer");
+    const context = new InvocationContext({
+      functionName: "sweepTimer",
+      invocationId: randomUUID(),
+      logHandler: (level, message, details) => console.log(`  [${level}] ${String(message)} ${details === undefined ? "" : JSON.stringify(details)}`),
+    });
+    await sweepTimer({ isPastDue: false, schedule: { adjustForDST: true }, scheduleStatus: { last: "", next: "", lastUpdated: "" } }, context);
 
-    console.log("\nEvery row in the ledger:");
-    printRows(await allRows(ledger));
+    console.log("\nWhat Graph received:");
+    for (const request of emulator.requests) {
+      console.log(`  ${request.method} …${request.path.slice(request.path.indexOf("/workbook"))}  ${request.status}  ${request.errorCode ?? ""} (${names.get(request.userId ?? "")})`);
+    }
+
+    console.log("\nEvery row afterwards:");
+    const rows: SessionRecord[] = [];
+    for await (const page of ledger.listAll()) rows.push(...page.rows);
+    rows.sort((a, b) => (stories.get(a.sessionId)?.order ?? 0) - (stories.get(b.sessionId)?.order ?? 0));
+    console.log(`  ${"user".padEnd(6)} ${"status".padEnd(8)} ${"att".padEnd(3)} ${"workbook".padEnd(46)} detail`);
+    for (const row of rows) {
+      const detail = row.status === "closed"
+        ? `closed by ${row.closedBy}`
+        : row.lastError
+          ? `${row.lastError.code}${row.nextAttemptAt && row.status === "open" ? `, next attempt ${row.nextAttemptAt.toISOString().slice(11, 19)}` : ""}`
+          : row.status === "open" ? "left alone: it is alive" : "";
+      console.log(`  ${(names.get(row.userId) ?? "?").padEnd(6)} ${row.status.padEnd(8)} ${String(row.attempts).padEnd(3)} ${short(formatWorkbookLocation(row.workbook), 46).padEnd(46)} ${detail}  (${stories.get(row.sessionId)?.story})`);
+    }
+    console.log(`\nGraph sessions still open: ${rows.filter((r) => emulator.sessionState(r.sessionId) === "open").length} (the live one and the throttled one, retried by the next sweep).`);
   } finally {
+    await emulator.close();
+    await authority.close();
     await azurite.stop();
-    console.log("\nAzurite stopped.");
+    console.log("Stopped Azurite, the authority and the Graph emulator.");
   }
 }
 
-async function allRows(ledger: SessionLedger): Promise<SessionRecord[]> {
-  const rows: SessionRecord[] = [];
-  for await (const page of ledger.listAll()) rows.push(...page.rows);
-  return rows;
+function short(text: string, width: number): string {
+  return text.length > width ? `${text.slice(0, width - 1)}…` : text;
 }
 
-function printRows(rows: SessionRecord[]): void {
-  for (const row of rows) {
-    console.log(`  ${short(row.sessionId)}  ${row.status.padEnd(8)} attempts ${row.attempts}  ${row.closedBy ? `closed by ${row.closedBy}` : ""}`);
-  }
-}
-
-function short(sessionId: string): string {
-  return `${sessionId.slice(0, 28)}…`;
-}
-
-main().catch((error) => {
-  console.error(error instanceof Error ? error.message : error);
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? `${error.name}: ${error.message}` : error);
   process.exit(1);
 });
