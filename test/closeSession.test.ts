@@ -191,6 +191,39 @@ describe("delegated tokens", () => {
   });
 });
 
+describe("acting only for the row's own user", () => {
+  it("refuses a row whose assertion belongs to another user, before any exchange or request", async () => {
+    const owner = newUserId();
+    const other = newUserId();
+    const borrowed = cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId: other, audience: CLIENT_ID });
+    const { row, sessionId } = await table.openSession({ userId: owner, workbook: "/drives/d/items/own", assertion: borrowed });
+    const report = await close(row);
+    expect(report).toMatchObject({ result: "failed", sent: false, outcome: { code: "assertionUserMismatch" } });
+    expect(cloud.authority.tokenRequests).toHaveLength(0);
+    expect(cloud.emulator.requests).toHaveLength(0);
+    expect(cloud.emulator.sessionState(sessionId)).toBe("open");
+  });
+
+  it("refuses an assertion that is not a token at all", async () => {
+    const { row } = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/opaque", assertion: "opaque-string" });
+    expect(await close(row)).toMatchObject({ result: "failed", sent: false, outcome: { code: "assertionUserMismatch" } });
+  });
+});
+
+describe("a close interrupted by a dead sweeper", () => {
+  it("is taken over after its lease; a session Graph no longer has is expired with a code that says so, never closed", async () => {
+    const { row, sessionId } = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/crash" });
+    // A sweeper claimed it, sent closeSession (Graph closed it), and died before writing the outcome.
+    const claim = await table.services.ledger.claim(row, { leaseMs: -1 });
+    expect(claim.claimed).toBe(true);
+    cloud.emulator.expireSession(sessionId);
+    const [orphan] = (await table.services.ledger.listStale(60_000).next()).value!.rows;
+    const report = await close(orphan!);
+    expect(report).toMatchObject({ result: "expired", outcome: { code: "goneAfterInterruptedClose" } });
+    expect(await table.services.ledger.get(row)).toMatchObject({ status: "expired", attempts: 2, lastError: { code: "goneAfterInterruptedClose" } });
+  });
+});
+
 describe("hostile locations", () => {
   const hostile: [string, WorkbookLocation][] = [
     ["dot segments", { kind: "drive", driveId: "d", itemId: "../../me/messages" }],

@@ -28,6 +28,23 @@ export interface DelegatedCredentialsOptions {
 /** A user's credential, ready for a Graph call, or the outcome that ends the attempt. */
 export type CredentialResult = { ok: true; credential: TokenCredential } | { ok: false; outcome: Exclude<CloseOutcome, { kind: "closed" }> };
 
+/**
+ * The user and tenant an assertion (an Entra access token, a JWT) was issued for. Read without
+ * verifying: the authority verifies it in the exchange; this only makes sure the exchange would be
+ * for the row's own user.
+ */
+function assertionOwner(assertion: string): { userId: string; tenantId: string } | undefined {
+  const payload = assertion.split(".")[1];
+  if (!payload) return undefined;
+  try {
+    const claims = JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as { oid?: unknown; tid?: unknown };
+    if (typeof claims.oid !== "string" || typeof claims.tid !== "string") return undefined;
+    return { userId: claims.oid.toLowerCase(), tenantId: claims.tid.toLowerCase() };
+  } catch {
+    return undefined;
+  }
+}
+
 interface UserEntry {
   readonly assertionDigest: string;
   /** The first token request's result; the credential caches later tokens itself. */
@@ -69,6 +86,11 @@ export class DelegatedCredentials {
     } catch (error) {
       if (error instanceof AssertionDecryptionError) return this.refuse(error.code, error.message);
       throw error;
+    }
+    const owner = assertionOwner(assertion);
+    if (!owner || owner.userId !== row.userId.toLowerCase() || owner.tenantId !== row.tenantId.toLowerCase()) {
+      // Whoever the assertion names is who Graph would act for: only the row's own user will do.
+      return this.refuse("assertionUserMismatch", "The stored assertion is not a token of the session's own user; nothing was sent.");
     }
     const digest = createHash("sha256").update(assertion).digest("base64url");
 

@@ -36,7 +36,9 @@ export type CloseReport =
 export async function closeRecordedSession(row: SessionRecord, deps: CloseDependencies, options: Pick<CloseRequest, "beforeSend"> = {}): Promise<CloseReport> {
   const claim = await deps.ledger.claim(row, { leaseMs: deps.leaseMs });
   if (!claim.claimed) return { result: "lostRace", reason: claim.reason };
-  const { outcome, sent } = await attemptClose(claim.row, deps, options);
+  const attempt = await attemptClose(claim.row, deps, options);
+  const outcome = row.status === "closing" ? afterInterruptedClose(attempt.outcome) : attempt.outcome;
+  const { sent } = attempt;
   const transition = transitionFor(outcome, claim.row, deps.maxAttempts);
   const recorded = await recordTransition(deps.ledger, claim.row, transition);
   return { result: outcome.kind, outcome, transition, recorded, sent };
@@ -58,6 +60,20 @@ export async function attemptClose(
     attempts: claimed.attempts,
     ...options,
   });
+}
+
+/**
+ * A row taken over from a sweeper that died mid-close: if Graph now says the session is gone, the
+ * dead sweeper's request may have closed it (its 204 never recorded) or it idled out. Neither can
+ * be proven, so the row is `expired` (never `closed` without a 204 in hand) with a code that says so.
+ */
+function afterInterruptedClose(outcome: CloseOutcome): CloseOutcome {
+  if (outcome.kind !== "expired" || outcome.status === undefined) return outcome;
+  return {
+    ...outcome,
+    code: "goneAfterInterruptedClose",
+    message: `The session was gone when a close interrupted by a stopped sweeper was retried; that attempt may have closed it (${outcome.code}).`,
+  };
 }
 
 /**
