@@ -38,9 +38,8 @@ import {
   constants as cryptoConstants,
   type KeyObject,
 } from "node:crypto";
-import { createServer, type Server } from "node:https";
+import { LocalHttpsServer } from "./localHttpsServer";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Socket } from "node:net";
 import { promisify } from "node:util";
 import type { TestCertificate } from "./certificate";
 
@@ -349,8 +348,7 @@ class FakeAuthorityImpl implements FakeAuthority {
   private latencyMs: number;
   private seq = 0;
   private origin = "";
-  private readonly server: Server;
-  private readonly sockets = new Set<Socket>();
+  private readonly server: LocalHttpsServer;
   private readonly timers = new Set<NodeJS.Timeout>();
   private closed = false;
 
@@ -361,34 +359,15 @@ class FakeAuthorityImpl implements FakeAuthority {
     private readonly kid: string,
   ) {
     this.latencyMs = options.latencyMs ?? 0;
-    this.server = createServer({ cert: options.certificate.cert, key: options.certificate.key }, (req, res) => {
-      void this.handle(req, res).catch(() => {
-        if (!res.headersSent) {
-          res.statusCode = 500;
-          res.end();
-        } else res.destroy();
-      });
-    });
-    this.server.on("secureConnection", (socket: Socket) => {
-      this.sockets.add(socket);
-      socket.on("close", () => this.sockets.delete(socket));
-    });
+    this.server = new LocalHttpsServer(options.certificate, (req, res) => this.handle(req, res));
   }
 
   get authorityHost(): string {
     return this.origin;
   }
 
-  listen(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.server.once("error", reject);
-      this.server.listen(0, "127.0.0.1", () => {
-        const address = this.server.address();
-        if (address === null || typeof address === "string") return reject(new Error("no address"));
-        this.origin = `https://127.0.0.1:${address.port}`;
-        resolve();
-      });
-    });
+  async listen(): Promise<void> {
+    this.origin = await this.server.listen();
   }
 
   registerClient(client: {
@@ -497,11 +476,7 @@ class FakeAuthorityImpl implements FakeAuthority {
     this.closed = true;
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-    return new Promise((resolve) => {
-      this.server.close(() => resolve());
-      this.server.closeAllConnections();
-      for (const s of this.sockets) s.destroy();
-    });
+    return this.server.close();
   }
 
   // -------------------------------------------------------------------------------------------

@@ -39,9 +39,8 @@
  * Every request is recorded without its token. Sessions expire lazily after their idle time.
  */
 import { randomBytes, randomInt, randomUUID } from "node:crypto";
-import { createServer, type Server } from "node:https";
+import { LocalHttpsServer } from "./localHttpsServer";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Socket } from "node:net";
 import type { TestCertificate } from "./certificate";
 import type { FakeAuthority, GraphTokenClaims } from "./fakeAuthority";
 
@@ -266,26 +265,14 @@ class GraphEmulatorImpl implements GraphEmulator {
   private generation = 0;
   private seq = 0;
   private originValue = "";
-  private readonly server: Server;
-  private readonly sockets = new Set<Socket>();
+  private readonly server: LocalHttpsServer;
   private readonly hung = new Set<ServerResponse>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private closed = false;
 
   constructor(private readonly options: GraphEmulatorOptions) {
     this.behaviour = this.initialBehaviour();
-    this.server = createServer({ cert: options.certificate.cert, key: options.certificate.key }, (req, res) => {
-      void this.handle(req, res).catch(() => {
-        if (!res.headersSent && !res.destroyed) {
-          res.statusCode = 500;
-          res.end();
-        } else res.destroy();
-      });
-    });
-    this.server.on("secureConnection", (socket: Socket) => {
-      this.sockets.add(socket);
-      socket.on("close", () => this.sockets.delete(socket));
-    });
+    this.server = new LocalHttpsServer(options.certificate, (req, res) => this.handle(req, res));
   }
 
   private initialBehaviour(): EmulatorBehaviour {
@@ -304,16 +291,8 @@ class GraphEmulatorImpl implements GraphEmulator {
     return `${this.originValue}/v1.0`;
   }
 
-  listen(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.server.once("error", reject);
-      this.server.listen(0, "127.0.0.1", () => {
-        const address = this.server.address();
-        if (address === null || typeof address === "string") return reject(new Error("no address"));
-        this.originValue = `https://127.0.0.1:${address.port}`;
-        resolve();
-      });
-    });
+  async listen(): Promise<void> {
+    this.originValue = await this.server.listen();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -412,11 +391,7 @@ class GraphEmulatorImpl implements GraphEmulator {
     this.timers.clear();
     for (const res of this.hung) res.destroy();
     this.hung.clear();
-    return new Promise((resolve) => {
-      this.server.close(() => resolve());
-      this.server.closeAllConnections();
-      for (const s of this.sockets) s.destroy();
-    });
+    return this.server.close();
   }
 
   // ---------------------------------------------------------------------------------------------
