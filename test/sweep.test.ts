@@ -25,8 +25,8 @@ async function statuses(table: TableFixture): Promise<Map<string, SessionRecord>
 
 describe("sweep", () => {
   it("closes 500 stale sessions of 24 users: one request at a time per workbook, each tenant within its budget", async () => {
-    const budget = { requests: 120, windowMs: 1_000 };
-    const table = await cloud.newTable({ EXCEL_BUDGET_REQUESTS: String(budget.requests), EXCEL_BUDGET_WINDOW: "1", SWEEP_CONCURRENCY: "32" });
+    const budget = { requests: 200, windowMs: 2_000 };
+    const table = await cloud.newTable({ EXCEL_BUDGET_REQUESTS: String(budget.requests), EXCEL_BUDGET_WINDOW: "2", SWEEP_CONCURRENCY: "32" });
     cloud.emulator.configure({ latencyMs: 5, tenantBudget: budget });
     const users = Array.from({ length: 24 }, (_, i) => ({ userId: newUserId(), tenantId: i % 2 ? OTHER_TENANT : HOME_TENANT }));
     // Each user has own workbooks, and every user also works in one shared workbook of their tenant.

@@ -105,6 +105,47 @@ export class SessionLedger {
     return { claimed: true, row: { ...row, ...columns, status: "closing", etag: result.etag } };
   }
 
+  /**
+   * Claims many rows at once: a transaction per partition and 100 rows, each row conditional on
+   * its ETag (a chunk with a changed row falls back to single claims). Results in input order.
+   */
+  async claimMany(rows: readonly SessionRecord[], options: { leaseMs: number; now?: Date }): Promise<ClaimResult[]> {
+    const now = options.now ?? this.clock();
+    const leaseUntil = new Date(now.getTime() + options.leaseMs);
+    const claims = rows.map((row) => ({ status: "closing" as const, leaseUntil, attempts: row.attempts + 1, updatedAt: now }));
+    const results = await writeConditionally(
+      this.client,
+      rows.map((row, i) => ({ action: "merge", patch: { partitionKey: row.partitionKey, rowKey: row.rowKey, ...claims[i]! }, etag: row.etag })),
+    );
+    return results.map((result, i) =>
+      result.written ? { claimed: true, row: { ...rows[i]!, ...claims[i]!, etag: result.etag } } : { claimed: false, reason: result.reason },
+    );
+  }
+
+  /**
+   * Gives claimed rows back untried, as they were before the claim (status, lease, attempts), and
+   * optionally not to be tried before `nextAttemptAt` (a Graph cooldown that outlasts the sweep).
+   */
+  releaseClaims(claims: readonly { claimed: SessionRecord; original: SessionRecord }[], options: { nextAttemptAt?: Date } = {}): Promise<WriteResult[]> {
+    const now = this.clock();
+    return writeConditionally(
+      this.client,
+      claims.map(({ claimed, original }) => ({
+        action: "merge",
+        patch: {
+          partitionKey: claimed.partitionKey,
+          rowKey: claimed.rowKey,
+          status: original.status,
+          attempts: original.attempts,
+          leaseUntil: original.leaseUntil ?? now,
+          updatedAt: now,
+          ...(options.nextAttemptAt && { nextAttemptAt: options.nextAttemptAt }),
+        },
+        etag: claimed.etag,
+      })),
+    );
+  }
+
   markClosed(row: SessionRecord): Promise<WriteResult> {
     return this.applyTransition(row, { to: "closed" });
   }
@@ -136,23 +177,6 @@ export class SessionLedger {
     return writeConditionally(
       this.client,
       requests.map(({ row, transition }) => ({ action: "merge", patch: patchFor(row, transition, now), etag: row.etag })),
-    );
-  }
-
-  /**
-   * Postpones open rows without claiming them: Graph asked their tenant to wait until `until`, and
-   * the next sweep must not send before then either. Not an attempt; conditional like every write,
-   * so a row touched meanwhile keeps its heartbeat.
-   */
-  deferRows(rows: readonly SessionRecord[], until: Date): Promise<WriteResult[]> {
-    const now = this.clock();
-    return writeConditionally(
-      this.client,
-      rows.map((row) => ({
-        action: "merge",
-        patch: { partitionKey: row.partitionKey, rowKey: row.rowKey, nextAttemptAt: until, updatedAt: now },
-        etag: row.etag,
-      })),
     );
   }
 

@@ -1,6 +1,7 @@
 import { formatWorkbookLocation, workbookKey } from "../ledger/location";
-import type { SessionRecord } from "../ledger/models";
-import { closeRecordedSession, type CloseDependencies } from "./closeRecordedSession";
+import type { MalformedRow, SessionRecord } from "../ledger/models";
+import { closeClaimed, type CloseDependencies } from "./closeRecordedSession";
+import { OutcomeWriter } from "./OutcomeWriter";
 import { emptySummary, type SweepCandidate, type SweepRequest, type SweepSummary } from "./models";
 import { WorkbookScheduler, type ItemResult, type SendGate } from "./WorkbookScheduler";
 
@@ -25,18 +26,6 @@ export interface SweepLogger {
 
 const MAX_CANDIDATES = 1_000;
 
-interface Work {
-  readonly tenant: string;
-  readonly workbook: string;
-  readonly row: SessionRecord;
-}
-
-/**
- * The sweep: streams stale rows page by page, and for each due one claims it, closes it with its
- * user's token and records the outcome. One request at a time per workbook, each tenant paced
- * under its Excel budget, a Retry-After holding back only its tenant. When the time budget runs
- * out no new row is claimed; claimed rows are always finished, so none is left `closing`.
- */
 export interface SweeperOptions {
   logger?: SweepLogger;
   clock?: () => Date;
@@ -47,6 +36,23 @@ export interface RunOptions {
   onProgress?: (summary: Readonly<SweepSummary>) => void;
 }
 
+interface Work {
+  readonly tenant: string;
+  readonly workbook: string;
+  /** The row as this sweep claimed it (its ETag is the claim's). */
+  readonly claimed: SessionRecord;
+  /** The row as read, before the claim. */
+  readonly original: SessionRecord;
+}
+
+/**
+ * The sweep: streams stale rows page by page; claims each page's due rows in transactions (one per
+ * user and 100 rows); closes each under its user's token, one request at a time per workbook, each
+ * tenant paced under its Excel budget, a Retry-After holding back only its tenant; and writes the
+ * outcomes in transactions. Read-ahead is bounded, so memory stays flat however big the backlog.
+ * When the time budget runs out nothing new is claimed, claimed rows not yet tried are given back
+ * as they were, and tried ones are finished: no row is left `closing`.
+ */
 export class Sweeper {
   private readonly logger: SweepLogger | undefined;
   private readonly clock: () => Date;
@@ -62,36 +68,40 @@ export class Sweeper {
 
   async run(request: SweepRequest = {}, runOptions: RunOptions = {}): Promise<SweepSummary> {
     const started = this.clock().getTime();
+    const deadline = started + this.settings.timeBudgetMs;
     const dryRun = request.dryRun ?? false;
     const summary = emptySummary(dryRun);
     const candidates: SweepCandidate[] = [];
     const limit = request.limit ?? Infinity;
     const pageSize = this.settings.pageSize ?? 1_000;
-    let accepted = 0;
-    const deferrals: Promise<void>[] = [];
+    const background: Promise<void>[] = [];
+    const fault = (error: unknown) => {
+      summary.error ??= describeFault(error);
+    };
+    const writer = new OutcomeWriter(this.deps.ledger, { onError: fault });
 
     const scheduler = new WorkbookScheduler<Work>({
       concurrency: this.settings.concurrency,
       tenantBudget: this.settings.tenantBudget,
-      deadline: started + this.settings.timeBudgetMs,
+      deadline,
       now: () => this.clock().getTime(),
-      run: (work, beforeSend) => this.attempt(work.row, summary, beforeSend),
+      run: (work, beforeSend) => this.attempt(work, summary, writer, beforeSend),
       onDeferred: (items, until) => {
         summary.deferred += items.length;
-        deferrals.push(this.defer(items.map((w) => w.row), new Date(until)));
+        summary.claimed -= items.length;
+        background.push(this.giveBack(items, new Date(until)));
       },
       onLeft: (items) => {
         summary.skipped += items.length;
+        summary.claimed -= items.length;
+        background.push(this.giveBack(items));
       },
-      onError: (error) => {
-        summary.error ??= describeFault(error);
-      },
+      onError: fault,
     });
 
     const progress = runOptions.onProgress;
-    const ticker = progress
-      ? setInterval(() => progress({ ...summary, durationMs: this.clock().getTime() - started }), 1_000)
-      : undefined;
+    const ticker = progress ? setInterval(() => progress({ ...summary, durationMs: this.clock().getTime() - started }), 1_000) : undefined;
+    let accepted = 0;
     try {
       const now = this.clock();
       const pages = this.deps.ledger.listStale(request.olderThanMs ?? this.settings.staleAfterMs, {
@@ -101,37 +111,34 @@ export class Sweeper {
       });
       for await (const page of pages) {
         summary.scanned += page.rows.length + page.malformed.length;
-        if (page.malformed.length > 0) {
-          this.logger?.warn("Malformed ledger rows", { rows: page.malformed.map((m) => ({ partitionKey: m.partitionKey, rowKey: m.rowKey, problems: m.problems })) });
-          if (!dryRun) summary.malformed += (await this.deps.ledger.markMalformed(page.malformed)).filter((r) => r.written).length;
-          else summary.malformed += page.malformed.length;
-        }
+        if (page.malformed.length > 0) await this.handleMalformed(page.malformed, dryRun, summary);
+        const due: SessionRecord[] = [];
         for (const row of page.rows) {
-          if (row.nextAttemptAt && row.nextAttemptAt.getTime() > now.getTime()) {
+          const notYet = row.nextAttemptAt !== undefined && row.nextAttemptAt.getTime() > now.getTime();
+          if (notYet || accepted >= limit || scheduler.isStopped || this.clock().getTime() >= deadline) {
             summary.skipped++;
-          } else if (accepted >= limit || scheduler.isStopped) {
-            summary.skipped++;
+            continue;
+          }
+          accepted++;
+          summary.stale++;
+          if (dryRun) {
+            if (candidates.length < MAX_CANDIDATES) candidates.push(candidateOf(row));
           } else {
-            accepted++;
-            summary.stale++;
-            if (dryRun) {
-              if (candidates.length < MAX_CANDIDATES) candidates.push(candidateOf(row));
-            } else {
-              scheduler.add({ tenant: row.tenantId, workbook: workbookKey(row.workbook, row.userId), row });
-            }
+            due.push(row);
           }
         }
+        if (due.length > 0) await this.claim(due, scheduler, summary);
         if (scheduler.isStopped || accepted >= limit) break;
-        // Read ahead only as far as the scheduler can use: memory stays flat however big the backlog.
-        await scheduler.waitForRoom(2 * pageSize);
+        await scheduler.waitForRoom(pageSize);
         if (scheduler.isStopped) break;
       }
     } catch (error) {
-      summary.error ??= describeFault(error);
+      fault(error);
       scheduler.stop();
     }
     await scheduler.drain();
-    await Promise.all(deferrals);
+    await writer.flush();
+    await Promise.all(background);
     if (ticker) clearInterval(ticker);
 
     summary.stoppedEarly = scheduler.stoppedByDeadline || summary.error !== undefined;
@@ -140,30 +147,52 @@ export class Sweeper {
     return summary;
   }
 
-  private async attempt(row: SessionRecord, summary: SweepSummary, beforeSend: SendGate): Promise<ItemResult> {
-    const report = await closeRecordedSession(row, this.deps, { beforeSend });
-    if (report.result === "lostRace") {
-      summary.lostRaces++;
-      return {};
+  private async claim(rows: SessionRecord[], scheduler: WorkbookScheduler<Work>, summary: SweepSummary): Promise<void> {
+    const results = await this.deps.ledger.claimMany(rows, { leaseMs: this.deps.leaseMs });
+    const claimed: Work[] = [];
+    results.forEach((result, i) => {
+      if (!result.claimed) {
+        summary.lostRaces++;
+        return;
+      }
+      const original = rows[i]!;
+      claimed.push({ tenant: original.tenantId, workbook: workbookKey(original.workbook, original.userId), claimed: result.row, original });
+    });
+    summary.claimed += claimed.length;
+    if (scheduler.isStopped) {
+      // The deadline passed while claiming: give them straight back.
+      summary.claimed -= claimed.length;
+      summary.skipped += claimed.length;
+      await this.giveBack(claimed);
+      return;
     }
-    summary.claimed++;
-    if (report.sent) summary.graphRequests++;
-    const counted = report.transition.to === "closed" ? "closed" : report.transition.to;
-    summary[counted]++;
-    if (report.outcome.kind === "retry" && report.outcome.cooldown) return { cooldownUntil: report.outcome.retryAt.getTime() };
-    return {};
+    for (const work of claimed) scheduler.add(work);
   }
 
-  private async defer(rows: SessionRecord[], until: Date): Promise<void> {
+  private async attempt(work: Work, summary: SweepSummary, writer: OutcomeWriter, beforeSend: SendGate): Promise<ItemResult> {
+    const { outcome, transition, sent } = await closeClaimed(work.claimed, work.original, this.deps, { beforeSend });
+    if (sent) summary.graphRequests++;
+    summary[transition.to === "retry" ? "retry" : transition.to]++;
+    writer.add(work.claimed, transition);
+    return outcome.kind === "retry" && outcome.cooldown ? { cooldownUntil: outcome.retryAt.getTime() } : {};
+  }
+
+  private async handleMalformed(rows: MalformedRow[], dryRun: boolean, summary: SweepSummary): Promise<void> {
+    this.logger?.warn("Malformed ledger rows", { rows: rows.map((m) => ({ partitionKey: m.partitionKey, rowKey: m.rowKey, problems: m.problems })) });
+    if (dryRun) summary.malformed += rows.length;
+    else summary.malformed += (await this.deps.ledger.markMalformed(rows)).filter((r) => r.written).length;
+  }
+
+  /** Claimed rows this sweep will not try: back as they were (with a cooldown, if Graph set one). */
+  private async giveBack(items: readonly Work[], nextAttemptAt?: Date): Promise<void> {
     try {
-      await this.deps.ledger.deferRows(rows, until);
+      await this.deps.ledger.releaseClaims(items, nextAttemptAt ? { nextAttemptAt } : {});
     } catch (error) {
-      // The rows stay as they were: due, and tried by the next sweep.
-      this.logger?.warn("Could not record a Graph cooldown on deferred rows", { rows: rows.length, error: describeFault(error) });
+      // They stay `closing` under their lease and are taken again once it runs out.
+      this.logger?.warn("Could not give back untried rows", { rows: items.length, error: describeFault(error) });
     }
   }
 }
-
 function candidateOf(row: SessionRecord): SweepCandidate {
   return {
     tenantId: row.tenantId,

@@ -10,8 +10,8 @@ export class TenantPacer {
   constructor(budget: { requests: number; windowMs: number }) {
     // Graph counts a request when it arrives, a little after we count it: a request leaves our
     // window a margin later than it leaves Graph's, so jitter in transit cannot add up to a 429.
-    // 2% of the window (at least 100 ms): 200 ms of Excel's 10 s.
-    this.budget = { requests: budget.requests, windowMs: budget.windowMs + Math.max(100, budget.windowMs * 0.02) };
+    // 2.5% of the window (at least 250 ms): 250 ms of Excel's 10 s.
+    this.budget = { requests: budget.requests, windowMs: budget.windowMs + Math.max(250, budget.windowMs * 0.025) };
   }
 
   /**

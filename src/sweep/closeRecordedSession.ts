@@ -32,16 +32,35 @@ export type CloseReport =
       readonly sent: boolean;
     };
 
-/** Claim → token → closeSession → mark, for one row. Used by the queue trigger and the sweep. */
+/** Claim → token → closeSession → mark, for one row (the queue trigger's path). */
 export async function closeRecordedSession(row: SessionRecord, deps: CloseDependencies, options: Pick<CloseRequest, "beforeSend"> = {}): Promise<CloseReport> {
   const claim = await deps.ledger.claim(row, { leaseMs: deps.leaseMs });
   if (!claim.claimed) return { result: "lostRace", reason: claim.reason };
-  const attempt = await attemptClose(claim.row, deps, options);
-  const outcome = row.status === "closing" ? afterInterruptedClose(attempt.outcome) : attempt.outcome;
-  const { sent } = attempt;
-  const transition = transitionFor(outcome, claim.row, deps.maxAttempts);
-  const recorded = await recordTransition(deps.ledger, claim.row, transition);
-  return { result: outcome.kind, outcome, transition, recorded, sent };
+  const closed = await closeClaimed(claim.row, row, deps, options);
+  const [recorded] = await recordTransitions(deps.ledger, [{ row: claim.row, transition: closed.transition }]);
+  return { result: closed.outcome.kind, ...closed, recorded: recorded! };
+}
+
+/** What one attempt on a claimed row came to, and the state it calls for (not yet written). */
+export interface ClaimedAttempt {
+  readonly outcome: CloseOutcome;
+  readonly transition: RowTransition;
+  readonly sent: boolean;
+}
+
+/**
+ * Token → closeSession for a row this caller claimed, and the transition it calls for. `original`
+ * is the row as read before the claim: a row taken over from a dead sweeper is told apart.
+ */
+export async function closeClaimed(
+  claimed: SessionRecord,
+  original: SessionRecord,
+  deps: Pick<CloseDependencies, "credentials" | "closer" | "maxAttempts">,
+  options: Pick<CloseRequest, "beforeSend"> = {},
+): Promise<ClaimedAttempt> {
+  const attempt = await attemptClose(claimed, deps, options);
+  const outcome = original.status === "closing" ? afterInterruptedClose(attempt.outcome) : attempt.outcome;
+  return { outcome, transition: transitionFor(outcome, claimed, deps.maxAttempts), sent: attempt.sent };
 }
 
 /** Token, then closeSession, for a row this caller has claimed. */
@@ -77,16 +96,22 @@ function afterInterruptedClose(outcome: CloseOutcome): CloseOutcome {
 }
 
 /**
- * Writes the transition on the claimed row's ETag. If the row changed meanwhile (its producer
- * released it, or our lease ran out and another sweeper took it), the row is read again: a
- * finished row is left as it is; a 204 we received is still the truth about the session, so
- * `closed` is written over a row that is not finished. Anything else is left to whoever holds it.
+ * Writes transitions on the claimed rows' ETags (batched by partition). Where a row changed
+ * meanwhile (its producer released it, or our lease ran out and another sweeper took it), the row
+ * is read again: a finished row is left as it is; a 204 we received is still the truth about the
+ * session, so `closed` is written over a row that is not finished. Anything else is left to
+ * whoever holds it. Returns, per item, whether our transition (or our `closed`) landed.
  */
-export async function recordTransition(ledger: SessionLedger, claimed: SessionRecord, transition: RowTransition): Promise<boolean> {
-  const first = await ledger.applyTransition(claimed, transition);
-  if (first.written) return true;
-  if (first.reason === "gone" || transition.to !== "closed") return false;
-  const current = await ledger.get(claimed);
-  if (!current || isTerminal(current.status)) return false;
-  return (await ledger.markClosed(current)).written;
+export async function recordTransitions(ledger: SessionLedger, items: readonly { row: SessionRecord; transition: RowTransition }[]): Promise<boolean[]> {
+  const results = await ledger.applyTransitions(items);
+  return Promise.all(
+    results.map(async (result, i) => {
+      if (result.written) return true;
+      const { row, transition } = items[i]!;
+      if (result.reason === "gone" || transition.to !== "closed") return false;
+      const current = await ledger.get(row);
+      if (!current || isTerminal(current.status)) return false;
+      return (await ledger.markClosed(current)).written;
+    }),
+  );
 }
