@@ -94,7 +94,7 @@ export function loadConfig(settings: Settings = process.env): SweeperConfig {
   const reader = new SettingsReader(settings);
   const config: SweeperConfig = {
     storage: {
-      connectionString: reader.required("AzureWebJobsStorage"),
+      connectionString: reader.connectionString("AzureWebJobsStorage"),
       tableName: reader.matching("SESSIONS_TABLE", TABLE_NAME, "a table name: 3-63 letters or digits, starting with a letter"),
       closeQueueName: reader.matching("CLOSE_QUEUE", QUEUE_NAME, "a queue name: 3-63 lowercase letters, digits and single hyphens"),
     },
@@ -208,6 +208,29 @@ class SettingsReader {
       return this.problem(name, `is '${value}', which carries a query, fragment or credentials`, value);
     }
     return url.href.replace(/\/+$/, "");
+  }
+
+  /** A storage connection string; its value holds the account key, so messages never quote it. */
+  connectionString(name: string): string {
+    const value = this.required(name);
+    if (!value) return value;
+    const parts = new Map(
+      value
+        .split(";")
+        .map((part) => part.trim())
+        .filter(Boolean)
+        .map((part) => {
+          const at = part.indexOf("=");
+          return [part.slice(0, at).toLowerCase(), part.slice(at + 1)] as const;
+        }),
+    );
+    const development = parts.get("usedevelopmentstorage")?.toLowerCase() === "true";
+    const account = parts.has("accountname") && (parts.has("accountkey") || parts.has("sharedaccesssignature"));
+    const sas = parts.has("sharedaccesssignature") && parts.has("tableendpoint");
+    if (!development && !account && !sas) {
+      return this.problem(name, "is not a storage connection string (AccountName=…;AccountKey=…, or UseDevelopmentStorage=true)", value);
+    }
+    return value;
   }
 
   list(name: string, item: RegExp, expected: string): string[] {

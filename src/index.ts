@@ -16,7 +16,7 @@ export {
 } from "./errors";
 export { parseDuration, formatDuration } from "./utils/duration";
 export { createSweeperServices, type SweeperServices, type SweeperServicesOptions } from "./createSweeper";
-export { Sweeper, type SweeperSettings, type SweepLogger } from "./sweep/Sweeper";
+export { Sweeper, describeFault, type SweeperSettings, type SweepLogger, type RunOptions } from "./sweep/Sweeper";
 export type { SweepRequest, SweepSummary, SweepCandidate } from "./sweep/models";
 export { closeRecordedSession, attemptClose, type CloseDependencies, type CloseReport } from "./sweep/closeRecordedSession";
 export { WorkbookSessionCloser, type WorkbookSessionCloserOptions, type CloseRequest } from "./graph/WorkbookSessionCloser";

@@ -77,6 +77,13 @@ describe("loadConfig", () => {
     expect(both.message).not.toContain(COMPLETE.AZURE_CLIENT_SECRET);
   });
 
+  it("refuses a storage connection string that is not one, without quoting it", () => {
+    const error = configError({ ...COMPLETE, AzureWebJobsStorage: "AccountName=x;Key=secretish" });
+    expect(error.settings).toEqual(["AzureWebJobsStorage"]);
+    expect(error.message).not.toContain("secretish");
+    expect(loadConfig({ ...COMPLETE, AzureWebJobsStorage: "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=a2V5;EndpointSuffix=core.windows.net" }).storage.tableName).toBe("WorkbookSessions");
+  });
+
   it("accepts a certificate instead of a secret and https national-cloud hosts", () => {
     const config = loadConfig({
       ...COMPLETE,

@@ -100,6 +100,23 @@ describe("sweep", () => {
     expect(next.closed).toBe(40 - summary.closed);
   });
 
+  it("an abort (an operator's Ctrl-C) gives untried rows back and finishes the ones under way", async () => {
+    const table = await cloud.newTable({ SWEEP_CONCURRENCY: "2" });
+    cloud.emulator.configure({ latencyMs: 200 });
+    const opened = await mapConcurrent(Array.from({ length: 20 }, (_, i) => i), 8, (i) => table.openSession({ userId: newUserId(), workbook: `/drives/d/items/a${i}` }));
+    const abort = new AbortController();
+    setTimeout(() => abort.abort(), 500);
+    const summary = await table.services.newSweeper().run({}, { signal: abort.signal });
+    expect(summary.stoppedEarly).toBe(true);
+    expect(summary.closed).toBeGreaterThan(0);
+    expect(summary.closed + summary.skipped).toBe(20);
+    const rows = await statuses(table);
+    const byStatus = opened.map(({ sessionId }) => rows.get(sessionId)!);
+    expect(byStatus.filter((r) => r.status === "closing")).toEqual([]);
+    expect(byStatus.filter((r) => r.status === "open").every((r) => r.attempts === 0)).toBe(true);
+    expect(byStatus.filter((r) => r.status === "closed")).toHaveLength(summary.closed);
+  });
+
   it("a Retry-After holds back its tenant only, and the wait is written to the rows it outlasts", async () => {
     // Two in flight: the tenants take turns, so the 429 is back before that tenant sends again.
     const table = await cloud.newTable({ SWEEP_TIME_BUDGET: "PT5S", SWEEP_CONCURRENCY: "2" });

@@ -34,6 +34,11 @@ export interface SweeperOptions {
 export interface RunOptions {
   /** Called about once a second while the sweep runs, with the counts so far. */
   onProgress?: (summary: Readonly<SweepSummary>) => void;
+  /**
+   * Ends the sweep early (an operator's Ctrl-C): nothing new is claimed, rows claimed but not yet
+   * tried are given back, requests under way finish and their outcomes are written.
+   */
+  signal?: AbortSignal;
 }
 
 interface Work {
@@ -99,6 +104,9 @@ export class Sweeper {
       onError: fault,
     });
 
+    const stopOnAbort = () => scheduler.stop();
+    runOptions.signal?.addEventListener("abort", stopOnAbort, { once: true });
+    if (runOptions.signal?.aborted) scheduler.stop();
     const progress = runOptions.onProgress;
     const ticker = progress ? setInterval(() => progress({ ...summary, durationMs: this.clock().getTime() - started }), 1_000) : undefined;
     let accepted = 0;
@@ -140,8 +148,9 @@ export class Sweeper {
     await writer.flush();
     await Promise.all(background);
     if (ticker) clearInterval(ticker);
+    runOptions.signal?.removeEventListener("abort", stopOnAbort);
 
-    summary.stoppedEarly = scheduler.stoppedByDeadline || summary.error !== undefined;
+    summary.stoppedEarly = scheduler.stoppedByDeadline || summary.error !== undefined || runOptions.signal?.aborted === true;
     summary.durationMs = this.clock().getTime() - started;
     if (dryRun) summary.candidates = candidates;
     return summary;

@@ -1,0 +1,247 @@
+/**
+ * The operator CLI: `workbook-session-sweeper sweep [flags]` runs the same sweep as the timer and
+ * the HTTP trigger, from a shell, with the same settings (environment, or local.settings.json).
+ *
+ * Exit codes: 0 the sweep ran (even if some rows failed or will be retried), 1 the sweep was ended
+ * by a storage fault (or failed unexpectedly), 2 bad flags or bad configuration.
+ */
+import { parseArgs } from "node:util";
+import { loadConfig, type Settings, type SweeperConfig } from "./config";
+import { createSweeperServices, type SweeperServices } from "./createSweeper";
+import { ConfigurationError, ValidationError } from "./errors";
+import { describeFault } from "./sweep/Sweeper";
+import type { SweepRequest, SweepSummary } from "./sweep/models";
+import { runLoggedSweep } from "./triggers/runSweep";
+import { validateSweepRequest } from "./triggers/sweepHttpRequest";
+import { cliLogger, formatSummary, ProgressLine, redactingSink, type TextSink } from "./cli/output";
+import { resolveSettings, secretValuesOf, SettingsFileError } from "./cli/settings";
+
+export const EXIT_OK = 0;
+export const EXIT_SWEEP_FAULT = 1;
+export const EXIT_USAGE = 2;
+
+const PROGRAM = "workbook-session-sweeper";
+
+export interface CliIo {
+  stdout: TextSink;
+  stderr: TextSink;
+  env: Settings;
+  cwd: string;
+  /** Whether stderr is a terminal: the progress line is shown only then. */
+  isTTY: boolean;
+  /** Width of the terminal, to keep the progress line on one row. */
+  columns?: number;
+}
+
+export const USAGE = `Usage: ${PROGRAM} [sweep] [options]
+       ${PROGRAM} help
+
+Closes the stale Excel workbook sessions recorded in the session ledger, as the timer does.
+
+Options:
+  --dry-run             list what would be closed; claim, write and send nothing
+  --older-than <dur>    close sessions idle longer than this: ISO-8601 (PT10M) or seconds (600);
+                        default STALE_AFTER
+  --user <guid>         only this user's sessions (Entra object id)
+  --limit <n>           attempt at most n sessions (1 to 1000000)
+  --json                print only the summary, as JSON, on the last line of stdout
+  --settings <path>     a local.settings.json to read (default ./local.settings.json if present);
+                        environment variables override its Values
+  -v, --verbose         log the sweep's structured lines to stderr
+  -h, --help            show this help
+
+Exit codes: 0 the sweep ran (rows that failed or will be retried are in the summary),
+            1 a storage fault ended the sweep, 2 bad options or settings.
+`;
+
+const OPTIONS = {
+  "dry-run": { type: "boolean" },
+  "older-than": { type: "string" },
+  user: { type: "string" },
+  limit: { type: "string" },
+  json: { type: "boolean" },
+  settings: { type: "string" },
+  verbose: { type: "boolean", short: "v" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** The flag each field of a sweep request comes from, for messages. */
+const FLAG_OF_FIELD: Record<string, { flag: string; option: keyof typeof OPTIONS }> = {
+  dryRun: { flag: "--dry-run", option: "dry-run" },
+  olderThan: { flag: "--older-than", option: "older-than" },
+  userId: { flag: "--user", option: "user" },
+  limit: { flag: "--limit", option: "limit" },
+};
+
+class UsageError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(problems.join("; "));
+  }
+}
+
+interface Invocation {
+  command: "sweep" | "help";
+  request: SweepRequest;
+  json: boolean;
+  verbose: boolean;
+  settingsPath: string | undefined;
+}
+
+function parseInvocation(argv: readonly string[]): Invocation {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: true });
+  } catch (error) {
+    throw new UsageError([argumentProblem(error)]);
+  }
+  const { values, positionals } = parsed;
+  const [command = "sweep", ...extra] = positionals;
+  if (values.help || command === "help") return { command: "help", request: {}, json: false, verbose: false, settingsPath: undefined };
+  if (command !== "sweep") throw new UsageError([`unknown command '${command}'; the commands are sweep (the default) and help`]);
+  if (extra.length > 0) throw new UsageError([`unexpected argument${extra.length > 1 ? "s" : ""} ${extra.map((a) => `'${a}'`).join(", ")}`]);
+
+  // The flags become the same fields as the HTTP API's body, validated by the same function.
+  const fields: Record<string, unknown> = {};
+  if (values["dry-run"]) fields.dryRun = true;
+  if (values["older-than"] !== undefined) fields.olderThan = values["older-than"];
+  if (values.user !== undefined) fields.userId = values.user;
+  if (values.limit !== undefined) fields.limit = /^\d+$/.test(values.limit) ? Number(values.limit) : values.limit;
+  let request: SweepRequest;
+  try {
+    request = validateSweepRequest(fields);
+  } catch (error) {
+    if (!(error instanceof ValidationError)) throw error;
+    throw new UsageError(error.problems.map((problem) => flagProblem(problem, values)));
+  }
+  return { command: "sweep", request, json: values.json ?? false, verbose: values.verbose ?? false, settingsPath: values.settings };
+}
+
+/** `olderThan must be …` → `--older-than must be … (got '10m')`. */
+function flagProblem(problem: string, values: Partial<Record<keyof typeof OPTIONS, string | boolean>>): string {
+  const field = /^(\w+)\b/.exec(problem)?.[1];
+  const source = field === undefined ? undefined : FLAG_OF_FIELD[field];
+  if (!source) return problem;
+  const given = values[source.option];
+  return `${source.flag}${problem.slice(field!.length)}${typeof given === "string" ? ` (got '${given.slice(0, 80)}')` : ""}`;
+}
+
+function argumentProblem(error: unknown): string {
+  const code = (error as { code?: unknown }).code;
+  const message = error instanceof Error ? error.message : String(error);
+  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    const option = /option '([^']*)'/i.exec(message)?.[1];
+    return `unknown option ${option ? `'${option}'` : ""}`.trim();
+  }
+  // Node's messages run over several lines with hints; the first line says what is wrong.
+  return message.split("\n")[0]!.replace(/^Option /, "option ");
+}
+
+function defaultIo(): CliIo {
+  return {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    env: process.env,
+    cwd: process.cwd(),
+    isTTY: process.stderr.isTTY === true,
+    ...(process.stderr.columns !== undefined && { columns: process.stderr.columns }),
+  };
+}
+
+/**
+ * Runs the CLI with these arguments (without `node` and the script) and returns the exit code.
+ * Never throws; `io` defaults to the process's streams, environment and working directory.
+ */
+export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Promise<number> {
+  const full: CliIo = { ...defaultIo(), ...io };
+  const secrets: string[] = [];
+  const stdout = redactingSink(full.stdout, () => secrets);
+  const stderr = redactingSink(full.stderr, () => secrets);
+  const fail = (message: string) => stderr.write(`${PROGRAM}: ${message}\n`);
+  try {
+    return await run(argv, full, { stdout, stderr, fail, secrets });
+  } catch (error) {
+    const fault = describeFault(error);
+    fail(`unexpected error: ${fault.code}: ${fault.message}`);
+    return EXIT_SWEEP_FAULT;
+  }
+}
+
+interface Output {
+  stdout: TextSink;
+  stderr: TextSink;
+  fail(message: string): void;
+  /** Filled once the settings are known; everything written is redacted of these. */
+  secrets: string[];
+}
+
+async function run(argv: readonly string[], full: CliIo, { stdout, stderr, fail, secrets }: Output): Promise<number> {
+  let invocation: Invocation;
+  try {
+    invocation = parseInvocation(argv);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    for (const problem of error.problems) fail(problem);
+    stderr.write(`\n${USAGE}`);
+    return EXIT_USAGE;
+  }
+  if (invocation.command === "help") {
+    stdout.write(USAGE);
+    return EXIT_OK;
+  }
+
+  let settings: Settings;
+  let settingsFile: string | undefined;
+  try {
+    ({ settings, file: settingsFile } = resolveSettings(full.env, full.cwd, invocation.settingsPath));
+  } catch (error) {
+    if (!(error instanceof SettingsFileError)) throw error;
+    fail(error.message);
+    return EXIT_USAGE;
+  }
+  secrets.push(...secretValuesOf(settings));
+  const from = settingsFile ? `the environment and ${settingsFile}` : "the environment (no local.settings.json)";
+
+  let config: SweeperConfig;
+  try {
+    config = loadConfig(settings);
+  } catch (error) {
+    if (!(error instanceof ConfigurationError)) throw error;
+    // The message names every setting at fault and never quotes a secret.
+    fail(error.message);
+    fail(`settings are read from ${from}`);
+    return EXIT_USAGE;
+  }
+
+  const services: SweeperServices = createSweeperServices(config);
+
+  const progress = full.isTTY && !invocation.json ? new ProgressLine(stderr, full.columns) : undefined;
+  const logger = cliLogger(stderr, { verbose: invocation.verbose, ...(progress && { progress }) });
+  if (invocation.verbose) logger.log("Settings read", { from: settingsFile ?? "environment", table: config.storage.tableName, request: invocation.request });
+
+  // Ctrl-C ends the sweep cleanly: untried rows are given back rather than left `closing`.
+  const interrupt = new AbortController();
+  const onSigint = () => {
+    fail("interrupted: finishing the requests under way and giving back untried rows (Ctrl-C again to quit now)");
+    interrupt.abort();
+    process.once("SIGINT", () => process.exit(130));
+  };
+  process.once("SIGINT", onSigint);
+  let summary: SweepSummary;
+  try {
+    summary = await runLoggedSweep(services, invocation.request, logger, "cli", {
+      signal: interrupt.signal,
+      ...(progress && { onProgress: (s: Readonly<SweepSummary>) => progress.update(s) }),
+    });
+  } catch (error) {
+    progress?.clear();
+    const fault = describeFault(error);
+    fail(`the sweep failed: ${fault.code}: ${fault.message}`);
+    return EXIT_SWEEP_FAULT;
+  } finally {
+    process.removeListener("SIGINT", onSigint);
+  }
+  progress?.clear();
+
+  stdout.write(invocation.json ? `${JSON.stringify(summary)}\n` : formatSummary(summary, config.storage.tableName));
+  return summary.error ? EXIT_SWEEP_FAULT : EXIT_OK;
+}
