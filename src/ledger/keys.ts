@@ -1,14 +1,16 @@
 import { createHash } from "node:crypto";
 
 /**
- * PartitionKey: one partition per user (`{tenantId}_{userObjectId}`). Closing needs the user's own
+ * PartitionKey: one partition per user (`{userObjectId}_{tenantId}`). Closing needs the user's own
  * delegated token, so a sweep works user by user: the rows it reads together, the credential it
  * reuses and the outcomes it writes back (a transaction needs one partition) all line up on the
  * user. Producers' heartbeats are point writes to a key they can compute. The stale query is a
- * filtered scan either way: staleness is a time, not a key.
+ * filtered scan either way: staleness is a time, not a key. The user's id comes first because query
+ * results come in key order: random user ids interleave the tenants, so every page holds work for
+ * every tenant's Excel budget (tenant first would read one tenant's backlog while the others idle).
  */
 export function partitionKeyFor(tenantId: string, userId: string): string {
-  return `${tenantId.toLowerCase()}_${userId.toLowerCase()}`;
+  return `${userId.toLowerCase()}_${tenantId.toLowerCase()}`;
 }
 
 /**

@@ -110,6 +110,7 @@ export class Sweeper {
     const progress = runOptions.onProgress;
     const ticker = progress ? setInterval(() => progress({ ...summary, durationMs: this.clock().getTime() - started }), 1_000) : undefined;
     let accepted = 0;
+    const claimAhead = Math.max(2 * this.settings.concurrency, 32);
     try {
       const now = this.clock();
       const pages = this.deps.ledger.listStale(request.olderThanMs ?? this.settings.staleAfterMs, {
@@ -135,10 +136,19 @@ export class Sweeper {
             due.push(row);
           }
         }
-        if (due.length > 0) await this.claim(due, scheduler, summary);
+        // Claim just ahead of need, a chunk at a time (rows come sorted by user, so a chunk's claims
+        // share transactions): few rows are held `closing` at once, for a dead sweeper's lease to
+        // delay or for another sweeper to be kept from.
+        let next = 0;
+        while (next < due.length && !scheduler.isStopped) {
+          await scheduler.waitForRoom(claimAhead);
+          if (scheduler.isStopped) break;
+          const chunk = due.slice(next, next + Math.max(1, claimAhead - scheduler.pending));
+          next += chunk.length;
+          await this.claim(chunk, scheduler, summary);
+        }
+        summary.skipped += due.length - next;
         if (scheduler.isStopped || accepted >= limit) break;
-        await scheduler.waitForRoom(pageSize);
-        if (scheduler.isStopped) break;
       }
     } catch (error) {
       fault(error);
@@ -156,7 +166,20 @@ export class Sweeper {
     return summary;
   }
 
-  private async claim(rows: SessionRecord[], scheduler: WorkbookScheduler<Work>, summary: SweepSummary): Promise<void> {
+  private async claim(due: SessionRecord[], scheduler: WorkbookScheduler<Work>, summary: SweepSummary): Promise<void> {
+    // Rows of a tenant Graph asked to wait are not claimed: their next attempt is set to the wait's end.
+    const rows: SessionRecord[] = [];
+    const held = new Map<number, SessionRecord[]>();
+    for (const row of due) {
+      const until = scheduler.heldBackUntil(row.tenantId);
+      if (until === undefined) rows.push(row);
+      else held.set(until, [...(held.get(until) ?? []), row]);
+    }
+    for (const [until, waiting] of held) {
+      summary.deferred += waiting.length;
+      await this.giveBack(waiting.map((row) => ({ claimed: row, original: row })), new Date(until));
+    }
+    if (rows.length === 0) return;
     const results = await this.deps.ledger.claimMany(rows, { leaseMs: this.deps.leaseMs });
     const claimed: Work[] = [];
     results.forEach((result, i) => {
@@ -193,7 +216,7 @@ export class Sweeper {
   }
 
   /** Claimed rows this sweep will not try: back as they were (with a cooldown, if Graph set one). */
-  private async giveBack(items: readonly Work[], nextAttemptAt?: Date): Promise<void> {
+  private async giveBack(items: readonly Pick<Work, "claimed" | "original">[], nextAttemptAt?: Date): Promise<void> {
     try {
       await this.deps.ledger.releaseClaims(items, nextAttemptAt ? { nextAttemptAt } : {});
     } catch (error) {

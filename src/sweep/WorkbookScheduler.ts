@@ -6,6 +6,12 @@ export interface ScheduledItem {
   readonly workbook: string;
 }
 
+/**
+ * A cooldown longer than this gives the tenant's waiting rows back (with the cooldown as their next
+ * attempt) instead of holding them claimed, where they would keep other tenants' rows from being read.
+ */
+const LONG_COOLDOWN_MS = 5_000;
+
 /** Any cooldown Graph asked for while running an item. */
 export interface ItemResult {
   cooldownUntil?: number;
@@ -82,6 +88,16 @@ export class WorkbookScheduler<T extends ScheduledItem> {
     return this.queued;
   }
 
+  /**
+   * When Graph has asked `tenant` to wait longer than this sweep should hold rows for it (a long
+   * cooldown, or one past the deadline): the end of the wait; otherwise undefined.
+   */
+  heldBackUntil(tenant: string): number | undefined {
+    const until = this.pacer.pausedUntil(tenant);
+    const now = this.now();
+    return until - now > LONG_COOLDOWN_MS || until >= this.options.deadline ? until : undefined;
+  }
+
   get isStopped(): boolean {
     return this.stopped;
   }
@@ -145,7 +161,7 @@ export class WorkbookScheduler<T extends ScheduledItem> {
       }
       const wait = this.pacer.waitMs(id, now, tenant.unsent);
       if (wait > 0) {
-        if (now + wait >= this.options.deadline) this.giveUpTenant(id, tenant);
+        if (now + wait >= this.options.deadline || this.heldBackUntil(id) !== undefined) this.giveUpTenant(id, tenant);
         else earliest = Math.min(earliest, now + wait);
         idle++;
         continue;
@@ -215,8 +231,9 @@ export class WorkbookScheduler<T extends ScheduledItem> {
   }
 
   /**
-   * The tenant cannot send again before the deadline: its waiting items go back untried, as
-   * deferred (to be written with Graph's cooldown) when Graph asked for the wait.
+   * The tenant cannot send again before the deadline, or Graph asked it for a long wait: its
+   * waiting items go back untried, as deferred (to be written with Graph's cooldown) when Graph
+   * asked for the wait.
    */
   private giveUpTenant(id: string, tenant: Tenant): void {
     const items: T[] = [];
@@ -230,8 +247,8 @@ export class WorkbookScheduler<T extends ScheduledItem> {
     tenant.head = 0;
     this.queued -= items.length;
     if (items.length === 0) return;
-    const pausedUntil = this.pacer.pausedUntil(id);
-    if (pausedUntil >= this.options.deadline) this.options.onDeferred(items, pausedUntil);
+    const heldBack = this.heldBackUntil(id);
+    if (heldBack !== undefined) this.options.onDeferred(items, heldBack);
     else this.options.onLeft(items);
   }
 

@@ -1,0 +1,100 @@
+/**
+ * Crash safety: the CLI sweeping in a child process is killed with SIGKILL at random points, again
+ * and again; each kill is followed by a fresh sweep (the next child), and at the end a last one
+ * runs to completion. Nothing is lost and nothing is marked closed without a 204.
+ */
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import fc from "fast-check";
+import type { SessionRecord } from "../src";
+import { mapConcurrent } from "../src/utils/concurrency";
+import { newUserId, startCloudFixture, type CloudFixture } from "./support/cloudFixture";
+
+const SOAK = Boolean(process.env.SOAK);
+const SESSIONS = SOAK ? 1_000 : 300;
+const KILLS = SOAK ? 60 : 20;
+const launcher = join(__dirname, "..", "bin", "workbook-session-sweeper.js");
+
+let cloud: CloudFixture;
+beforeAll(async () => {
+  cloud = await startCloudFixture();
+});
+afterAll(async () => {
+  await cloud?.close();
+});
+
+function runCli(env: Record<string, string | undefined>, killAfterMs?: number): Promise<{ code: number | null; signal: string | null; stdout: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [launcher, "sweep", "--json"], { env: env as NodeJS.ProcessEnv, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.resume();
+    const timer = killAfterMs === undefined ? undefined : setTimeout(() => child.kill("SIGKILL"), killAfterMs);
+    child.on("error", reject);
+    child.on("exit", (code, signal) => {
+      if (timer) clearTimeout(timer);
+      resolve({ code, signal, stdout });
+    });
+  });
+}
+
+it(`survives ${KILLS} SIGKILLs in sweeps over ${SESSIONS} sessions: none lost, none closed without a 204`, { timeout: SOAK ? 600_000 : 120_000 }, async () => {
+  expect(existsSync(join(__dirname, "..", "dist", "src", "cli.js")), "npm test builds dist before vitest runs").toBe(true);
+  const table = await cloud.newTable({ CLAIM_LEASE: "1", SWEEP_CONCURRENCY: "8" });
+  // Slow enough that the kills land inside sweeps: each run gets through a few dozen sessions.
+  cloud.emulator.configure({ latencyMs: 200 });
+  const users = Array.from({ length: 30 }, () => newUserId());
+  const opened = await mapConcurrent(Array.from({ length: SESSIONS }, (_, i) => i), 16, (i) =>
+    table.openSession({ userId: users[i % users.length]!, workbook: `/drives/crash/items/b${i % 97}` }),
+  );
+  const env = { PATH: process.env.PATH, NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS, ...cloud.settings({ SESSIONS_TABLE: table.tableName, CLAIM_LEASE: "1", SWEEP_CONCURRENCY: "8" }) };
+
+  // Random kill points, reproducible from fast-check's seed when a run fails.
+  const delays = fc.sample(fc.integer({ min: 400, max: 1_400 }), { numRuns: KILLS, seed: Number(process.env.CRASH_SEED ?? Date.now() % 100_000) });
+  let killed = 0;
+  for (const delay of delays) {
+    const result = await runCli(env, delay);
+    if (result.signal === "SIGKILL") killed++;
+  }
+  expect(killed).toBeGreaterThanOrEqual(Math.floor(KILLS * 0.75));
+
+  // Let the dead sweepers' leases run out, then sweep to the end.
+  await new Promise((resolve) => setTimeout(resolve, 1_200));
+  for (let round = 0; round < 5; round++) {
+    const final = await runCli(env);
+    expect(final.code).toBe(0);
+    const summary = JSON.parse(final.stdout.trim().split("\n").at(-1)!) as { stale: number; skipped: number };
+    if (summary.stale === 0 && summary.skipped === 0) break;
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+  }
+
+  const rows = new Map<string, SessionRecord>();
+  for await (const page of table.services.ledger.listAll()) for (const row of page.rows) rows.set(row.sessionId, row);
+  const answered204 = new Set(cloud.emulator.requests.filter((r) => r.status === 204).map((r) => r.sessionId));
+
+  for (const { sessionId } of opened) {
+    const row = rows.get(sessionId);
+    expect(row, "no row is lost").toBeDefined();
+    // Every session ends finished: none left open or closing.
+    expect(["closed", "expired"]).toContain(row!.status);
+    // closed only with a 204 from Graph
+    if (row!.status === "closed") expect(answered204.has(sessionId)).toBe(true);
+    // a session Graph closed is closed, or, when the sweeper that got the 204 died before writing it, expired saying so
+    if (answered204.has(sessionId) && row!.status !== "closed") expect(row!.lastError?.code).toBe("goneAfterInterruptedClose");
+    // a session whose row is expired was either closed by a dead sweeper or is gone on Graph
+    expect(cloud.emulator.sessionState(sessionId)).not.toBe("open");
+  }
+  const stats = cloud.emulator.stats();
+  expect(stats.maxConcurrentPerSession).toBeLessThanOrEqual(1);
+  expect(stats.maxConcurrentPerWorkbook).toBeLessThanOrEqual(1);
+  // Sessions never go idle here, so a row expired by a take-over is exactly one whose 204 a killed
+  // sweeper received and could not write; and every such session was sent closeSession again.
+  const interrupted = [...rows.values()].filter((r) => r.lastError?.code === "goneAfterInterruptedClose");
+  for (const row of interrupted) expect(answered204.has(row.sessionId)).toBe(true);
+  expect(rows.size).toBe(SESSIONS);
+  expect([...rows.values()].filter((r) => r.status === "expired")).toEqual(interrupted);
+  expect(stats.closesAfterClosed).toBeGreaterThanOrEqual(interrupted.length);
+  expect(opened.length).toBe(SESSIONS);
+});
