@@ -1,5 +1,5 @@
 import { ConfigurationError } from "./errors";
-import { parseDuration } from "./utils/duration";
+import { MAX_DURATION_MS, parseDuration } from "./utils/duration";
 
 /** Everything the app reads from its settings, validated. Durations are milliseconds. */
 export interface SweeperConfig {
@@ -174,6 +174,7 @@ class SettingsReader {
       return this.problem(name, `is '${value}', not a duration: use ISO-8601 (PT10M) or a number of seconds (600)`, 0);
     }
     if (ms < minMs) return this.problem(name, `is '${value}', shorter than the minimum of ${minMs} ms`, ms);
+    if (ms > MAX_DURATION_MS) return this.problem(name, `is '${value}', longer than ten years`, ms);
     return ms;
   }
 
@@ -200,13 +201,15 @@ class SettingsReader {
     try {
       url = new URL(value);
     } catch {
-      return this.problem(name, `is '${value}', not a URL`, value);
+      return this.problem(name, "is not a URL", value);
+    }
+    // Quote only what cannot be a secret: a URL's credentials, query or fragment may be one.
+    const shown = `'${url.protocol}//${url.host}${url.pathname}'`;
+    if (url.username || url.password || url.search || url.hash) {
+      return this.problem(name, `(${shown}) carries credentials, a query or a fragment; give the bare https URL`, value);
     }
     // Tokens are sent to these hosts: plain http would put them on the wire in clear.
-    if (url.protocol !== "https:") return this.problem(name, `is '${value}', not an https:// URL`, value);
-    if (url.search || url.hash || url.username || url.password) {
-      return this.problem(name, `is '${value}', which carries a query, fragment or credentials`, value);
-    }
+    if (url.protocol !== "https:") return this.problem(name, `is ${shown}, not an https:// URL`, value);
     return url.href.replace(/\/+$/, "");
   }
 

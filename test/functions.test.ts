@@ -13,6 +13,7 @@ import { HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type Tabl
 import { captureLog } from "./support/secretScan";
 
 type Handlers = {
+  purgeTimer: typeof import("../functions/purgeTimer").purgeTimer;
   sweepTimer: typeof import("../functions/sweepTimer").sweepTimer;
   sweepHttp: typeof import("../functions/sweepHttp").sweepHttp;
   closeRequest: typeof import("../functions/closeRequest").closeRequest;
@@ -30,6 +31,7 @@ beforeAll(async () => {
   settings = cloud.settings({ SESSIONS_TABLE: table.tableName, CLOSE_QUEUE: queueName });
   Object.assign(process.env, settings);
   handlers = {
+    purgeTimer: (await import("../functions/purgeTimer")).purgeTimer,
     sweepTimer: (await import("../functions/sweepTimer")).sweepTimer,
     sweepHttp: (await import("../functions/sweepHttp")).sweepHttp,
     closeRequest: (await import("../functions/closeRequest")).closeRequest,
@@ -88,6 +90,22 @@ describe("timer trigger", () => {
     expect(summaries).toHaveLength(1);
     expect(summaries[0]!.args[1]).toMatchObject({ trigger: "timer", closed: 1, scanned: 1 });
     expect(lines.length).toBe(2);
+  });
+});
+
+describe("purge timer", () => {
+  it("deletes finished rows past retention and marks rows the sweep cannot see", async () => {
+    const released = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/p1", idleMinutes: 0 });
+    await table.producer.release(released.row);
+    const broken = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/p2", idleMinutes: 0 });
+    await table.services.ledger.client.updateEntity({ partitionKey: broken.row.partitionKey, rowKey: broken.row.rowKey, status: "OPEN" }, "Merge");
+    const { context, lines } = invocation("purgeTimer");
+    await handlers.purgeTimer(timer(false), context);
+    expect(lines.find((l) => l.args[0] === "Malformed ledger rows marked failed")?.level).toBe("warning");
+    expect(lines.at(-1)?.args[1]).toMatchObject({ malformed: 1 });
+    expect(await table.services.ledger.client.getEntity(broken.row.partitionKey, broken.row.rowKey)).toMatchObject({ status: "failed", lastErrorCode: "MalformedRow" });
+    // The released row is recent: kept until TERMINAL_RETENTION has passed.
+    expect((await table.services.ledger.get(released.row))?.status).toBe("closed");
   });
 });
 

@@ -64,14 +64,22 @@ export function outcomeForResponse(
 }
 
 /**
+ * The longest cooldown taken from a Retry-After: an hour. Graph's reported values are 41 to 315
+ * seconds; anything far beyond is a broken header, and must not park a row for centuries (or past
+ * the year 9999, which Table Storage refuses).
+ */
+export const MAX_RETRY_AFTER_MS = 3_600_000;
+
+/**
  * `Retry-After` as seconds or as an HTTP date; undefined when absent or unreadable. A date in the
- * past means "now".
+ * past means "now"; a wait longer than MAX_RETRY_AFTER_MS is cut to it.
  */
 export function retryAfterTime(value: string | null, now: Date): Date | undefined {
   if (!value) return undefined;
   const text = value.trim();
-  if (/^\d+(\.\d+)?$/.test(text)) return new Date(now.getTime() + Math.ceil(Number(text) * 1000));
-  const date = Date.parse(text);
-  if (Number.isNaN(date)) return undefined;
-  return new Date(Math.max(date, now.getTime()));
+  let at: number;
+  if (/^\d+(\.\d+)?$/.test(text)) at = now.getTime() + Math.ceil(Number(text) * 1000);
+  else at = Date.parse(text);
+  if (!Number.isFinite(at)) return undefined;
+  return new Date(Math.min(Math.max(at, now.getTime()), now.getTime() + MAX_RETRY_AFTER_MS));
 }

@@ -1,6 +1,6 @@
 import { odata, type TableClient } from "@azure/data-tables";
 import { decodeEntity } from "./entity";
-import type { ClaimResult, LedgerPage, MalformedRow, RowTransition, SessionKey, SessionRecord, WriteResult } from "./models";
+import { TERMINAL_STATUSES, type ClaimResult, type LedgerPage, type MalformedRow, type RowTransition, type SessionKey, type SessionRecord, type SessionStatus, type WriteResult } from "./models";
 import { readRow } from "./rows";
 import { createLedgerTableClient, type LedgerClientOptions } from "./tableClient";
 import { mergeIfUnchanged, patchFor, writeConditionally, errorColumns, type ConditionalWrite } from "./transitions";
@@ -201,6 +201,26 @@ export class SessionLedger {
         etag: row.etag,
       })),
     );
+  }
+
+  /**
+   * Reads the whole table for rows the stale query cannot see because they do not decode (a status
+   * in other letters, a missing last activity, a `closing` row without a lease) and are not
+   * finished, and marks them `failed` (MalformedRow) with what was wrong, so they show up for an
+   * operator. A full scan: the purge timer runs it daily, not every sweep.
+   */
+  async auditMalformed(): Promise<{ scanned: number; marked: number; rows: MalformedRow[] }> {
+    let scanned = 0;
+    let marked = 0;
+    const rows: MalformedRow[] = [];
+    for await (const page of this.query(undefined, this.pageSize)) {
+      scanned += page.rows.length + page.malformed.length;
+      const unfinished = page.malformed.filter((row) => !TERMINAL_STATUSES.includes(row.storedStatus as SessionStatus));
+      if (unfinished.length === 0) continue;
+      rows.push(...unfinished);
+      marked += (await this.markMalformed(unfinished)).filter((r) => r.written).length;
+    }
+    return { scanned, marked, rows };
   }
 
   /**

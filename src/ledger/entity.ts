@@ -89,6 +89,8 @@ export function decodeEntity(entity: RawEntity): { ok: true; row: SessionRecord 
   const nextAttemptAt = date("nextAttemptAt", true);
   const leaseUntil = date("leaseUntil", true);
   const closedAt = date("closedAt", true);
+  // A claim always sets a lease; a `closing` row without one would never be taken over.
+  if (status === "closing" && !leaseUntil && !problems.some((p) => p.startsWith("leaseUntil"))) problems.push("a closing row has no leaseUntil");
 
   if (tenantId && userId && entity.partitionKey !== partitionKeyFor(tenantId, userId)) {
     problems.push("PartitionKey does not match tenantId and userId");
@@ -103,7 +105,7 @@ export function decodeEntity(entity: RawEntity): { ok: true; row: SessionRecord 
   if (problems.length > 0) {
     return {
       ok: false,
-      malformed: { partitionKey: entity.partitionKey ?? "", rowKey: entity.rowKey ?? "", etag: entity.etag, problems },
+      malformed: { partitionKey: entity.partitionKey ?? "", rowKey: entity.rowKey ?? "", etag: entity.etag, storedStatus: entity.status, problems },
     };
   }
   return {
@@ -112,8 +114,8 @@ export function decodeEntity(entity: RawEntity): { ok: true; row: SessionRecord 
       partitionKey: entity.partitionKey!,
       rowKey: entity.rowKey!,
       etag: entity.etag,
-      tenantId: tenantId!,
-      userId: userId!,
+      tenantId: tenantId!.toLowerCase(),
+      userId: userId!.toLowerCase(),
       sessionId: sessionId!,
       workbook: workbook!,
       persistChanges: persistChanges as boolean,

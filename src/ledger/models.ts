@@ -64,6 +64,8 @@ export interface MalformedRow {
   readonly partitionKey: string;
   readonly rowKey: string;
   readonly etag: string;
+  /** The status column as stored, whatever it is. */
+  readonly storedStatus: unknown;
   readonly problems: readonly string[];
 }
 

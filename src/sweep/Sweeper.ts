@@ -83,7 +83,13 @@ export class Sweeper {
     const fault = (error: unknown) => {
       summary.error ??= describeFault(error);
     };
-    const writer = new OutcomeWriter(this.deps.ledger, { onError: fault });
+    // A failed write means storage is failing: stop sending closes whose 204 could not be recorded.
+    const writer = new OutcomeWriter(this.deps.ledger, {
+      onError: (error) => {
+        fault(error);
+        scheduler.stop();
+      },
+    });
 
     const scheduler = new WorkbookScheduler<Work>({
       concurrency: this.settings.concurrency,

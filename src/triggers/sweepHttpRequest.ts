@@ -1,7 +1,7 @@
 import { ValidationError } from "../errors";
 import { isGuid } from "../ledger/keys";
 import type { SweepRequest } from "../sweep/models";
-import { parseDuration } from "../utils/duration";
+import { MAX_DURATION_MS, parseDuration, secondsToMs } from "../utils/duration";
 
 /** The largest body `POST /api/sweep` accepts; its four fields fit in far less. */
 export const MAX_SWEEP_BODY_BYTES = 4_096;
@@ -46,12 +46,10 @@ export function validateSweepRequest(body: unknown): SweepRequest {
     else problems.push("dryRun must be true or false");
   }
   if (fields.olderThan !== undefined) {
-    const ms =
-      typeof fields.olderThan === "string" ? parseDuration(fields.olderThan)
-      : typeof fields.olderThan === "number" && Number.isFinite(fields.olderThan) && fields.olderThan >= 0 ? fields.olderThan * 1000
-      : undefined;
+    const ms = typeof fields.olderThan === "string" ? parseDuration(fields.olderThan) : secondsToMs(fields.olderThan);
     if (ms === undefined) problems.push("olderThan must be an ISO-8601 duration (\"PT10M\") or a number of seconds");
     else if (ms < 1_000) problems.push("olderThan must be at least one second");
+    else if (ms > MAX_DURATION_MS) problems.push("olderThan must be at most ten years (P3660D)");
     else request.olderThanMs = ms;
   }
   if (fields.userId !== undefined) {

@@ -1,3 +1,6 @@
+/** The longest duration anything here accepts: ten years (beyond it a cutoff date is meaningless). */
+export const MAX_DURATION_MS = 10 * 366 * 24 * 3_600_000;
+
 /**
  * Durations in settings and requests: ISO-8601 (`PT10M`, `P1D`, `PT1H30M`, `PT0.5S`) or a plain
  * number of seconds (`600`). Returns milliseconds, or undefined when the text is neither.
@@ -13,6 +16,11 @@ export function parseDuration(text: string): number | undefined {
   const [, weeks, days, hours, minutes, seconds] = match.map((part) => (part === undefined ? 0 : Number(part)));
   const ms = ((((weeks! * 7 + days!) * 24 + hours!) * 60 + minutes!) * 60 + seconds!) * 1000;
   return Number.isFinite(ms) ? Math.round(ms) : undefined;
+}
+
+/** A duration from a number of seconds, or undefined when it is not a finite, non-negative number. */
+export function secondsToMs(seconds: unknown): number | undefined {
+  return typeof seconds === "number" && Number.isFinite(seconds) && seconds >= 0 ? Math.round(seconds * 1000) : undefined;
 }
 
 /** `600000` → `PT10M`, for messages and summaries. */
