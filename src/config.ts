@@ -22,7 +22,11 @@ export interface SweeperConfig {
     maxAttempts: number;
     /** `SWEEP_TIME_BUDGET`: a sweep stops taking rows after this (default PT4M, under Consumption's 5 min). */
     timeBudgetMs: number;
-    /** `SWEEP_CONCURRENCY`: close calls in flight at once across workbooks (default 16). */
+    /**
+     * `SWEEP_CONCURRENCY`: close calls in flight at once across workbooks (default 128). Graph answers
+     * Excel calls in 1-3 s, so filling a tenant's 150 requests a second takes a few hundred in flight;
+     * one request per workbook and the per-tenant pace are what protect Graph, not this number.
+     */
     concurrency: number;
     /** `TERMINAL_RETENTION`: closed/expired/failed rows are purged after this (default P7D). */
     terminalRetentionMs: number;
@@ -72,7 +76,7 @@ export const DEFAULT_SETTINGS = {
   CLAIM_LEASE: "PT5M",
   MAX_ATTEMPTS: "5",
   SWEEP_TIME_BUDGET: "PT4M",
-  SWEEP_CONCURRENCY: "16",
+  SWEEP_CONCURRENCY: "128",
   TERMINAL_RETENTION: "P7D",
   PURGE_SCHEDULE: "0 30 3 * * *",
   GRAPH_BASE_URL: "https://graph.microsoft.com/v1.0",
