@@ -8,7 +8,7 @@ interface Pending {
 }
 
 export interface OutcomeWriterOptions {
-  /** Longest an outcome waits to share a transaction with others. Default 50 ms. */
+  /** Longest an outcome waits to share a transaction with others. Default 500 ms. */
   maxDelayMs?: number;
   /** A write failed (storage fault): the rows stay `closing` and are taken again after the lease. */
   onError: (error: unknown) => void;
@@ -17,11 +17,11 @@ export interface OutcomeWriterOptions {
 const MAX_TRANSACTION_ROWS = 100;
 
 /**
- * Writes the sweep's outcomes in transactions: a user's rows finish close together, so waiting
- * a few milliseconds lets them share one (a transaction of 100 costs about what 5 single writes
- * do). A partition's rows are written as soon as 100 wait, the rest after `maxDelayMs`. Until
- * written, a row stays `closing` under its lease: a crash loses no session, only the outcome of
- * its last few milliseconds, and the row is taken over after the lease.
+ * Writes the sweep's outcomes in transactions (one costs about what 5 single writes do): a user's
+ * outcomes wait until the sweep has no more of that user's rows under way (writePartition), 100 of
+ * them wait, or `maxDelayMs` passes. Until written, a row stays `closing` under its lease: a crash
+ * loses no session, only the outcomes of its last moments, and those rows are taken over after the
+ * lease.
  */
 export class OutcomeWriter {
   private readonly buffers = new Map<string, Pending[]>();
@@ -33,7 +33,7 @@ export class OutcomeWriter {
     private readonly ledger: SessionLedger,
     private readonly options: OutcomeWriterOptions,
   ) {
-    this.maxDelayMs = options.maxDelayMs ?? 50;
+    this.maxDelayMs = options.maxDelayMs ?? 500;
   }
 
   add(row: SessionRecord, transition: RowTransition): void {
@@ -54,6 +54,11 @@ export class OutcomeWriter {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     for (const partition of [...this.buffers.keys()]) this.write(partition);
+  }
+
+  /** Writes what waits for this partition now (its last row under way has finished). */
+  writePartition(partition: string): void {
+    this.write(partition);
   }
 
   private write(partition: string): void {

@@ -96,15 +96,17 @@ export class Sweeper {
       tenantBudget: this.settings.tenantBudget,
       deadline,
       now: () => this.clock().getTime(),
-      run: (work, beforeSend) => this.attempt(work, summary, writer, beforeSend),
+      run: (work, beforeSend) => this.attempt(work, summary, writer, beforeSend, outstanding),
       onDeferred: (items, until) => {
         summary.deferred += items.length;
         summary.claimed -= items.length;
+        for (const item of items) settle(outstanding, writer, item.claimed.partitionKey);
         background.push(this.giveBack(items, new Date(until)));
       },
       onLeft: (items) => {
         summary.skipped += items.length;
         summary.claimed -= items.length;
+        for (const item of items) settle(outstanding, writer, item.claimed.partitionKey);
         background.push(this.giveBack(items));
       },
       onError: fault,
@@ -116,12 +118,16 @@ export class Sweeper {
     const progress = runOptions.onProgress;
     const ticker = progress ? setInterval(() => progress({ ...summary, durationMs: this.clock().getTime() - started }), 1_000) : undefined;
     let accepted = 0;
-    const claimAhead = Math.max(2 * this.settings.concurrency, 32);
+    // However many workbooks it takes, never more claimed and waiting than this.
+    const maxClaimedAhead = Math.max(4 * this.settings.concurrency, pageSize);
+    /** Claimed rows per user not finished yet: a user's outcomes are written when it reaches 0. */
+    const outstanding = new Map<string, number>();
     try {
       const now = this.clock();
       const pages = this.deps.ledger.listStale(request.olderThanMs ?? this.settings.staleAfterMs, {
         now,
         pageSize,
+        withoutAssertion: dryRun,
         ...(request.userId !== undefined && { userId: request.userId }),
       });
       for await (const page of pages) {
@@ -142,16 +148,16 @@ export class Sweeper {
             due.push(row);
           }
         }
-        // Claim just ahead of need, a chunk at a time (rows come sorted by user, so a chunk's claims
-        // share transactions): few rows are held `closing` at once, for a dead sweeper's lease to
-        // delay or for another sweeper to be kept from.
+        // Claim just ahead of need, a user at a time (rows come sorted by user, so a user's claims
+        // share a transaction), until there are enough workbooks to keep every slot busy: few rows
+        // are held `closing` at once, for a dead sweeper's lease to delay or another sweeper to miss.
         let next = 0;
         while (next < due.length && !scheduler.isStopped) {
-          await scheduler.waitForRoom(claimAhead);
+          await scheduler.waitForDemand(maxClaimedAhead);
           if (scheduler.isStopped) break;
-          const chunk = due.slice(next, next + Math.max(1, claimAhead - scheduler.pending));
+          const chunk = nextUser(due, next);
           next += chunk.length;
-          await this.claim(chunk, scheduler, summary);
+          await this.claim(chunk, scheduler, summary, outstanding);
         }
         summary.skipped += due.length - next;
         if (scheduler.isStopped || accepted >= limit) break;
@@ -172,7 +178,7 @@ export class Sweeper {
     return summary;
   }
 
-  private async claim(due: SessionRecord[], scheduler: WorkbookScheduler<Work>, summary: SweepSummary): Promise<void> {
+  private async claim(due: SessionRecord[], scheduler: WorkbookScheduler<Work>, summary: SweepSummary, outstanding: Map<string, number>): Promise<void> {
     // Rows of a tenant Graph asked to wait are not claimed: their next attempt is set to the wait's end.
     const rows: SessionRecord[] = [];
     const held = new Map<number, SessionRecord[]>();
@@ -204,14 +210,18 @@ export class Sweeper {
       await this.giveBack(claimed);
       return;
     }
-    for (const work of claimed) scheduler.add(work);
+    for (const work of claimed) {
+      outstanding.set(work.claimed.partitionKey, (outstanding.get(work.claimed.partitionKey) ?? 0) + 1);
+      scheduler.add(work);
+    }
   }
 
-  private async attempt(work: Work, summary: SweepSummary, writer: OutcomeWriter, beforeSend: SendGate): Promise<ItemResult> {
+  private async attempt(work: Work, summary: SweepSummary, writer: OutcomeWriter, beforeSend: SendGate, outstanding: Map<string, number>): Promise<ItemResult> {
     const { outcome, transition, sent } = await closeClaimed(work.claimed, work.original, this.deps, { beforeSend });
     if (sent) summary.graphRequests++;
     summary[transition.to === "retry" ? "retry" : transition.to]++;
     writer.add(work.claimed, transition);
+    settle(outstanding, writer, work.claimed.partitionKey);
     return outcome.kind === "retry" && outcome.cooldown ? { cooldownUntil: outcome.retryAt.getTime() } : {};
   }
 
@@ -231,6 +241,25 @@ export class Sweeper {
     }
   }
 }
+/** The rows of the user at `from` (rows come sorted by partition, i.e. by user), at most 100. */
+function nextUser(rows: readonly SessionRecord[], from: number): SessionRecord[] {
+  const partition = rows[from]!.partitionKey;
+  let end = from + 1;
+  while (end < rows.length && end - from < 100 && rows[end]!.partitionKey === partition) end++;
+  return rows.slice(from, end);
+}
+
+/** One of a user's claimed rows is done: once none is left, the user's outcomes are written at once. */
+function settle(outstanding: Map<string, number>, writer: OutcomeWriter, partitionKey: string): void {
+  const left = (outstanding.get(partitionKey) ?? 1) - 1;
+  if (left > 0) {
+    outstanding.set(partitionKey, left);
+    return;
+  }
+  outstanding.delete(partitionKey);
+  writer.writePartition(partitionKey);
+}
+
 function candidateOf(row: SessionRecord): SweepCandidate {
   return {
     tenantId: row.tenantId,

@@ -112,9 +112,22 @@ export class WorkbookScheduler<T extends ScheduledItem> {
     this.pump();
   }
 
-  /** Resolves once fewer than `limit` items wait, or the scheduler has stopped. */
-  async waitForRoom(limit: number): Promise<void> {
-    while (!this.stopped && this.queued >= limit) await new Promise<void>((resolve) => this.waiters.push(resolve));
+  /**
+   * Resolves once the scheduler could use more work (fewer workbooks ready to start or running
+   * than its concurrency) and fewer than `maxPending` items wait; or once it has stopped. Rows come
+   * to it sorted by user, a handful of workbooks per user: counting workbooks, not rows, is what
+   * keeps every slot busy.
+   */
+  async waitForDemand(maxPending: number): Promise<void> {
+    while (!this.stopped && (this.queued >= maxPending || this.readyWorkbooks() + this.inFlight >= this.options.concurrency)) {
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+  }
+
+  private readyWorkbooks(): number {
+    let ready = 0;
+    for (const tenant of this.tenants.values()) ready += tenant.ready.length - tenant.head;
+    return ready;
   }
 
   /** Stops starting items; what waits goes to onLeft. Items in flight finish. */
