@@ -1,0 +1,81 @@
+/**
+ * `competent`: what a careful developer writes in an hour. Reads the stale rows, then 16 at a time
+ * (a p-limit(16) over the rows): one on-behalf-of credential and Graph client per user (so tokens
+ * are cached), the Graph SDK's default middleware (its RetryHandler retries 429/503/504 up to 3
+ * times, honouring Retry-After), and the row written once, conditional on the ETag it was read
+ * with. No per-workbook or per-tenant control.
+ */
+import { OnBehalfOfCredential } from "@azure/identity";
+import { Client, GraphError } from "@microsoft/microsoft-graph-client";
+import { TokenCredentialAuthenticationProvider } from "@microsoft/microsoft-graph-client/authProviders/azureTokenCredentials";
+import { odata, type TableEntityResult } from "@azure/data-tables";
+import { AssertionCipher } from "../../src/auth/AssertionCipher";
+import { DEFAULT_SETTINGS } from "../../src/config";
+import { parseDuration } from "../../src/utils/duration";
+import { createLedgerTableClient } from "../../src/ledger/tableClient";
+import { mapConcurrent } from "../../src/utils/concurrency";
+import type { Contender } from "./types";
+
+const CONCURRENCY = 16;
+
+export const competent: Contender = async ({ settings, onStorageRequest, limit = Infinity }) => {
+  const table = createLedgerTableClient(settings.AzureWebJobsStorage!, settings.SESSIONS_TABLE!, { onRequest: onStorageRequest });
+  const cipher = new AssertionCipher(Buffer.from(settings.ASSERTION_ENCRYPTION_KEY!, "base64"));
+  const cutoff = new Date(Date.now() - parseDuration(settings.STALE_AFTER ?? DEFAULT_SETTINGS.STALE_AFTER)!);
+  const rows: TableEntityResult<Record<string, unknown>>[] = [];
+  for await (const row of table.listEntities<Record<string, unknown>>({ queryOptions: { filter: odata`status eq ${"open"} and lastActivityAt lt ${cutoff}` } })) {
+    rows.push(row);
+    if (rows.length >= limit) break;
+  }
+  const graphHost = new URL(settings.GRAPH_BASE_URL!);
+  const clients = new Map<string, Client>();
+  const clientFor = (row: TableEntityResult<Record<string, unknown>>) => {
+    let client = clients.get(row.partitionKey!);
+    if (!client) {
+      // disableInstanceDiscovery: the stand-in authority is not one Microsoft's discovery knows.
+      const credentialOptions = {
+        tenantId: String(row.tenantId),
+        clientId: settings.AZURE_CLIENT_ID!,
+        clientSecret: settings.AZURE_CLIENT_SECRET!,
+        userAssertionToken: cipher.decrypt(String(row.assertion), { partitionKey: row.partitionKey!, rowKey: row.rowKey! }),
+        authorityHost: settings.AZURE_AUTHORITY_HOST!,
+        disableInstanceDiscovery: true,
+      };
+      const credential = new OnBehalfOfCredential(credentialOptions);
+      client = Client.initWithMiddleware({
+        authProvider: new TokenCredentialAuthenticationProvider(credential, { scopes: [settings.GRAPH_SCOPE!] }),
+        baseUrl: `${graphHost.origin}/`,
+        customHosts: new Set([graphHost.hostname]),
+      });
+      clients.set(row.partitionKey!, client);
+    }
+    return client;
+  };
+
+  let closed = 0;
+  let errors = 0;
+  await mapConcurrent(rows, CONCURRENCY, async (row) => {
+    const keys = { partitionKey: row.partitionKey!, rowKey: row.rowKey! };
+    let patch: Record<string, unknown>;
+    try {
+      await clientFor(row).api(`${row.workbook}/workbook/closeSession`).header("workbook-session-id", String(row.sessionId)).post(undefined);
+      patch = { status: "closed", closedAt: new Date(), closedBy: "sweeper", assertion: "" };
+      closed++;
+    } catch (error) {
+      const status = error instanceof GraphError ? error.statusCode : -1;
+      if (status === 404) {
+        patch = { status: "expired", lastErrorCode: "notFound", assertion: "" };
+      } else {
+        // Left open for the next run, with what went wrong.
+        errors++;
+        patch = { lastErrorCode: error instanceof GraphError ? (error.code ?? `http${status}`) : "error" };
+      }
+    }
+    try {
+      await table.updateEntity({ ...keys, ...patch, updatedAt: new Date() }, "Merge", { etag: row.etag });
+    } catch {
+      // 412: a heartbeat or someone else changed the row meanwhile; leave it to them.
+    }
+  });
+  return { attempted: rows.length, closed, errors };
+};

@@ -1,0 +1,215 @@
+/**
+ * The data every contender gets: the same users, tenants, workbooks and mix of rows, seeded into a
+ * fresh table per run. Rows are valid ledger rows as SessionProducer writes them (decodeEntity
+ * reads them back), assertion encrypted with AssertionCipher and bound to its row, and written
+ * fast: transactions of up to 100 rows of one partition (one user).
+ */
+import { randomBytes, randomUUID } from "node:crypto";
+import { TableClient, type TransactionAction } from "@azure/data-tables";
+import { AssertionCipher } from "../src/auth/AssertionCipher";
+import { SCHEMA_VERSION, type SessionEntity } from "../src/ledger/entity";
+import { partitionKeyFor, rowKeyFor } from "../src/ledger/keys";
+import { isLoopbackEmulator } from "../src/ledger/tableClient";
+import { chunk, groupBy, mapConcurrent } from "../src/utils/concurrency";
+import type { BenchEnvironment } from "./environment";
+import type { BenchOptions } from "./options";
+
+export type RowKind = "stale" | "fresh" | "closed";
+
+export interface BenchUser {
+  readonly index: number;
+  readonly tenantId: string;
+  readonly userId: string;
+}
+
+export interface PlannedRow {
+  readonly user: number;
+  readonly kind: RowKind;
+  /** `/drives/{drive}/items/{item}`: one drive per user, `workbooksPerUser` items. */
+  readonly workbook: string;
+}
+
+export interface DatasetPlan {
+  readonly tenants: readonly string[];
+  readonly users: readonly BenchUser[];
+  /** Stale rows first (in the order they were planned), then fresh, then closed. */
+  readonly rows: readonly PlannedRow[];
+  readonly counts: Record<RowKind, number>;
+}
+
+/** What a seeded row was, to check its final state against. */
+export interface SeededRow {
+  readonly kind: RowKind;
+  readonly partitionKey: string;
+  readonly rowKey: string;
+  readonly tenantId: string;
+  readonly sessionId: string;
+  /** The workbook as the emulator keys it (per tenant). */
+  readonly workbook: string;
+  /** The ETag right after seeding: a row left alone still has it. */
+  readonly etag: string;
+}
+
+export interface SeededTable {
+  readonly tableName: string;
+  readonly rows: readonly SeededRow[];
+  readonly seedMs: number;
+}
+
+export const STALE_IDLE_MS = 60 * 60_000;
+
+export function planDataset(options: Pick<BenchOptions, "stale" | "fresh" | "users" | "tenants" | "workbooksPerUser">): DatasetPlan {
+  const tenants = Array.from({ length: options.tenants }, () => randomUUID());
+  const users = Array.from({ length: options.users }, (_, index) => ({ index, tenantId: tenants[index % tenants.length]!, userId: randomUUID() }));
+  const rows: PlannedRow[] = [];
+  const add = (kind: RowKind, count: number) => {
+    for (let i = 0; i < count; i++) {
+      const user = i % users.length;
+      const ordinal = Math.floor(i / users.length);
+      rows.push({ user, kind, workbook: `/drives/b!u${user}/items/wb${ordinal % options.workbooksPerUser}` });
+    }
+  };
+  const fresh = Math.ceil(options.fresh / 2);
+  add("stale", options.stale);
+  add("fresh", fresh);
+  add("closed", options.fresh - fresh);
+  return { tenants, users, rows, counts: { stale: options.stale, fresh, closed: options.fresh - fresh } };
+}
+
+/** Stale sessions per tenant and per workbook: what the Graph floor is made of. */
+export function staleLoad(plan: DatasetPlan): { perTenant: Map<string, number>; maxPerWorkbook: number } {
+  const perTenant = new Map<string, number>();
+  const perWorkbook = new Map<string, number>();
+  for (const row of plan.rows) {
+    if (row.kind !== "stale") continue;
+    const tenant = plan.users[row.user]!.tenantId;
+    perTenant.set(tenant, (perTenant.get(tenant) ?? 0) + 1);
+    const key = `${tenant}|${row.workbook}`;
+    perWorkbook.set(key, (perWorkbook.get(key) ?? 0) + 1);
+  }
+  return { perTenant, maxPerWorkbook: Math.max(0, ...perWorkbook.values()) };
+}
+
+export function tableClientFor(connectionString: string, tableName: string): TableClient {
+  return TableClient.fromConnectionString(connectionString, tableName, { allowInsecureConnection: isLoopbackEmulator(connectionString) });
+}
+
+/**
+ * A fresh table with the plan's rows: stale and fresh rows get a session opened on the Graph
+ * emulator (as their producer's createSession did), closed rows were closed and released by their
+ * producer. Assertions are the users' own, issued by the fake authority.
+ */
+export async function seedTable(env: BenchEnvironment, plan: DatasetPlan, tableName: string, options: { kinds?: readonly RowKind[] } = {}): Promise<SeededTable> {
+  const started = performance.now();
+  const client = tableClientFor(env.connectionString, tableName);
+  await client.createTable();
+  const cipher = new AssertionCipher(env.assertionKey);
+  const assertions = new Map<number, string>();
+  const assertionOf = (user: BenchUser) => {
+    let assertion = assertions.get(user.index);
+    if (!assertion) assertions.set(user.index, (assertion = env.authority.issueUserAssertion({ tenantId: user.tenantId, userId: user.userId, audience: env.clientId, lifetimeSec: 6 * 3_600 })));
+    return assertion;
+  };
+  const now = Date.now();
+  const entities: { entity: SessionEntity; seeded: Omit<SeededRow, "etag"> }[] = [];
+  for (const row of plan.rows) {
+    if (options.kinds && !options.kinds.includes(row.kind)) continue;
+    const user = plan.users[row.user]!;
+    const sessionId =
+      row.kind === "closed"
+        ? graphLikeSessionId()
+        : env.emulator.openSession({ tenantId: user.tenantId, userId: user.userId, workbook: row.workbook });
+    const keys = { partitionKey: partitionKeyFor(user.tenantId, user.userId), rowKey: rowKeyFor(sessionId) };
+    const lastActivityAt = new Date(row.kind === "fresh" ? now : now - STALE_IDLE_MS);
+    const createdAt = new Date(lastActivityAt.getTime() - 10 * 60_000);
+    const entity: SessionEntity = {
+      ...keys,
+      schemaVersion: SCHEMA_VERSION,
+      tenantId: user.tenantId,
+      userId: user.userId,
+      sessionId,
+      workbook: row.workbook,
+      persistChanges: true,
+      createdAt,
+      lastActivityAt,
+      updatedAt: lastActivityAt,
+      status: row.kind === "closed" ? "closed" : "open",
+      attempts: 0,
+      nextAttemptAt: createdAt,
+      recordedBy: "bench",
+      ...(row.kind === "closed"
+        ? { closedAt: lastActivityAt, closedBy: "producer", assertion: "" }
+        : { assertion: cipher.encrypt(assertionOf(user), keys) }),
+    };
+    entities.push({ entity, seeded: { kind: row.kind, ...keys, tenantId: user.tenantId, sessionId, workbook: row.workbook } });
+  }
+  const etags = await insertAll(client, entities.map((e) => e.entity));
+  return {
+    tableName,
+    rows: entities.map((e, i) => ({ ...e.seeded, etag: etags[i]! })),
+    seedMs: performance.now() - started,
+  };
+}
+
+/**
+ * A table of `count` stale rows over `users` users, for the dry-run memory scan: valid rows with
+ * encrypted assertions, no Graph sessions behind them (a dry run sends nothing).
+ */
+export async function seedScanTable(env: BenchEnvironment, plan: DatasetPlan, tableName: string, count: number): Promise<{ seedMs: number }> {
+  const started = performance.now();
+  const client = tableClientFor(env.connectionString, tableName);
+  await client.createTable();
+  const cipher = new AssertionCipher(env.assertionKey);
+  const lastActivityAt = new Date(Date.now() - STALE_IDLE_MS);
+  const createdAt = new Date(lastActivityAt.getTime() - 10 * 60_000);
+  // One shared assertion text per user: the ciphertext still differs per row (its IV and AAD).
+  const assertions = plan.users.map((u) => env.authority.issueUserAssertion({ tenantId: u.tenantId, userId: u.userId, audience: env.clientId, lifetimeSec: 6 * 3_600 }));
+  const batch = 20_000;
+  for (let from = 0; from < count; from += batch) {
+    const entities: SessionEntity[] = [];
+    for (let i = from; i < Math.min(count, from + batch); i++) {
+      const user = plan.users[i % plan.users.length]!;
+      const sessionId = graphLikeSessionId();
+      const keys = { partitionKey: partitionKeyFor(user.tenantId, user.userId), rowKey: rowKeyFor(sessionId) };
+      entities.push({
+        ...keys,
+        schemaVersion: SCHEMA_VERSION,
+        tenantId: user.tenantId,
+        userId: user.userId,
+        sessionId,
+        workbook: `/drives/b!u${user.index}/items/wb${Math.floor(i / plan.users.length) % 5}`,
+        persistChanges: true,
+        createdAt,
+        lastActivityAt,
+        updatedAt: lastActivityAt,
+        status: "open",
+        attempts: 0,
+        nextAttemptAt: createdAt,
+        recordedBy: "bench",
+        assertion: cipher.encrypt(assertions[user.index]!, keys),
+      });
+    }
+    await insertAll(client, entities);
+  }
+  return { seedMs: performance.now() - started };
+}
+
+/** Inserts in transactions of ≤ 100 rows of one partition, 8 at a time; returns each row's ETag. */
+async function insertAll(client: TableClient, entities: readonly SessionEntity[]): Promise<string[]> {
+  const indexed = entities.map((entity, index) => ({ entity, index }));
+  const chunks = [...groupBy(indexed, (e) => e.entity.partitionKey).values()].flatMap((group) => chunk(group, 100));
+  const etags = new Array<string>(entities.length);
+  await mapConcurrent(chunks, 8, async (items) => {
+    const actions: TransactionAction[] = items.map(({ entity }) => ["create", entity as unknown as Record<string, unknown> & { partitionKey: string; rowKey: string }]);
+    const response = await client.submitTransaction(actions);
+    items.forEach(({ index }, position) => {
+      etags[index] = response.subResponses[position]?.etag ?? "";
+    });
+  });
+  return etags;
+}
+
+/** A session id shaped like Graph's (long, with `/`, `+`, `=`, `&`). */
+function graphLikeSessionId(): string {
+  return `cluster=PS2&session=15.BENCH.A1.E1.${randomBytes(120).toString("base64")}&usid=${randomUUID()}`;
+}

@@ -1,0 +1,198 @@
+/**
+ * The bench's parameters, their defaults (sized to finish in under 3 minutes on 2 cores) and the
+ * command-line flags that set them.
+ */
+
+export interface TenantBudget {
+  requests: number;
+  windowMs: number;
+}
+
+export type Isolation = "process" | "inline";
+
+export interface BenchOptions {
+  /** Stale sessions to close (open rows idle past STALE_AFTER, their Graph sessions open). */
+  stale: number;
+  /** Rows that must be left alone: half of them fresh open rows (heartbeating), half closed by their producer. */
+  fresh: number;
+  /** Users (one partition each); their rows are spread evenly. */
+  users: number;
+  /** Tenants; users are dealt to them in turn. */
+  tenants: number;
+  /** Workbooks per user; a user's rows are spread evenly over them. */
+  workbooksPerUser: number;
+  /** Graph emulator latency per request (ms). */
+  latencyMs: number;
+  /** Per-tenant Excel budget the emulator enforces (429 + Retry-After) in the budget scenario. */
+  budget: TenantBudget;
+  /** Stale rows `naive` works through (its per-session cost is compared, not its total). */
+  naivePrefix: number;
+  /** Runs of each contender per scenario; the median wall is reported. */
+  repeats: number;
+  /** Rows of the dry-run scan whose peak RSS is measured (0: skip it). */
+  scanRows: number;
+  /**
+   * `budget`: the emulator enforces the per-tenant budget (429 + Retry-After) and the sweeper is
+   * configured with it; `unbounded`: no budget anywhere (where the floor target applies).
+   */
+  scenarios: ScenarioName[];
+  /** SWEEP_CONCURRENCY given to the sweeper; undefined: the product's default. */
+  sweepConcurrency: number | undefined;
+  /** `process`: each contender in a child process of its own (honest peak RSS); `inline`: in this process. */
+  isolation: Isolation;
+  /** Contenders to run (default all). */
+  contenders: ContenderName[];
+  /** Write a V8 CPU profile of every worker process here (`node --cpu-prof`); process isolation only. */
+  cpuProfileDir: string | undefined;
+}
+
+export const CONTENDER_NAMES = ["naive", "competent", "sweeper"] as const;
+export const SCENARIO_NAMES = ["budget", "unbounded"] as const;
+export type ScenarioName = (typeof SCENARIO_NAMES)[number];
+export type ContenderName = (typeof CONTENDER_NAMES)[number];
+
+export const DEFAULT_OPTIONS: BenchOptions = {
+  stale: 5_000,
+  fresh: 5_000,
+  users: 100,
+  tenants: 2,
+  workbooksPerUser: 5,
+  latencyMs: 30,
+  // Excel's 1,500 per 10 s per tenant scaled down to 1,000 per 10 s: at the default N each tenant
+  // needs 2,500 requests, so the budget binds for two full windows and half a third. The window
+  // stays Excel's 10 s, so the pacer's own margin (2.5% of the window, at least 250 ms) is the
+  // share it would be against real Graph, not inflated by a shortened window.
+  budget: { requests: 1_000, windowMs: 10_000 },
+  naivePrefix: 300,
+  repeats: 1,
+  scanRows: 100_000,
+  scenarios: ["budget", "unbounded"],
+  sweepConcurrency: undefined,
+  isolation: "process",
+  contenders: [...CONTENDER_NAMES],
+  cpuProfileDir: undefined,
+};
+
+export const USAGE = `npm run bench -- [flags]
+
+  --stale N            stale sessions to close                      (default ${DEFAULT_OPTIONS.stale})
+  --fresh N            rows to leave alone: half fresh, half closed  (default ${DEFAULT_OPTIONS.fresh})
+  --users N            users, one partition each                    (default ${DEFAULT_OPTIONS.users})
+  --tenants N          tenants                                      (default ${DEFAULT_OPTIONS.tenants})
+  --workbooks N        workbooks per user                           (default ${DEFAULT_OPTIONS.workbooksPerUser})
+  --latency MS         Graph emulator latency per request           (default ${DEFAULT_OPTIONS.latencyMs})
+  --budget R/W         per-tenant budget: R requests per W (ms, or 5s) (default ${DEFAULT_OPTIONS.budget.requests}/${DEFAULT_OPTIONS.budget.windowMs / 1000}s)
+  --naive-prefix N     stale rows naive works through               (default ${DEFAULT_OPTIONS.naivePrefix})
+  --repeats N          runs per contender and scenario (median)     (default ${DEFAULT_OPTIONS.repeats})
+  --scan-rows N        rows of the dry-run memory scan, 0 to skip   (default ${DEFAULT_OPTIONS.scanRows})
+  --scenarios a,b      among budget, unbounded (budget off)         (default both)
+  --concurrency N      SWEEP_CONCURRENCY for the sweeper            (default: the product's, 16)
+  --contenders a,b     among naive, competent, sweeper              (default all)
+  --cpu-prof DIR       write a CPU profile of each worker process to DIR
+  --inline             run contenders in this process (peak RSS is then the whole process's)
+  --out FILE           JSON results                                 (default bench/results/latest.json)
+  --help`;
+
+export interface CliOptions extends BenchOptions {
+  out: string | undefined;
+  help: boolean;
+}
+
+/** Parses flags; throws an Error naming every bad one. */
+export function parseBenchArgs(argv: readonly string[]): CliOptions {
+  const options: CliOptions = {
+    ...DEFAULT_OPTIONS,
+    budget: { ...DEFAULT_OPTIONS.budget },
+    contenders: [...DEFAULT_OPTIONS.contenders],
+    scenarios: [...DEFAULT_OPTIONS.scenarios],
+    out: undefined,
+    help: false,
+  };
+  const problems: string[] = [];
+  const args = [...argv];
+  const int = (flag: string, value: string | undefined, min: number): number => {
+    if (value === undefined || !/^\d+$/.test(value.replace(/_/g, "")) || Number(value.replace(/_/g, "")) < min) {
+      problems.push(`${flag} needs a whole number ≥ ${min}, got ${value === undefined ? "nothing" : JSON.stringify(value)}`);
+      return min;
+    }
+    return Number(value.replace(/_/g, ""));
+  };
+  while (args.length > 0) {
+    const arg = args.shift()!;
+    const [flag, inline] = arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
+    const value = () => inline ?? args.shift();
+    switch (flag) {
+      case "--stale":
+        options.stale = int(flag, value(), 1);
+        break;
+      case "--fresh":
+        options.fresh = int(flag, value(), 0);
+        break;
+      case "--users":
+        options.users = int(flag, value(), 1);
+        break;
+      case "--tenants":
+        options.tenants = int(flag, value(), 1);
+        break;
+      case "--workbooks":
+        options.workbooksPerUser = int(flag, value(), 1);
+        break;
+      case "--latency":
+        options.latencyMs = int(flag, value(), 0);
+        break;
+      case "--budget": {
+        const text = value();
+        const match = text === undefined ? null : /^(\d+)\/(\d+)(ms|s)?$/.exec(text);
+        if (!match) problems.push(`--budget needs R/W, e.g. 400/5s or 400/5000, got ${JSON.stringify(text)}`);
+        else options.budget = { requests: Math.max(1, Number(match[1])), windowMs: Math.max(1, Number(match[2]) * (match[3] === "s" ? 1000 : 1)) };
+        break;
+      }
+      case "--naive-prefix":
+        options.naivePrefix = int(flag, value(), 1);
+        break;
+      case "--repeats":
+        options.repeats = int(flag, value(), 1);
+        break;
+      case "--scan-rows":
+        options.scanRows = int(flag, value(), 0);
+        break;
+      case "--scenarios": {
+        const names = (value() ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+        const bad = names.filter((n) => !(SCENARIO_NAMES as readonly string[]).includes(n));
+        if (names.length === 0 || bad.length > 0) problems.push(`--scenarios takes a list of ${SCENARIO_NAMES.join(", ")}, got ${JSON.stringify(names)}`);
+        else options.scenarios = SCENARIO_NAMES.filter((n) => names.includes(n));
+        break;
+      }
+      case "--concurrency":
+        options.sweepConcurrency = int(flag, value(), 1);
+        break;
+      case "--contenders": {
+        const names = (value() ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+        const bad = names.filter((n) => !(CONTENDER_NAMES as readonly string[]).includes(n));
+        if (names.length === 0 || bad.length > 0) problems.push(`--contenders takes a list of ${CONTENDER_NAMES.join(", ")}, got ${JSON.stringify(names)}`);
+        else options.contenders = names as ContenderName[];
+        break;
+      }
+      case "--cpu-prof":
+        options.cpuProfileDir = value();
+        if (!options.cpuProfileDir) problems.push("--cpu-prof needs a directory");
+        break;
+      case "--inline":
+        options.isolation = "inline";
+        break;
+      case "--out":
+        options.out = value();
+        if (!options.out) problems.push("--out needs a file name");
+        break;
+      case "--help":
+      case "-h":
+        options.help = true;
+        break;
+      default:
+        problems.push(`unknown flag ${JSON.stringify(arg)}`);
+    }
+  }
+  if (options.users < options.tenants) problems.push("--users must be at least --tenants (every tenant needs a user)");
+  if (problems.length > 0) throw new Error(`${problems.join("\n")}\n\n${USAGE}`);
+  return options;
+}

@@ -1,0 +1,86 @@
+/** The bench's printed table and target list. */
+import type { BenchResult } from "./bench";
+import { representative, type Target } from "./targets";
+
+export function formatReport(result: BenchResult): string {
+  const { options, dataset, floors } = result;
+  const lines: string[] = [];
+  lines.push(
+    `workbook-session-sweeper bench · ${result.source.commit ? `${result.source.commit.slice(0, 7)}${result.source.srcDirty ? " + uncommitted src/ changes" : ""} · ` : ""}Node ${result.machine.node}, ${result.machine.cpus} cores · ` +
+      `${dataset.stale} stale + ${dataset.fresh} fresh + ${dataset.closed} closed rows, ${dataset.users} users, ${dataset.tenants} tenants, ` +
+      `${dataset.workbooksPerUser} workbooks/user · Graph latency ${options.latencyMs} ms · budget ${options.budget.requests}/${options.budget.windowMs / 1000} s per tenant`,
+  );
+  lines.push("");
+  const header = ["scenario", "contender", "rows", "wall", "closed/s", "ms/closed", "Graph req/closed", "429s", "storage req/closed", "peak RSS MB", "wrong rows"];
+  const table: string[][] = [header];
+  for (const scenario of ["budget", "unbounded"] as const) {
+    for (const contender of ["naive", "competent", "sweeper"] as const) {
+      const run = representative(result.runs, contender, scenario);
+      if (!run) continue;
+      table.push([
+        scenario === "budget" ? "budget on" : "budget off",
+        contender,
+        `${run.rows}${contender === "naive" ? " (prefix)" : ""}`,
+        `${(run.wallMs / 1000).toFixed(2)} s`,
+        run.closedPerSecond.toFixed(1),
+        fmt(run.msPerClosed, 2),
+        fmt(run.graphRequestsPerClosed, 3),
+        String(run.graph.throttled),
+        fmt(run.storageRequestsPerClosed, 3),
+        `${run.peakRssMb.toFixed(0)}${run.rssScope === "shared" ? "*" : ""}`,
+        run.correctness.wrongRows === 0 ? "0" : `${run.correctness.wrongRows} WRONG`,
+      ]);
+    }
+  }
+  const widths = header.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+  for (const [index, row] of table.entries()) {
+    lines.push(row.map((cell, i) => (i < 2 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  "));
+    if (index === 0) lines.push(widths.map((w) => "-".repeat(w)).join("  "));
+  }
+  if (result.runs.some((r) => r.rssScope === "shared")) lines.push("* inline run: RSS of the whole bench process, stand-ins included");
+  if (result.runs.some((r) => r.contender === "naive")) {
+    lines.push(`naive works through a prefix of ${Math.min(options.naivePrefix, dataset.stale)} of the ${dataset.stale} stale rows (one at a time); compare ms/closed, not wall.`);
+  }
+  lines.push("");
+  const g = floors.graph;
+  lines.push(
+    `Floors: Table ${(floors.table.floorMs / 1000).toFixed(2)} s (${floors.table.rowWrites} row writes in ${floors.table.transactions} transactions; scan ${(floors.table.scanMs / 1000).toFixed(2)} s)` +
+      (g.budget ? ` · Graph, budget on ${(g.budget.floorMs / 1000).toFixed(2)} s` : "") +
+      (g.unbounded ? ` · Graph, budget off ${(g.unbounded.floorMs / 1000).toFixed(2)} s (busiest workbook)` : ""),
+  );
+  const trips = floors.graphRoundTrips;
+  lines.push(
+    `Graph round trips alone on this machine (plain fetch, ${trips.parallel} workbooks at once, no ledger): ${trips.closed} closes in ${(trips.closeMs / 1000).toFixed(2)} s ` +
+      `(${((trips.closed / trips.closeMs) * 1000).toFixed(0)}/s)`,
+  );
+  for (const run of result.runs.filter((r) => r.contender === "sweeper")) {
+    const floor = Math.max(floors.table.floorMs, g[run.scenario]?.floorMs ?? 0);
+    const tenants = Object.values(run.graph.perTenant).map((t) => (t.budgetUtilization === null ? "n/a" : t.budgetUtilization.toFixed(3)));
+    lines.push(
+      `sweeper, ${run.scenario === "budget" ? "budget on" : "budget off"}${result.options.repeats > 1 ? ` #${run.repeat}` : ""}: wall ÷ max(floors) = ${(run.wallMs / floor).toFixed(2)}` +
+        (run.scenario === "budget" ? ` · budget utilization per tenant ${tenants.join(", ")}` : "") +
+        ` · ${run.graph.meanInFlight.toFixed(1)} Graph requests in flight on average · ${run.graph.tokenRequests} token requests · requests overlapping on a workbook: ${run.graph.workbookOverlaps.count}` +
+        (run.graph.workbookOverlaps.count > 0 ? ` (longest ${run.graph.workbookOverlaps.maxOverlapMs} ms${run.graph.workbookOverlaps.maxOverlapMs < 5 ? ": the emulator's bookkeeping, not a real overlap" : ""})` : ""),
+    );
+  }
+  if (result.scan) lines.push(`Dry-run scan of ${result.scan.rows} rows: ${(result.scan.wallMs / 1000).toFixed(2)} s, ${result.scan.storage.queries} pages, peak RSS ${result.scan.peakRssMb.toFixed(0)} MB (${result.scan.rssScope}${result.scan.workerBaselineRssMb !== null ? `; an idle worker process: ${result.scan.workerBaselineRssMb.toFixed(0)} MB` : ""})`);
+  if (result.idle) lines.push(`Idle sweep: ${result.idle.storage.total} storage request(s) (${result.idle.storage.queries} queries), ${result.idle.graphRequests} Graph request(s), ${result.idle.tokenRequests} token request(s)`);
+  lines.push("");
+  lines.push("Targets:");
+  for (const [name, target] of Object.entries(result.targets) as [string, Target<unknown>][]) {
+    const mark = target.met === null ? "n/a " : target.met ? "met " : "MISS";
+    lines.push(`  [${mark}] ${name.padEnd(20)} ${showValue(target.value).padEnd(36)} target ${target.target}${target.note ? `  (${target.note})` : ""}`);
+  }
+  return lines.join("\n");
+}
+
+function fmt(value: number, digits: number): string {
+  return Number.isFinite(value) ? value.toFixed(digits) : "—";
+}
+
+function showValue(value: unknown): string {
+  if (value === null || value === undefined) return "—";
+  if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toFixed(3);
+  if (typeof value === "object") return Object.entries(value).map(([k, v]) => `${k} ${showValue(v)}`).join(", ");
+  return String(value);
+}

@@ -1,0 +1,49 @@
+/**
+ * `npm run bench`: parses flags, makes a certificate for the https stand-ins and re-runs itself in
+ * a child process that trusts it (NODE_EXTRA_CA_CERTS is read only at process start), runs the
+ * bench, prints the table and writes bench/results/latest.json.
+ */
+import { spawn } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { makeTestCertificate } from "../test/support/certificate";
+import { runBench } from "./bench";
+import { parseBenchArgs, USAGE } from "./options";
+import { formatReport } from "./report";
+
+async function main(): Promise<void> {
+  let options;
+  try {
+    options = parseBenchArgs(process.argv.slice(2));
+  } catch (error) {
+    console.error((error as Error).message);
+    process.exit(2);
+  }
+  if (options.help) {
+    console.log(USAGE);
+    return;
+  }
+  if (!process.env.WSS_BENCH_CERT_DIR) {
+    const certificate = makeTestCertificate();
+    const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+      stdio: "inherit",
+      env: { ...process.env, NODE_EXTRA_CA_CERTS: certificate.caBundlePath, WSS_BENCH_CERT_DIR: certificate.dir },
+    });
+    child.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+    return;
+  }
+
+  const { out, help: _help, ...benchOptions } = options;
+  const result = await runBench({ ...benchOptions, certificateDir: process.env.WSS_BENCH_CERT_DIR, log: (line) => console.log(line) });
+  console.log("");
+  console.log(formatReport(result));
+  const file = resolve(out ?? join(__dirname, "results", "latest.json"));
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, `${JSON.stringify(result, (_key, value: unknown) => (value === Infinity ? null : value), 2)}\n`);
+  console.log(`\nRaw figures and targets: ${file}`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? (error.stack ?? error.message) : error);
+  process.exit(1);
+});

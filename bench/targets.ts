@@ -1,0 +1,102 @@
+/**
+ * The issue's targets, measured (never asserted in tests): each with the measured value, the
+ * target, and whether it is met (null when the run did not measure it).
+ */
+import type { BenchResult, ContenderRun, IdleResult, ScanResult, ScenarioName } from "./bench";
+import type { ContenderName } from "./options";
+
+export interface Target<V = number | null> {
+  value: V;
+  target: string;
+  met: boolean | null;
+  note?: string;
+}
+
+export interface Targets {
+  /** Sweeper, budget scenario: how full it kept the tenant budget (worst tenant). */
+  budgetUtilization: Target;
+  /** Sweeper, budget scenario: share of its Graph requests answered 429. */
+  throttledShare: Target;
+  /** Sweeper, budget off: wall ÷ max(Graph floor, Table floor). */
+  wallOverFloor: Target & { wallMs: number | null; floorMs: number | null };
+  /** Per closed session: naive's time ÷ the sweeper's. */
+  vsNaive: Target & { scenario: ScenarioName | null; byScenario: Partial<Record<ScenarioName, number | null>> };
+  /** Per closed session: competent's time ÷ the sweeper's. */
+  vsCompetent: Target & { scenario: ScenarioName | null; byScenario: Partial<Record<ScenarioName, number | null>> };
+  scanPeakRssMb: Target;
+  idleStorageRequests: Target;
+  idleGraphRequests: Target;
+  /** Rows left in a wrong state, per contender, over all its runs; the target is the sweeper's 0. */
+  wrongRows: Target<Partial<Record<ContenderName, number>>>;
+}
+
+/** The run whose time per closed session is the median of its repeats. */
+export function representative(runs: readonly ContenderRun[], contender: ContenderName, scenario: ScenarioName): ContenderRun | undefined {
+  const matching = runs.filter((r) => r.contender === contender && r.scenario === scenario).sort((a, b) => a.msPerClosed - b.msPerClosed);
+  return matching[Math.floor((matching.length - 1) / 2)];
+}
+
+export function evaluateTargets(input: { runs: ContenderRun[]; floors: BenchResult["floors"]; scan?: ScanResult; idle?: IdleResult }): Targets {
+  const { runs, floors, scan, idle } = input;
+  const sweeperBudget = representative(runs, "sweeper", "budget");
+  const sweeperFree = representative(runs, "sweeper", "unbounded");
+  const naive = representative(runs, "naive", "budget") ?? representative(runs, "naive", "unbounded");
+
+  const utilizations = sweeperBudget ? Object.values(sweeperBudget.graph.perTenant).map((t) => t.budgetUtilization) : [];
+  const utilization = utilizations.length > 0 && utilizations.every((u) => u !== null) ? Math.min(...(utilizations as number[])) : null;
+  const throttled = sweeperBudget && sweeperBudget.graph.requests > 0 ? sweeperBudget.graph.throttled / sweeperBudget.graph.requests : null;
+
+  const floorFree = floors.graph.unbounded ? Math.max(floors.graph.unbounded.floorMs, floors.table.floorMs) : null;
+  const wallOverFloor = sweeperFree && floorFree ? sweeperFree.wallMs / floorFree : null;
+
+  const ratio = (other: ContenderRun | undefined, sweeper: ContenderRun | undefined) =>
+    other && sweeper && Number.isFinite(other.msPerClosed) && Number.isFinite(sweeper.msPerClosed) ? other.msPerClosed / sweeper.msPerClosed : null;
+  const primary: ScenarioName | null = sweeperFree ? "unbounded" : sweeperBudget ? "budget" : null;
+  const vsNaive = { ...(sweeperBudget && { budget: ratio(naive, sweeperBudget) }), ...(sweeperFree && { unbounded: ratio(naive, sweeperFree) }) };
+  const vsCompetent = {
+    ...(sweeperBudget && { budget: ratio(representative(runs, "competent", "budget"), sweeperBudget) }),
+    ...(sweeperFree && { unbounded: ratio(representative(runs, "competent", "unbounded"), sweeperFree) }),
+  };
+
+  const wrong: Partial<Record<ContenderName, number>> = {};
+  for (const run of runs) wrong[run.contender] = (wrong[run.contender] ?? 0) + run.correctness.wrongRows;
+
+  const atLeast = (value: number | null, min: number) => (value === null ? null : value >= min);
+  const atMost = (value: number | null, max: number) => (value === null ? null : value <= max);
+  return {
+    budgetUtilization: {
+      value: utilization,
+      target: ">= 0.95",
+      met: atLeast(utilization, 0.95),
+      ...(utilization === null && sweeperBudget && { note: "the budget never filled a window: it did not bind" }),
+    },
+    throttledShare: { value: throttled, target: "<= 0.01", met: atMost(throttled, 0.01) },
+    wallOverFloor: {
+      value: wallOverFloor,
+      target: "<= 1.3",
+      met: atMost(wallOverFloor, 1.3),
+      wallMs: sweeperFree?.wallMs ?? null,
+      floorMs: floorFree,
+      note: "budget off; floor = max(Graph floor, Table floor)",
+    },
+    vsNaive: {
+      value: primary ? (vsNaive[primary] ?? null) : null,
+      target: ">= 50",
+      met: atLeast(primary ? (vsNaive[primary] ?? null) : null, 50),
+      scenario: primary,
+      byScenario: vsNaive,
+      note: "time per closed session; naive runs once, on a prefix, in the first scenario (one at a time, it never reaches the budget)",
+    },
+    vsCompetent: {
+      value: primary ? (vsCompetent[primary] ?? null) : null,
+      target: ">= 3",
+      met: atLeast(primary ? (vsCompetent[primary] ?? null) : null, 3),
+      scenario: primary,
+      byScenario: vsCompetent,
+    },
+    scanPeakRssMb: { value: scan?.peakRssMb ?? null, target: "<= 150", met: atMost(scan?.peakRssMb ?? null, 150), ...(scan && { note: `${scan.rows} rows, RSS scope: ${scan.rssScope}` }) },
+    idleStorageRequests: { value: idle?.storage.total ?? null, target: "== 1", met: idle ? idle.storage.total === 1 : null },
+    idleGraphRequests: { value: idle?.graphRequests ?? null, target: "== 0", met: idle ? idle.graphRequests === 0 : null },
+    wrongRows: { value: wrong, target: "sweeper == 0", met: wrong.sweeper === undefined ? null : wrong.sweeper === 0 },
+  };
+}

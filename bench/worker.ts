@@ -1,0 +1,154 @@
+/**
+ * Runs one contender job and measures it: wall time, storage requests (counted by a pipeline
+ * policy on its table client) and peak RSS. In `process` isolation the job runs in a child
+ * process of its own (this file is its entry point), so its peak RSS is its own and not the
+ * stand-ins'; `inline` runs it here and samples this process's RSS while it runs.
+ */
+import { fork } from "node:child_process";
+import { join } from "node:path";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { CONTENDERS, type ContenderOutcome, type JobName } from "./contenders";
+import type { Isolation } from "./options";
+
+export interface JobRequest {
+  job: JobName;
+  settings: Record<string, string>;
+  limit?: number;
+  parallel?: number;
+}
+
+export interface StorageCounts {
+  total: number;
+  /** Filtered scans and listings (GET on the table with a query), one per page. */
+  queries: number;
+  /** Point reads (GET of one entity). */
+  reads: number;
+  /** Single-entity writes (Merge, Replace, insert, delete). */
+  writes: number;
+  /** Entity-group transactions (POST $batch), however many rows each carries. */
+  transactions: number;
+}
+
+export interface JobResult {
+  outcome: ContenderOutcome;
+  wallMs: number;
+  storage: StorageCounts;
+  peakRssBytes: number;
+  /** CPU time (user + system) the process running the job spent on it. */
+  cpuMs: number;
+  /** Event-loop delay while the job ran (ms): how long ready work waited for the loop (a busy loop delays every request). */
+  eventLoopDelayMs: { mean: number; p99: number; max: number };
+  /** Heap in use after a full GC at the end (child processes started with --expose-gc only): what the job kept alive. */
+  liveHeapBytesAfterGc?: number;
+  /** `process`: the child's own peak RSS over its life (getrusage); `shared`: sampled in the bench process, stand-ins included. */
+  rssScope: "process" | "shared";
+}
+
+export function emptyStorageCounts(): StorageCounts {
+  return { total: 0, queries: 0, reads: 0, writes: 0, transactions: 0 };
+}
+
+export function countStorageRequest(counts: StorageCounts, request: { method: string; url: string }): void {
+  counts.total++;
+  const path = new URL(request.url).pathname;
+  if (request.method === "POST" && path.endsWith("/$batch")) counts.transactions++;
+  else if (request.method === "GET" && /\(\s*PartitionKey=/.test(decodeURIComponent(path))) counts.reads++;
+  else if (request.method === "GET") counts.queries++;
+  else counts.writes++;
+}
+
+/** Runs the job in this process, sampling RSS while it runs. */
+export async function runJobInline(request: JobRequest): Promise<JobResult> {
+  const storage = emptyStorageCounts();
+  let peak = process.memoryUsage().rss;
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }, 20);
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
+  const started = performance.now();
+  const cpu = process.cpuUsage();
+  try {
+    const outcome = await CONTENDERS[request.job]({
+      settings: request.settings,
+      onStorageRequest: (r) => countStorageRequest(storage, r),
+      ...(request.limit !== undefined && { limit: request.limit }),
+      ...(request.parallel !== undefined && { parallel: request.parallel }),
+    });
+    const wallMs = performance.now() - started;
+    peak = Math.max(peak, process.memoryUsage().rss);
+    const used = process.cpuUsage(cpu);
+    loop.disable();
+    const eventLoopDelayMs = { mean: loop.mean / 1e6, p99: loop.percentile(99) / 1e6, max: loop.max / 1e6 };
+    return { outcome, wallMs, storage, peakRssBytes: peak, cpuMs: (used.user + used.system) / 1000, eventLoopDelayMs, rssScope: "shared" };
+  } finally {
+    loop.disable();
+    clearInterval(sampler);
+  }
+}
+
+/** Runs the job in a child process (Node with tsx, this file as entry), which exits after it. */
+export interface ChildOptions {
+  /** Write a V8 CPU profile of the child here. */
+  cpuProfileDir?: string;
+  /** More Node flags for the child (e.g. `--max-old-space-size=96`). */
+  nodeArgs?: string[];
+}
+
+export function runJobInChild(request: JobRequest, options: ChildOptions = {}): Promise<JobResult> {
+  return new Promise((resolve, reject) => {
+    const child = fork(join(__dirname, "worker.ts"), [], {
+      // tsx's CommonJS hook only (the package is CommonJS): `--import tsx` would add an off-thread
+      // ESM loader, ~30 MB of RSS that is the bench's, not the contender's.
+      execArgv: [
+        "--require",
+        require.resolve("tsx/cjs"),
+        ...(options.cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`, `--cpu-prof-name=${request.job}-${Date.now()}.cpuprofile`] : []),
+        ...(options.nodeArgs ?? []),
+      ],
+      cwd: join(__dirname, ".."),
+      env: { ...process.env, WSS_BENCH_WORKER: "1" },
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+      serialization: "advanced",
+    });
+    let settled = false;
+    child.on("message", (message: { ok: true; result: JobResult } | { ok: false; error: string }) => {
+      settled = true;
+      if (message.ok) resolve(message.result);
+      else reject(new Error(`bench worker (${request.job}) failed: ${message.error}`));
+    });
+    child.on("error", (error) => {
+      if (!settled) reject(error);
+      settled = true;
+    });
+    child.on("exit", (code, signal) => {
+      if (!settled) reject(new Error(`bench worker (${request.job}) exited with ${signal ?? code} before answering`));
+      settled = true;
+    });
+    child.send(request);
+  });
+}
+
+export function runJob(request: JobRequest, isolation: Isolation, options: ChildOptions = {}): Promise<JobResult> {
+  return isolation === "process" ? runJobInChild(request, options) : runJobInline(request);
+}
+
+async function workerMain(): Promise<void> {
+  const request = await new Promise<JobRequest>((resolve) => process.once("message", (m) => resolve(m as JobRequest)));
+  try {
+    const result = await runJobInline(request);
+    // getrusage's maxrss: the most this process ever had resident, module loading included.
+    result.peakRssBytes = Math.max(result.peakRssBytes, process.resourceUsage().maxRSS * 1024);
+    result.rssScope = "process";
+    const gc = (globalThis as { gc?: () => void }).gc;
+    if (gc) {
+      gc();
+      result.liveHeapBytesAfterGc = process.memoryUsage().heapUsed;
+    }
+    process.send!({ ok: true, result }, () => process.exit(0));
+  } catch (error) {
+    process.send!({ ok: false, error: error instanceof Error ? `${error.name}: ${error.message}` : String(error) }, () => process.exit(1));
+  }
+}
+
+if (process.env.WSS_BENCH_WORKER === "1" && require.main === module) void workerMain();

@@ -1,0 +1,57 @@
+/**
+ * The bench (npm run bench) on a tiny data set, so its code cannot rot: every contender runs
+ * against the real https stand-ins and Azurite, and every row must end as it should. Timings and
+ * targets are not checked here; the bench measures them.
+ */
+import { describe, expect, inject, it } from "vitest";
+import { runBench, type BenchResult } from "../bench/bench";
+import { formatReport } from "../bench/report";
+import { runJobInChild } from "../bench/worker";
+
+describe("bench", () => {
+  let result: BenchResult;
+
+  it("runs every contender on a tiny data set and leaves every row right", { timeout: 60_000 }, async () => {
+    result = await runBench({
+      certificateDir: inject("testCertificateDir"),
+      connectionString: inject("storageConnectionString"),
+      stale: 40,
+      fresh: 20,
+      users: 4,
+      tenants: 2,
+      workbooksPerUser: 2,
+      latencyMs: 2,
+      budget: { requests: 15, windowMs: 1_000 },
+      naivePrefix: 10,
+      scanRows: 300,
+      isolation: "inline",
+    });
+
+    const runs = result.runs.map((r) => `${r.scenario}/${r.contender}`);
+    expect(runs).toEqual(["budget/naive", "budget/competent", "budget/sweeper", "unbounded/competent", "unbounded/sweeper"]);
+    for (const run of result.runs) {
+      expect(run.correctness, `${run.scenario}/${run.contender}: ${run.correctness.examples.join("; ")}`).toMatchObject({ checked: 60, wrongRows: 0 });
+      expect(run.closed).toBe(run.contender === "naive" ? 10 : 40);
+      expect(run.storage.total).toBeGreaterThan(0);
+    }
+    // The emulator enforced the budget, and the sweeper kept under it.
+    const sweeper = result.runs.find((r) => r.scenario === "budget" && r.contender === "sweeper")!;
+    for (const tenant of Object.values(sweeper.graph.perTenant)) expect(tenant.maxInWindow).toBeLessThanOrEqual(15);
+
+    expect(result.idle).toMatchObject({ graphRequests: 0 });
+    expect(result.scan).toMatchObject({ rows: 300, scanned: 300 });
+    expect(result.floors.graphRoundTrips.closed).toBe(40);
+    expect(result.floors.table.rowWrites).toBe(80);
+    expect(Object.keys(result.targets).sort()).toEqual(
+      ["budgetUtilization", "idleGraphRequests", "idleStorageRequests", "scanPeakRssMb", "throttledShare", "vsCompetent", "vsNaive", "wallOverFloor", "wrongRows"].sort(),
+    );
+    expect(result.targets.wrongRows.value).toEqual({ naive: 0, competent: 0, sweeper: 0 });
+    expect(formatReport(result)).toContain("Targets:");
+  });
+
+  it("runs a job in a worker process of its own and reports that process's RSS", { timeout: 30_000 }, async () => {
+    const job = await runJobInChild({ job: "baseline", settings: {} });
+    expect(job.rssScope).toBe("process");
+    expect(job.peakRssBytes).toBeGreaterThan(10 * 2 ** 20);
+  });
+});
