@@ -4,6 +4,7 @@ import type { SessionRecord } from "../ledger/models";
 import { backoffMs, type CloseOutcome } from "../graph/CloseOutcome";
 import { AssertionCipher, AssertionDecryptionError } from "./AssertionCipher";
 import { classifyAuthorityError } from "./authorityErrors";
+import { ReusedTokenCredential } from "./ReusedTokenCredential";
 
 export type ClientCredential = { kind: "secret"; secret: string } | { kind: "certificate"; certificatePath: string };
 
@@ -136,7 +137,7 @@ export class DelegatedCredentials {
       return { ok: false, outcome: classifyAuthorityError(error, { now: this.clock(), retryAfterMs: backoffMs(row.attempts) }) };
     }
     if (!token) return { ok: false, outcome: { kind: "retry", retryAt: this.later(row), cooldown: false, code: "noToken", message: "The authority returned no token." } };
-    return { ok: true, credential };
+    return { ok: true, credential: new ReusedTokenCredential(credential, token) };
   }
 
   private later(row: SessionRecord): Date {
