@@ -6,11 +6,10 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { HttpRequest, InvocationContext, type Timer } from "@azure/functions";
 import { QueueClient } from "@azure/storage-queue";
 import { SessionNotFoundError, ValidationError, type SweepSummary } from "../src";
 import { HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
-import { captureLog } from "./support/secretScan";
+import { invocation, postSweep, timerInfo } from "./support/functionsHost";
 
 type Handlers = {
   purgeTimer: typeof import("../functions/purgeTimer").purgeTimer;
@@ -45,35 +44,6 @@ beforeEach(() => {
   cloud.authority.reset();
 });
 
-interface LogLine {
-  level: string;
-  args: unknown[];
-}
-
-function invocation(functionName: string, extra: Partial<ConstructorParameters<typeof InvocationContext>[0]> = {}): { context: InvocationContext; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const context = new InvocationContext({
-    functionName,
-    invocationId: `test-${Math.random().toString(36).slice(2)}`,
-    logHandler: (level, ...args) => {
-      lines.push({ level, args });
-      captureLog(level, ...args);
-    },
-    ...extra,
-  });
-  return { context, lines };
-}
-
-const timer = (isPastDue: boolean): Timer => ({
-  isPastDue,
-  schedule: { adjustForDST: true },
-  scheduleStatus: { last: "2026-11-23T12:00:00Z", next: "2026-11-23T12:01:00Z", lastUpdated: "2026-11-23T12:00:00Z" },
-});
-
-function post(body: string | undefined, headers: Record<string, string> = { "content-type": "application/json" }): HttpRequest {
-  return new HttpRequest({ method: "POST", url: "http://localhost:7071/api/sweep", headers, ...(body !== undefined && { body: { string: body } }) });
-}
-
 describe("timer trigger", () => {
   it("sweeps, logs one summary line, and says when the run is past due", async () => {
     const user = newUserId();
@@ -81,7 +51,7 @@ describe("timer trigger", () => {
     const live = await table.openSession({ userId: user, workbook: "/drives/d/items/t2", idleMinutes: 0 });
     const { context, lines } = invocation("sweepTimer");
 
-    await handlers.sweepTimer(timer(true), context);
+    await handlers.sweepTimer(timerInfo(true), context);
 
     expect(cloud.emulator.sessionState(stale.sessionId)).toBe("closed");
     expect(cloud.emulator.sessionState(live.sessionId)).toBe("open");
@@ -100,7 +70,7 @@ describe("purge timer", () => {
     const broken = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/p2", idleMinutes: 0 });
     await table.services.ledger.client.updateEntity({ partitionKey: broken.row.partitionKey, rowKey: broken.row.rowKey, status: "OPEN" }, "Merge");
     const { context, lines } = invocation("purgeTimer");
-    await handlers.purgeTimer(timer(false), context);
+    await handlers.purgeTimer(timerInfo(false), context);
     expect(lines.find((l) => l.args[0] === "Malformed ledger rows marked failed")?.level).toBe("warning");
     expect(lines.at(-1)?.args[1]).toMatchObject({ malformed: 1 });
     expect(await table.services.ledger.client.getEntity(broken.row.partitionKey, broken.row.rowKey)).toMatchObject({ status: "failed", lastErrorCode: "MalformedRow" });
@@ -113,19 +83,19 @@ describe("HTTP manual sweep", () => {
   it("answers 200 with the summary as JSON", async () => {
     const stale = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/h1" });
     const { context } = invocation("sweep");
-    const response = await handlers.sweepHttp(post(JSON.stringify({ dryRun: true, olderThan: "PT5M", limit: 10 })), context);
+    const response = await handlers.sweepHttp(postSweep(JSON.stringify({ dryRun: true, olderThan: "PT5M", limit: 10 })), context);
     expect(response.status).toBe(200);
     const summary = response.jsonBody as SweepSummary;
     expect(summary).toMatchObject({ dryRun: true, stale: 1, closed: 0 });
     expect(summary.candidates?.[0]?.sessionIdPrefix).toBe(stale.sessionId.slice(0, 24));
     expect(cloud.emulator.requests).toHaveLength(0);
 
-    const real = await handlers.sweepHttp(post(JSON.stringify({ userId: stale.row.userId })), invocation("sweep").context);
+    const real = await handlers.sweepHttp(postSweep(JSON.stringify({ userId: stale.row.userId })), invocation("sweep").context);
     expect(real).toMatchObject({ status: 200, jsonBody: { closed: 1 } });
   });
 
   it("treats an empty body as a default sweep", async () => {
-    const response = await handlers.sweepHttp(post(undefined, {}), invocation("sweep").context);
+    const response = await handlers.sweepHttp(postSweep(undefined, {}), invocation("sweep").context);
     expect(response.status).toBe(200);
   });
 
@@ -143,7 +113,7 @@ describe("HTTP manual sweep", () => {
     ["an oversize body", JSON.stringify({ dryRun: true, pad: "x".repeat(10_000) }), /larger than 4096 bytes/],
   ])("answers 400 with the reasons for %s", async (_name, body, reason) => {
     const { context } = invocation("sweep");
-    const response = await handlers.sweepHttp(post(body), context);
+    const response = await handlers.sweepHttp(postSweep(body), context);
     expect(response.status).toBe(400);
     const error = (response.jsonBody as { error: { code: string; problems: string[] } }).error;
     expect(error.code).toBe("InvalidInput");
@@ -152,7 +122,7 @@ describe("HTTP manual sweep", () => {
   });
 
   it("lists every problem at once", async () => {
-    const response = await handlers.sweepHttp(post(JSON.stringify({ dryRun: 1, limit: "ten", extra: 1 })), invocation("sweep").context);
+    const response = await handlers.sweepHttp(postSweep(JSON.stringify({ dryRun: 1, limit: "ten", extra: 1 })), invocation("sweep").context);
     expect((response.jsonBody as { error: { problems: string[] } }).error.problems).toHaveLength(3);
   });
 });

@@ -1,15 +1,12 @@
 /**
- * Helpers shared by the reliability suites (test/reliability.*.test.ts): invoking the function
- * handlers as the host does, reading raw ledger entities, checking that rows are consistent and
+ * Helpers shared by the reliability suites (test/reliability.*.test.ts): reading raw ledger entities, checking that rows are consistent and
  * that nothing is `closed` without Graph's 204, and a TCP proxy that can cut storage off.
  */
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { expect } from "vitest";
-import { HttpRequest, InvocationContext, type Timer } from "@azure/functions";
 import type { TableClient, TableEntityResult } from "@azure/data-tables";
 import { SESSION_STATUSES } from "../../src";
 import type { RecordedRequest } from "./graphEmulator";
-import { captureLog } from "./secretScan";
 
 /** `SOAK=1`: larger random samples and more rounds (npm run test:soak). */
 export const SOAK = Boolean(process.env.SOAK);
@@ -19,43 +16,7 @@ export function sampleSize(ci: number, soak: number): number {
   return SOAK ? soak : ci;
 }
 
-export interface LogLine {
-  level: string;
-  args: unknown[];
-}
-
-/** An InvocationContext as the host makes one; its log lines are kept and fed to the secret scan. */
-export function invocation(
-  functionName: string,
-  extra: Partial<ConstructorParameters<typeof InvocationContext>[0]> = {},
-): { context: InvocationContext; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const context = new InvocationContext({
-    functionName,
-    invocationId: `test-${Math.random().toString(36).slice(2)}`,
-    logHandler: (level, ...args) => {
-      lines.push({ level, args });
-      captureLog(level, ...args);
-    },
-    ...extra,
-  });
-  return { context, lines };
-}
-
-export const timerInfo = (isPastDue = false): Timer => ({
-  isPastDue,
-  schedule: { adjustForDST: true },
-  scheduleStatus: { last: "2026-11-23T12:00:00Z", next: "2026-11-23T12:01:00Z", lastUpdated: "2026-11-23T12:00:00Z" },
-});
-
-export function postSweep(body: string | Uint8Array | undefined, headers: Record<string, string> = { "content-type": "application/json" }): HttpRequest {
-  return new HttpRequest({
-    method: "POST",
-    url: "http://localhost:7071/api/sweep",
-    headers,
-    ...(body !== undefined && { body: typeof body === "string" ? { string: body } : { bytes: body } }),
-  });
-}
+export { invocation, timerInfo, postSweep, type LogLine } from "./functionsHost";
 
 export type RawEntity = TableEntityResult<Record<string, unknown>>;
 
