@@ -14,7 +14,7 @@ export {
   ConcurrentUpdateError,
   MalformedRowError,
 } from "./errors";
-export { parseDuration, formatDuration } from "./utils/duration";
+export { parseDuration } from "./utils/duration";
 export { createSweeperServices, type SweeperServices, type SweeperServicesOptions } from "./createSweeper";
 export { Sweeper, describeFault, type SweeperSettings, type SweepLogger, type RunOptions } from "./sweep/Sweeper";
 export type { SweepRequest, SweepSummary, SweepCandidate } from "./sweep/models";

@@ -106,11 +106,8 @@ export class SessionLedger {
    * producer touched or another sweeper claimed in the meantime is `{ claimed: false }`.
    */
   async claim(row: SessionRecord, options: { leaseMs: number; now?: Date }): Promise<ClaimResult> {
-    const now = options.now ?? this.clock();
-    const columns = { status: "closing", leaseUntil: new Date(now.getTime() + options.leaseMs), attempts: row.attempts + 1, updatedAt: now };
-    const result = await mergeIfUnchanged(this.client, { partitionKey: row.partitionKey, rowKey: row.rowKey, ...columns }, row.etag);
-    if (!result.written) return { claimed: false, reason: result.reason };
-    return { claimed: true, row: { ...row, ...columns, status: "closing", etag: result.etag } };
+    const [result] = await this.claimMany([row], options);
+    return result!;
   }
 
   /**

@@ -40,7 +40,7 @@ export class OutcomeWriter {
     let buffer = this.buffers.get(row.partitionKey);
     if (!buffer) this.buffers.set(row.partitionKey, (buffer = []));
     buffer.push({ row, transition });
-    if (buffer.length >= MAX_TRANSACTION_ROWS) this.write(row.partitionKey);
+    if (buffer.length >= MAX_TRANSACTION_ROWS) this.writePartition(row.partitionKey);
     else this.timer ??= setTimeout(() => this.writeAll(), this.maxDelayMs);
   }
 
@@ -53,15 +53,11 @@ export class OutcomeWriter {
   private writeAll(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    for (const partition of [...this.buffers.keys()]) this.write(partition);
+    for (const partition of [...this.buffers.keys()]) this.writePartition(partition);
   }
 
   /** Writes what waits for this partition now (its last row under way has finished). */
   writePartition(partition: string): void {
-    this.write(partition);
-  }
-
-  private write(partition: string): void {
     const items = this.buffers.get(partition);
     this.buffers.delete(partition);
     if (!items || items.length === 0) return;

@@ -83,11 +83,6 @@ export class WorkbookScheduler<T extends ScheduledItem> {
     return this.reachedDeadline;
   }
 
-  /** Items waiting to start. */
-  get pending(): number {
-    return this.queued;
-  }
-
   /**
    * When Graph has asked `tenant` to wait longer than this sweep should hold rows for it (a long
    * cooldown, or one past the deadline): the end of the wait; otherwise undefined.

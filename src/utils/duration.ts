@@ -22,18 +22,3 @@ export function parseDuration(text: string): number | undefined {
 export function secondsToMs(seconds: unknown): number | undefined {
   return typeof seconds === "number" && Number.isFinite(seconds) && seconds >= 0 ? Math.round(seconds * 1000) : undefined;
 }
-
-/** `600000` → `PT10M`, for messages and summaries. */
-export function formatDuration(ms: number): string {
-  if (ms === 0) return "PT0S";
-  let rest = Math.round(ms);
-  const parts: string[] = [];
-  const hours = Math.floor(rest / 3_600_000);
-  rest -= hours * 3_600_000;
-  const minutes = Math.floor(rest / 60_000);
-  rest -= minutes * 60_000;
-  if (hours) parts.push(`${hours}H`);
-  if (minutes) parts.push(`${minutes}M`);
-  if (rest) parts.push(`${rest / 1000}S`);
-  return `PT${parts.join("")}`;
-}
