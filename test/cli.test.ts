@@ -6,11 +6,11 @@ import { spawn } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { partitionKeyFor, rowKeyFor, createLedgerTableClient, type SessionRecord, type SweepSummary } from "../src";
 import { main, type CliIo } from "../src/cli";
 import { mapConcurrent } from "../src/utils/concurrency";
-import { HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { captureLog } from "./support/secretScan";
 
 const ROOT = resolve(__dirname, "..");
@@ -19,18 +19,13 @@ const LAUNCHER = join(ROOT, "bin", "workbook-session-sweeper.js");
 let cloud: CloudFixture;
 let workDir: string;
 
-beforeAll(async () => {
-  cloud = await startCloudFixture();
+useCloudFixture((started) => (cloud = started));
+beforeAll(() => {
   // No local.settings.json here unless a test writes one.
   workDir = mkdtempSync(join(tmpdir(), "wss-cli-"));
 });
-afterAll(async () => {
-  await cloud?.close();
+afterAll(() => {
   if (workDir) rmSync(workDir, { recursive: true, force: true });
-});
-beforeEach(() => {
-  cloud.emulator.reset();
-  cloud.authority.reset();
 });
 
 interface Run {

@@ -1,21 +1,14 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { ClientSecretCredential } from "@azure/identity";
 import { closeRecordedSession, WorkbookSessionCloser, type SessionRecord, type WorkbookLocation } from "../src";
-import { CLIENT_ID, HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { GRAPH_RESOURCE } from "./support/fakeAuthority";
 
 let cloud: CloudFixture;
 let table: TableFixture;
 
-beforeAll(async () => {
-  cloud = await startCloudFixture();
-});
-afterAll(async () => {
-  await cloud?.close();
-});
+useCloudFixture((started) => (cloud = started));
 beforeEach(async () => {
-  cloud.emulator.reset();
-  cloud.authority.reset();
   table = await cloud.newTable();
 });
 

@@ -5,10 +5,10 @@
  */
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { QueueClient } from "@azure/storage-queue";
 import { SessionNotFoundError, ValidationError, type SweepSummary } from "../src";
-import { HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { installAppSettings, useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { invocation, postSweep, timerInfo } from "./support/functionsHost";
 
 type Handlers = {
@@ -24,24 +24,15 @@ let handlers: Handlers;
 let settings: Record<string, string | undefined>;
 const queueName = `close-${Math.random().toString(36).slice(2, 10)}`;
 
+useCloudFixture((started) => (cloud = started));
 beforeAll(async () => {
-  cloud = await startCloudFixture();
-  table = await cloud.newTable({ CLOSE_QUEUE: queueName });
-  settings = cloud.settings({ SESSIONS_TABLE: table.tableName, CLOSE_QUEUE: queueName });
-  Object.assign(process.env, settings);
+  ({ table, settings } = await installAppSettings(cloud, { CLOSE_QUEUE: queueName }));
   handlers = {
     purgeTimer: (await import("../functions/purgeTimer")).purgeTimer,
     sweepTimer: (await import("../functions/sweepTimer")).sweepTimer,
     sweepHttp: (await import("../functions/sweepHttp")).sweepHttp,
     closeRequest: (await import("../functions/closeRequest")).closeRequest,
   };
-});
-afterAll(async () => {
-  await cloud?.close();
-});
-beforeEach(() => {
-  cloud.emulator.reset();
-  cloud.authority.reset();
 });
 
 describe("timer trigger", () => {

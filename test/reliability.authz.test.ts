@@ -9,10 +9,10 @@
  *   its partition, a close request naming A with B's session, a sweep limited to one user: none of
  *   them leads Graph to accept a closeSession for A's session with anyone's token but A's.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { app } from "@azure/functions";
 import { partitionKeyFor, rowKeyFor, SessionNotFoundError, SessionProducer, type SweepSummary } from "../src";
-import { CLIENT_ID, HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { installAppSettings, useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { invocation, postSweep, rawEntities } from "./support/reliability";
 
 const OTHER_TENANT = "22222222-2222-4222-8222-222222222222";
@@ -31,11 +31,9 @@ const registrations = {
   storageQueue: vi.spyOn(app, "storageQueue"),
 };
 
+useCloudFixture((started) => (cloud = started));
 beforeAll(async () => {
-  cloud = await startCloudFixture();
-  const queue = `authz-${Math.random().toString(36).slice(2, 10)}`;
-  table = await cloud.newTable({ CLOSE_QUEUE: queue });
-  Object.assign(process.env, cloud.settings({ SESSIONS_TABLE: table.tableName, CLOSE_QUEUE: queue }));
+  ({ table } = await installAppSettings(cloud, { CLOSE_QUEUE: `authz-${Math.random().toString(36).slice(2, 10)}` }));
   // The spies are in place before any function file registers itself.
   handlers = {
     sweepHttp: (await import("../functions/sweepHttp")).sweepHttp,
@@ -44,13 +42,8 @@ beforeAll(async () => {
   await import("../functions/sweepTimer");
   await import("../functions/purgeTimer");
 });
-afterAll(async () => {
+afterAll(() => {
   vi.restoreAllMocks();
-  await cloud?.close();
-});
-beforeEach(() => {
-  cloud.emulator.reset();
-  cloud.authority.reset();
 });
 
 describe("the HTTP sweep's registration", () => {

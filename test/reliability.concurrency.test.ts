@@ -8,7 +8,7 @@
  *     the sweep read it is never closed; a touch after the claim fails with SessionNotOpenError and
  *     that session is then closed.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import {
   SessionLedger,
   SessionNotOpenError,
@@ -20,7 +20,7 @@ import {
   type SweepSummary,
 } from "../src";
 import { mapConcurrent } from "../src/utils/concurrency";
-import { HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { installAppSettings, useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import {
   expectClosedOnlyWith204,
   expectConsistentRows,
@@ -46,22 +46,13 @@ let cloud: CloudFixture;
 let table: TableFixture;
 let handlers: Handlers;
 
+useCloudFixture((started) => (cloud = started));
 beforeAll(async () => {
-  cloud = await startCloudFixture();
-  const overrides = { SWEEP_CONCURRENCY: "8" };
-  table = await cloud.newTable(overrides);
-  Object.assign(process.env, cloud.settings({ SESSIONS_TABLE: table.tableName, ...overrides }));
+  ({ table } = await installAppSettings(cloud, { SWEEP_CONCURRENCY: "8" }));
   handlers = {
     sweepTimer: (await import("../functions/sweepTimer")).sweepTimer,
     sweepHttp: (await import("../functions/sweepHttp")).sweepHttp,
   };
-});
-afterAll(async () => {
-  await cloud?.close();
-});
-beforeEach(() => {
-  cloud.emulator.reset();
-  cloud.authority.reset();
 });
 
 interface Opened {

@@ -15,7 +15,7 @@
  *   token of the row's own user.
  */
 import fc from "fast-check";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import {
   AssertionCipher,
   parseCloseRequestMessage,
@@ -28,7 +28,7 @@ import {
   type SweepSummary,
 } from "../src";
 import { mapConcurrent } from "../src/utils/concurrency";
-import { CLIENT_ID, HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { installAppSettings, useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { expectClosedOnlyWith204, expectConsistentRows, invocation, postSweep, rawEntities, sampleSize, SOAK, type RawEntity } from "./support/reliability";
 
 const OTHER_TENANT = "22222222-2222-4222-8222-222222222222";
@@ -45,21 +45,13 @@ let table: TableFixture;
 let handlers: Handlers;
 const queueName = `hostile-${Math.random().toString(36).slice(2, 10)}`;
 
+useCloudFixture((started) => (cloud = started));
 beforeAll(async () => {
-  cloud = await startCloudFixture();
-  table = await cloud.newTable({ CLOSE_QUEUE: queueName });
-  Object.assign(process.env, cloud.settings({ SESSIONS_TABLE: table.tableName, CLOSE_QUEUE: queueName }));
+  ({ table } = await installAppSettings(cloud, { CLOSE_QUEUE: queueName }));
   handlers = {
     closeRequest: (await import("../functions/closeRequest")).closeRequest,
     sweepHttp: (await import("../functions/sweepHttp")).sweepHttp,
   };
-});
-afterAll(async () => {
-  await cloud?.close();
-});
-beforeEach(() => {
-  cloud.emulator.reset();
-  cloud.authority.reset();
 });
 
 function expectValidationError(error: unknown): asserts error is ValidationError {

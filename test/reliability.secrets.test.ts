@@ -6,7 +6,7 @@
  * key to what that scan looks for, and scans the stored entities and the emulator's log itself.)
  */
 import { inspect } from "node:util";
-import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
+import { beforeAll, describe, expect, inject, it } from "vitest";
 import {
   AssertionCipher,
   ConfigurationError,
@@ -17,7 +17,7 @@ import {
   ValidationError,
   type SweepSummary,
 } from "../src";
-import { CLIENT_ID, HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { installAppSettings, useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { invocation, postSweep, rawEntities, timerInfo, type LogLine, type RawEntity } from "./support/reliability";
 import { capturedText, registerSecrets } from "./support/secretScan";
 
@@ -37,24 +37,19 @@ const queueName = `secrets-${Math.random().toString(36).slice(2, 10)}`;
 const outputs: string[] = [];
 const record = (...values: unknown[]) => outputs.push(...values.map((v) => (typeof v === "string" ? v : inspect(v, { depth: 10 }))));
 
+// The authority keeps its records across this file's tests, as the checks below expect.
+useCloudFixture((started) => (cloud = started), { resetAuthority: false });
 beforeAll(async () => {
-  cloud = await startCloudFixture();
   registerSecrets([inject("azuriteAccountKey")]);
-  table = await cloud.newTable({ CLOSE_QUEUE: queueName, MAX_ATTEMPTS: "1" });
+  ({ table } = await installAppSettings(cloud, { CLOSE_QUEUE: queueName, MAX_ATTEMPTS: "1" }));
   tables.push(table);
-  Object.assign(process.env, cloud.settings({ SESSIONS_TABLE: table.tableName, CLOSE_QUEUE: queueName, MAX_ATTEMPTS: "1" }));
   handlers = {
     sweepTimer: (await import("../functions/sweepTimer")).sweepTimer,
     sweepHttp: (await import("../functions/sweepHttp")).sweepHttp,
     closeRequest: (await import("../functions/closeRequest")).closeRequest,
   };
 });
-afterAll(async () => {
-  await cloud?.close();
-});
-beforeEach(() => {
-  cloud.emulator.reset();
-});
+
 
 /** Every secret of this run: issued JWTs (assertions and Graph tokens), the client secret, the keys. */
 function secrets(): string[] {

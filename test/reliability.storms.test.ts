@@ -6,11 +6,11 @@
  * each session gets at most one request per sweep; and attempts that keep ending in `retry` end
  * in `failed` after MAX_ATTEMPTS sweeps.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createSweeperServices, loadConfig, type SessionRecord, type SweepSummary } from "../src";
 import { mapConcurrent } from "../src/utils/concurrency";
 import type { FaultRule, RecordedRequest } from "./support/graphEmulator";
-import { HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { expectClosedOnlyWith204, expectConsistentRows, rawEntities } from "./support/reliability";
 
 const OTHER_TENANT = "22222222-2222-4222-8222-222222222222";
@@ -18,16 +18,7 @@ const BACKOFF_FIRST_MS = 30_000;
 
 let cloud: CloudFixture;
 
-beforeAll(async () => {
-  cloud = await startCloudFixture();
-});
-afterAll(async () => {
-  await cloud?.close();
-});
-beforeEach(() => {
-  cloud.emulator.reset();
-  cloud.authority.reset();
-});
+useCloudFixture((started) => (cloud = started));
 
 interface Opened {
   row: SessionRecord;

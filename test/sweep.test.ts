@@ -1,21 +1,12 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { partitionKeyFor, rowKeyFor, type SessionRecord } from "../src";
 import { mapConcurrent } from "../src/utils/concurrency";
-import { HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 
 const OTHER_TENANT = "22222222-2222-4222-8222-222222222222";
 let cloud: CloudFixture;
 
-beforeAll(async () => {
-  cloud = await startCloudFixture();
-});
-afterAll(async () => {
-  await cloud?.close();
-});
-beforeEach(() => {
-  cloud.emulator.reset();
-  cloud.authority.reset();
-});
+useCloudFixture((started) => (cloud = started));
 
 async function statuses(table: TableFixture): Promise<Map<string, SessionRecord>> {
   const rows = new Map<string, SessionRecord>();

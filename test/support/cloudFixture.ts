@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { inject } from "vitest";
+import { afterAll, beforeAll, beforeEach, inject } from "vitest";
 import { loadConfig, SessionProducer, createSweeperServices, type SweeperConfig, type SweeperServices, type SessionRecord } from "../../src";
 import { loadTestCertificate, type TestCertificate } from "./certificate";
 import { startFakeAuthority, GRAPH_RESOURCE, type FakeAuthority } from "./fakeAuthority";
@@ -124,6 +124,39 @@ export async function startCloudFixture(): Promise<CloudFixture> {
       await authority.close();
     },
   };
+}
+
+/**
+ * The stand-ins for one test file: started before its tests (then `started` is called with them),
+ * reset before each test, closed after the file. Hooks a file registers later run after these.
+ */
+export function useCloudFixture(started: (cloud: CloudFixture) => void, options: { resetAuthority?: boolean } = {}): void {
+  let cloud: CloudFixture | undefined;
+  beforeAll(async () => {
+    cloud = await startCloudFixture();
+    started(cloud);
+  });
+  afterAll(async () => {
+    await cloud?.close();
+  });
+  beforeEach(() => {
+    cloud!.emulator.reset();
+    if (options.resetAuthority ?? true) cloud!.authority.reset();
+  });
+}
+
+/**
+ * A fresh table whose settings become this process's environment, as the Functions host passes app
+ * settings: the files under functions/ read them when they are imported, which must come after.
+ */
+export async function installAppSettings(
+  cloud: CloudFixture,
+  overrides: Record<string, string | undefined> = {},
+): Promise<{ table: TableFixture; settings: Record<string, string | undefined> }> {
+  const table = await cloud.newTable(overrides);
+  const settings = cloud.settings({ SESSIONS_TABLE: table.tableName, ...overrides });
+  Object.assign(process.env, settings);
+  return { table, settings };
 }
 
 export function newUserId(): string {
