@@ -9,30 +9,18 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { QueueClient } from "@azure/storage-queue";
 import { SessionNotFoundError, ValidationError, type SweepSummary } from "../src";
 import { installAppSettings, useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
-import { invocation, postSweep, timerInfo } from "./support/functionsHost";
-
-type Handlers = {
-  purgeTimer: typeof import("../functions/purgeTimer").purgeTimer;
-  sweepTimer: typeof import("../functions/sweepTimer").sweepTimer;
-  sweepHttp: typeof import("../functions/sweepHttp").sweepHttp;
-  closeRequest: typeof import("../functions/closeRequest").closeRequest;
-};
+import { importHandlers, type FunctionHandlers, invocation, postSweep, timerInfo } from "./support/functionsHost";
 
 let cloud: CloudFixture;
 let table: TableFixture;
-let handlers: Handlers;
+let handlers: FunctionHandlers;
 let settings: Record<string, string | undefined>;
 const queueName = `close-${Math.random().toString(36).slice(2, 10)}`;
 
 useCloudFixture((started) => (cloud = started));
 beforeAll(async () => {
   ({ table, settings } = await installAppSettings(cloud, { CLOSE_QUEUE: queueName }));
-  handlers = {
-    purgeTimer: (await import("../functions/purgeTimer")).purgeTimer,
-    sweepTimer: (await import("../functions/sweepTimer")).sweepTimer,
-    sweepHttp: (await import("../functions/sweepHttp")).sweepHttp,
-    closeRequest: (await import("../functions/closeRequest")).closeRequest,
-  };
+  handlers = await importHandlers();
 });
 
 describe("timer trigger", () => {

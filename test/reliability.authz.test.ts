@@ -13,18 +13,14 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { app } from "@azure/functions";
 import { partitionKeyFor, rowKeyFor, SessionNotFoundError, SessionProducer, type SweepSummary } from "../src";
 import { installAppSettings, useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { importHandlers, type FunctionHandlers } from "./support/functionsHost";
 import { invocation, postSweep, rawEntities } from "./support/reliability";
 
 const OTHER_TENANT = "22222222-2222-4222-8222-222222222222";
 
-type Handlers = {
-  sweepHttp: typeof import("../functions/sweepHttp").sweepHttp;
-  closeRequest: typeof import("../functions/closeRequest").closeRequest;
-};
-
 let cloud: CloudFixture;
 let table: TableFixture;
-let handlers: Handlers;
+let handlers: FunctionHandlers;
 const registrations = {
   http: vi.spyOn(app, "http"),
   timer: vi.spyOn(app, "timer"),
@@ -35,12 +31,7 @@ useCloudFixture((started) => (cloud = started));
 beforeAll(async () => {
   ({ table } = await installAppSettings(cloud, { CLOSE_QUEUE: `authz-${Math.random().toString(36).slice(2, 10)}` }));
   // The spies are in place before any function file registers itself.
-  handlers = {
-    sweepHttp: (await import("../functions/sweepHttp")).sweepHttp,
-    closeRequest: (await import("../functions/closeRequest")).closeRequest,
-  };
-  await import("../functions/sweepTimer");
-  await import("../functions/purgeTimer");
+  handlers = await importHandlers();
 });
 afterAll(() => {
   vi.restoreAllMocks();

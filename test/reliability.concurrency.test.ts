@@ -21,6 +21,7 @@ import {
 } from "../src";
 import { mapConcurrent } from "../src/utils/concurrency";
 import { installAppSettings, useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { importHandlers, type FunctionHandlers } from "./support/functionsHost";
 import {
   expectClosedOnlyWith204,
   expectConsistentRows,
@@ -36,23 +37,15 @@ import {
 
 const OTHER_TENANT = "22222222-2222-4222-8222-222222222222";
 
-type Handlers = {
-  sweepTimer: typeof import("../functions/sweepTimer").sweepTimer;
-  sweepHttp: typeof import("../functions/sweepHttp").sweepHttp;
-};
-
 let cloud: CloudFixture;
 /** The table the function handlers sweep (their settings come from the environment). */
 let table: TableFixture;
-let handlers: Handlers;
+let handlers: FunctionHandlers;
 
 useCloudFixture((started) => (cloud = started));
 beforeAll(async () => {
   ({ table } = await installAppSettings(cloud, { SWEEP_CONCURRENCY: "8" }));
-  handlers = {
-    sweepTimer: (await import("../functions/sweepTimer")).sweepTimer,
-    sweepHttp: (await import("../functions/sweepHttp")).sweepHttp,
-  };
+  handlers = await importHandlers();
 });
 
 interface Opened {

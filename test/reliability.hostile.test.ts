@@ -29,29 +29,22 @@ import {
 } from "../src";
 import { mapConcurrent } from "../src/utils/concurrency";
 import { installAppSettings, useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { importHandlers, type FunctionHandlers } from "./support/functionsHost";
 import { expectClosedOnlyWith204, expectConsistentRows, invocation, postSweep, rawEntities, sampleSize, SOAK, type RawEntity } from "./support/reliability";
 
 const OTHER_TENANT = "22222222-2222-4222-8222-222222222222";
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-type Handlers = {
-  closeRequest: typeof import("../functions/closeRequest").closeRequest;
-  sweepHttp: typeof import("../functions/sweepHttp").sweepHttp;
-};
-
 let cloud: CloudFixture;
 /** The handlers' table: holds a few real sessions, so valid close requests can find something. */
 let table: TableFixture;
-let handlers: Handlers;
+let handlers: FunctionHandlers;
 const queueName = `hostile-${Math.random().toString(36).slice(2, 10)}`;
 
 useCloudFixture((started) => (cloud = started));
 beforeAll(async () => {
   ({ table } = await installAppSettings(cloud, { CLOSE_QUEUE: queueName }));
-  handlers = {
-    closeRequest: (await import("../functions/closeRequest")).closeRequest,
-    sweepHttp: (await import("../functions/sweepHttp")).sweepHttp,
-  };
+  handlers = await importHandlers();
 });
 
 function expectValidationError(error: unknown): asserts error is ValidationError {

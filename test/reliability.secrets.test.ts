@@ -18,18 +18,13 @@ import {
   type SweepSummary,
 } from "../src";
 import { installAppSettings, useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { importHandlers, type FunctionHandlers } from "./support/functionsHost";
 import { invocation, postSweep, rawEntities, timerInfo, type LogLine, type RawEntity } from "./support/reliability";
 import { capturedText, registerSecrets } from "./support/secretScan";
 
-type Handlers = {
-  sweepTimer: typeof import("../functions/sweepTimer").sweepTimer;
-  sweepHttp: typeof import("../functions/sweepHttp").sweepHttp;
-  closeRequest: typeof import("../functions/closeRequest").closeRequest;
-};
-
 let cloud: CloudFixture;
 let table: TableFixture;
-let handlers: Handlers;
+let handlers: FunctionHandlers;
 const tables: TableFixture[] = [];
 const queueName = `secrets-${Math.random().toString(36).slice(2, 10)}`;
 
@@ -43,11 +38,7 @@ beforeAll(async () => {
   registerSecrets([inject("azuriteAccountKey")]);
   ({ table } = await installAppSettings(cloud, { CLOSE_QUEUE: queueName, MAX_ATTEMPTS: "1" }));
   tables.push(table);
-  handlers = {
-    sweepTimer: (await import("../functions/sweepTimer")).sweepTimer,
-    sweepHttp: (await import("../functions/sweepHttp")).sweepHttp,
-    closeRequest: (await import("../functions/closeRequest")).closeRequest,
-  };
+  handlers = await importHandlers();
 });
 
 

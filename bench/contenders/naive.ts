@@ -5,22 +5,12 @@
  */
 import { OnBehalfOfCredential } from "@azure/identity";
 import { Client } from "@microsoft/microsoft-graph-client";
-import { odata, type TableEntityResult } from "@azure/data-tables";
-import { AssertionCipher } from "../../src/auth/AssertionCipher";
-import { DEFAULT_SETTINGS } from "../../src/config";
-import { parseDuration } from "../../src/utils/duration";
-import { createLedgerTableClient } from "../../src/ledger/tableClient";
+import { readStaleRows } from "./staleRows";
 import type { Contender } from "./types";
 
-export const naive: Contender = async ({ settings, onStorageRequest, limit = Infinity }) => {
-  const table = createLedgerTableClient(settings.AzureWebJobsStorage!, settings.SESSIONS_TABLE!, { onRequest: onStorageRequest });
-  const cipher = new AssertionCipher(Buffer.from(settings.ASSERTION_ENCRYPTION_KEY!, "base64"));
-  const cutoff = new Date(Date.now() - parseDuration(settings.STALE_AFTER ?? DEFAULT_SETTINGS.STALE_AFTER)!);
-  const rows: TableEntityResult<Record<string, unknown>>[] = [];
-  for await (const row of table.listEntities<Record<string, unknown>>({ queryOptions: { filter: odata`status eq ${"open"} and lastActivityAt lt ${cutoff}` } })) {
-    rows.push(row);
-    if (rows.length >= limit) break;
-  }
+export const naive: Contender = async (context) => {
+  const { settings } = context;
+  const { table, cipher, rows } = await readStaleRows(context);
   const graphHost = new URL(settings.GRAPH_BASE_URL!);
   let closed = 0;
   let errors = 0;

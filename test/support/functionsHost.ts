@@ -42,3 +42,24 @@ export function postSweep(body: string | Uint8Array | undefined, headers: Record
     ...(body !== undefined && { body: typeof body === "string" ? { string: body } : { bytes: body } }),
   });
 }
+
+/** The handlers of the files under functions/, as each file exports them. */
+export interface FunctionHandlers {
+  sweepTimer: typeof import("../../functions/sweepTimer").sweepTimer;
+  purgeTimer: typeof import("../../functions/purgeTimer").purgeTimer;
+  sweepHttp: typeof import("../../functions/sweepHttp").sweepHttp;
+  closeRequest: typeof import("../../functions/closeRequest").closeRequest;
+}
+
+/**
+ * Loads every function file and returns its handler. The files read app settings when they load,
+ * so call this after the settings are in process.env (installAppSettings).
+ */
+export async function importHandlers(): Promise<FunctionHandlers> {
+  return {
+    sweepTimer: (await import("../../functions/sweepTimer")).sweepTimer,
+    purgeTimer: (await import("../../functions/purgeTimer")).purgeTimer,
+    sweepHttp: (await import("../../functions/sweepHttp")).sweepHttp,
+    closeRequest: (await import("../../functions/closeRequest")).closeRequest,
+  };
+}

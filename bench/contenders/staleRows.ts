@@ -1,0 +1,28 @@
+import { odata, type TableClient, type TableEntityResult } from "@azure/data-tables";
+import { AssertionCipher } from "../../src/auth/AssertionCipher";
+import { DEFAULT_SETTINGS } from "../../src/config";
+import { createLedgerTableClient } from "../../src/ledger/tableClient";
+import { parseDuration } from "../../src/utils/duration";
+import type { ContenderContext } from "./types";
+
+export type RawRow = TableEntityResult<Record<string, unknown>>;
+
+/**
+ * What the hand-written contenders start with: the ledger table (its requests counted), the
+ * assertion cipher, and the stale open rows read the plain way (every page into one array).
+ */
+export async function readStaleRows({ settings, onStorageRequest, limit = Infinity }: ContenderContext): Promise<{
+  table: TableClient;
+  cipher: AssertionCipher;
+  rows: RawRow[];
+}> {
+  const table = createLedgerTableClient(settings.AzureWebJobsStorage!, settings.SESSIONS_TABLE!, { onRequest: onStorageRequest });
+  const cipher = new AssertionCipher(Buffer.from(settings.ASSERTION_ENCRYPTION_KEY!, "base64"));
+  const cutoff = new Date(Date.now() - parseDuration(settings.STALE_AFTER ?? DEFAULT_SETTINGS.STALE_AFTER)!);
+  const rows: RawRow[] = [];
+  for await (const row of table.listEntities<Record<string, unknown>>({ queryOptions: { filter: odata`status eq ${"open"} and lastActivityAt lt ${cutoff}` } })) {
+    rows.push(row);
+    if (rows.length >= limit) break;
+  }
+  return { table, cipher, rows };
+}
