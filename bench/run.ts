@@ -3,10 +3,9 @@
  * a child process that trusts it (NODE_EXTRA_CA_CERTS is read only at process start), runs the
  * bench, prints the table and writes bench/results/latest.json.
  */
-import { spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { makeTestCertificate } from "../test/support/certificate";
+import { trustedCertificateOrRerun } from "../test/support/certificate";
 import { runBench } from "./bench";
 import { parseBenchArgs, USAGE } from "./options";
 import { formatReport } from "./report";
@@ -23,18 +22,11 @@ async function main(): Promise<void> {
     console.log(USAGE);
     return;
   }
-  if (!process.env.WSS_BENCH_CERT_DIR) {
-    const certificate = makeTestCertificate();
-    const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
-      stdio: "inherit",
-      env: { ...process.env, NODE_EXTRA_CA_CERTS: certificate.caBundlePath, WSS_BENCH_CERT_DIR: certificate.dir },
-    });
-    child.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
-    return;
-  }
+  const certificate = trustedCertificateOrRerun();
+  if (!certificate) return;
 
   const { out, help: _help, ...benchOptions } = options;
-  const result = await runBench({ ...benchOptions, certificateDir: process.env.WSS_BENCH_CERT_DIR, log: (line) => console.log(line) });
+  const result = await runBench({ ...benchOptions, certificateDir: certificate.dir, log: (line) => console.log(line) });
   console.log("");
   console.log(formatReport(result));
   const file = resolve(out ?? join(__dirname, "results", "latest.json"));

@@ -4,11 +4,10 @@
  * mix of sessions as producing services do, runs the timer function's handler, and prints what it
  * did and the final state of every row. Stops everything it started.
  */
-import { spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { InvocationContext } from "@azure/functions";
 import { startAzurite } from "../test/support/azurite";
-import { loadTestCertificate, makeTestCertificate } from "../test/support/certificate";
+import { trustedCertificateOrRerun } from "../test/support/certificate";
 import { GRAPH_RESOURCE, startFakeAuthority } from "../test/support/fakeAuthority";
 import { startGraphEmulator } from "../test/support/graphEmulator";
 import { SessionLedger, SessionProducer, formatWorkbookLocation, type SessionRecord } from "../src";
@@ -19,18 +18,8 @@ const TENANT = "7d3f1c52-5a0b-4f3e-9d7e-2b6c1a0e4f11";
 const CLIENT_ID = "c0ffee00-0000-4000-8000-00000000de70";
 
 async function main(): Promise<void> {
-  // The https stand-ins' certificate must be trusted from process start: run the demo in a child
-  // process that trusts it, rather than switching TLS checks off.
-  if (!process.env.WSS_DEMO_CERT_DIR) {
-    const certificate = makeTestCertificate();
-    const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
-      stdio: "inherit",
-      env: { ...process.env, NODE_EXTRA_CA_CERTS: certificate.caBundlePath, WSS_DEMO_CERT_DIR: certificate.dir },
-    });
-    child.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
-    return;
-  }
-  const certificate = loadTestCertificate(process.env.WSS_DEMO_CERT_DIR);
+  const certificate = trustedCertificateOrRerun();
+  if (!certificate) return;
 
   console.log("Starting the local stand-ins: Azurite (in memory, telemetry off), Entra ID authority, Graph emulator…");
   const azurite = await startAzurite();

@@ -1,4 +1,4 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -50,4 +50,24 @@ export function loadTestCertificate(dir: string): TestCertificate {
     key: readFileSync(keyPath, "utf8"),
     caBundlePath: join(dir, "ca-bundle.pem"),
   };
+}
+
+const TRUSTED_CERT_DIR = "WSS_TRUSTED_CERT_DIR";
+
+/**
+ * For a script that talks to the https stand-ins: the certificate this process trusts, or
+ * undefined after re-running the script in a child that trusts a new one (the caller then returns;
+ * this process exits with the child's code). NODE_EXTRA_CA_CERTS is read only when a process
+ * starts, and TLS checks are never switched off instead.
+ */
+export function trustedCertificateOrRerun(): TestCertificate | undefined {
+  const dir = process.env[TRUSTED_CERT_DIR];
+  if (dir) return loadTestCertificate(dir);
+  const certificate = makeTestCertificate();
+  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    stdio: "inherit",
+    env: { ...process.env, NODE_EXTRA_CA_CERTS: certificate.caBundlePath, [TRUSTED_CERT_DIR]: certificate.dir },
+  });
+  child.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+  return undefined;
 }
