@@ -185,7 +185,8 @@ export class Sweeper {
     for (const row of due) {
       const until = scheduler.heldBackUntil(row.tenantId);
       if (until === undefined) rows.push(row);
-      else held.set(until, [...(held.get(until) ?? []), row]);
+      else if (held.has(until)) held.get(until)!.push(row);
+      else held.set(until, [row]);
     }
     for (const [until, waiting] of held) {
       summary.deferred += waiting.length;
