@@ -3,6 +3,7 @@ import { ClientSecretCredential } from "@azure/identity";
 import { closeRecordedSession, WorkbookSessionCloser, type SessionRecord, type WorkbookLocation } from "../src";
 import { useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { GRAPH_RESOURCE } from "./support/fakeAuthority";
+import { LocalHttpsServer } from "./support/localHttpsServer";
 
 let cloud: CloudFixture;
 let table: TableFixture;
@@ -245,5 +246,72 @@ describe("hostile locations", () => {
       expect(attempt.sent).toBe(false);
     }
     expect(cloud.emulator.requests).toHaveLength(0);
+  });
+});
+
+describe("on the wire", () => {
+  const token = "eyJ0eXAiOiJKV1QifQ.wire-test-token.signature";
+  const credential = { getToken: async () => ({ token, expiresOnTimestamp: Date.now() + 3_600_000 }) };
+  const workbook: WorkbookLocation = { kind: "drive", driveId: "d", itemId: "i" };
+
+  /** A server that records what reached it; the test says what it answers. */
+  async function withServer(answer: (res: import("node:http").ServerResponse) => void, body: (origin: string, seen: { headers: Record<string, unknown>[] }) => Promise<void>) {
+    const seen = { headers: [] as Record<string, unknown>[] };
+    const server = new LocalHttpsServer(cloud.certificate, async (req, res) => {
+      seen.headers.push(req.headers);
+      req.resume();
+      answer(res);
+    });
+    await server.listen();
+    try {
+      await body(server.origin, seen);
+    } finally {
+      await server.close();
+    }
+  }
+
+  it("does not follow a redirect: the answer is reported and the token goes nowhere else", async () => {
+    await withServer((res) => res.writeHead(204).end(), async (elsewhere, seenElsewhere) => {
+      cloud.emulator.addFault({ action: { status: 307, headers: { location: `${elsewhere}/v1.0/drives/d/items/i/workbook/closeSession` } } });
+      const closer = new WorkbookSessionCloser({ baseUrl: cloud.emulator.baseUrl });
+      const attempt = await closer.close({ workbook, sessionId: "s", credential, scope: "x", attempts: 1 });
+      expect(attempt).toMatchObject({ sent: true, outcome: { kind: "failed", status: 307 } });
+      expect(closeRequests()).toHaveLength(1);
+      expect(seenElsewhere.headers).toHaveLength(0);
+    });
+  });
+
+  it("sends the session header and the bearer token, and nothing else of the caller's", async () => {
+    await withServer((res) => res.writeHead(204, { "request-id": "r-1" }).end(), async (origin, seen) => {
+      const closer = new WorkbookSessionCloser({ baseUrl: `${origin}/v1.0` });
+      const attempt = await closer.close({ workbook, sessionId: "the-session", credential, scope: "x", attempts: 1 });
+      expect(attempt).toEqual({ sent: true, outcome: { kind: "closed", status: 204, requestId: "r-1" } });
+      expect(seen.headers).toHaveLength(1);
+      expect(seen.headers[0]).toMatchObject({ authorization: `Bearer ${token}`, "workbook-session-id": "the-session" });
+    });
+  });
+
+  it("an answer whose body stalls ends at the request timeout as a retry", async () => {
+    await withServer((res) => {
+      res.writeHead(503, { "content-type": "application/json" });
+      res.write('{"error":{"code":');
+    }, async (origin) => {
+      const closer = new WorkbookSessionCloser({ baseUrl: `${origin}/v1.0`, requestTimeoutMs: 300 });
+      const started = Date.now();
+      const attempt = await closer.close({ workbook, sessionId: "s", credential, scope: "x", attempts: 1 });
+      expect(attempt).toMatchObject({ sent: true, outcome: { kind: "retry", code: "timeout", cooldown: false } });
+      expect(Date.now() - started).toBeLessThan(5_000);
+    });
+  });
+
+  it("keeps only the head of an oversized error body, and still reads its status", async () => {
+    await withServer((res) => {
+      res.writeHead(500, { "content-type": "text/plain" });
+      res.end("x".repeat(2_000_000));
+    }, async (origin) => {
+      const closer = new WorkbookSessionCloser({ baseUrl: `${origin}/v1.0` });
+      const attempt = await closer.close({ workbook, sessionId: "s", credential, scope: "x", attempts: 1 });
+      expect(attempt).toMatchObject({ sent: true, outcome: { kind: "retry", status: 500, code: "http500" } });
+    });
   });
 });

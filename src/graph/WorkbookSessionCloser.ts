@@ -1,4 +1,4 @@
-import { Client, GraphError, ResponseType, RetryHandlerOptions, AuthenticationHandlerOptions, type AuthenticationProvider } from "@microsoft/microsoft-graph-client";
+import { AuthenticationHandler, AuthenticationHandlerOptions, Client, GraphError, ResponseType, TelemetryHandler, type AuthenticationProvider } from "@microsoft/microsoft-graph-client";
 import { TokenCredentialAuthenticationProvider } from "@microsoft/microsoft-graph-client/authProviders/azureTokenCredentials";
 import type { TokenCredential } from "@azure/identity";
 import type { WorkbookLocation } from "../ledger/location";
@@ -6,6 +6,7 @@ import { classifyAuthorityError } from "../auth/authorityErrors";
 import { backoffMs, type CloseAttempt, type CloseOutcome } from "./CloseOutcome";
 import { checkSessionIdHeader, closeSessionPath, graphRoot, UnsafeRequestError, type GraphRoot } from "./closeSessionUrl";
 import { outcomeForResponse, parseGraphErrorBody } from "./graphErrors";
+import { CoreHttpMessageHandler } from "./CoreHttpMessageHandler";
 
 export interface WorkbookSessionCloserOptions {
   /** Graph's service root, e.g. `https://graph.microsoft.com/v1.0` (GRAPH_BASE_URL). */
@@ -38,10 +39,13 @@ const NO_USER: AuthenticationProvider = {
 
 /**
  * Sends closeSession for one session and says what came of it. Built on the Graph client with
- * the user's TokenCredentialAuthenticationProvider per request. The client's RetryHandler is
- * switched off for these calls: it would sleep inside the call (up to 180 s per Retry-After),
- * retry an HTTP-date Retry-After early, and send requests the sweep's per-tenant pacer never
- * sees. A cooldown comes back as `retry` with its time instead, and the sweep waits for it.
+ * the user's TokenCredentialAuthenticationProvider per request, through a middleware chain of our
+ * choosing: authentication, the SDK's telemetry headers, and `CoreHttpMessageHandler` to send.
+ * The SDK's RetryHandler is left out: it would sleep inside the call (up to 180 s per
+ * Retry-After), retry an HTTP-date Retry-After early, and send requests the sweep's per-tenant
+ * pacer never sees. A cooldown comes back as `retry` with its time instead, and the sweep waits
+ * for it. Its RedirectHandler is left out too: closeSession has no reason to redirect, and a
+ * redirect is reported as the answer it is rather than followed.
  */
 export class WorkbookSessionCloser {
   private readonly client: Client;
@@ -55,7 +59,7 @@ export class WorkbookSessionCloser {
     this.timeoutMs = options.requestTimeoutMs ?? 30_000;
     this.clock = options.clock ?? (() => new Date());
     this.client = Client.initWithMiddleware({
-      authProvider: NO_USER,
+      middleware: [new AuthenticationHandler(NO_USER), new TelemetryHandler(), new CoreHttpMessageHandler({ timeoutMs: this.timeoutMs })],
       baseUrl: this.root.baseUrl,
       defaultVersion: this.root.version,
       // The auth handler attaches tokens only to https URLs of Graph hosts or of these.
@@ -88,9 +92,8 @@ export class WorkbookSessionCloser {
       response = await this.client
         .api(path)
         .header("workbook-session-id", request.sessionId)
-        .option("signal", AbortSignal.timeout(this.timeoutMs))
         .responseType(ResponseType.RAW)
-        .middlewareOptions([new AuthenticationHandlerOptions(this.providerFor(request)), new RetryHandlerOptions(0, 0)])
+        .middlewareOptions([new AuthenticationHandlerOptions(this.providerFor(request))])
         .post(undefined);
     } catch (error) {
       return { outcome: this.outcomeForThrow(error, request.attempts), sent: true };
