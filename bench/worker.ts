@@ -57,13 +57,19 @@ export function countStorageRequest(counts: StorageCounts, request: { method: st
   else counts.writes++;
 }
 
-/** Runs the job in this process, sampling RSS while it runs. */
-export async function runJobInline(request: JobRequest): Promise<JobResult> {
+/**
+ * Runs the job in this process. Sampling RSS costs the job CPU (process.memoryUsage reads /proc),
+ * so only a job that shares its process samples it; a worker process reads its peak from
+ * getrusage afterwards.
+ */
+export async function runJobInline(request: JobRequest, sampleRss = true): Promise<JobResult> {
   const storage = emptyStorageCounts();
-  let peak = process.memoryUsage().rss;
-  const sampler = setInterval(() => {
-    peak = Math.max(peak, process.memoryUsage().rss);
-  }, 20);
+  let peak = process.memoryUsage.rss();
+  const sampler = sampleRss
+    ? setInterval(() => {
+        peak = Math.max(peak, process.memoryUsage.rss());
+      }, 20)
+    : undefined;
   const loop = monitorEventLoopDelay({ resolution: 10 });
   loop.enable();
   const started = performance.now();
@@ -76,14 +82,14 @@ export async function runJobInline(request: JobRequest): Promise<JobResult> {
       ...(request.parallel !== undefined && { parallel: request.parallel }),
     });
     const wallMs = performance.now() - started;
-    peak = Math.max(peak, process.memoryUsage().rss);
+    peak = Math.max(peak, process.memoryUsage.rss());
     const used = process.cpuUsage(cpu);
     loop.disable();
     const eventLoopDelayMs = { mean: loop.mean / 1e6, p99: loop.percentile(99) / 1e6, max: loop.max / 1e6 };
     return { outcome, wallMs, storage, peakRssBytes: peak, cpuMs: (used.user + used.system) / 1000, eventLoopDelayMs, rssScope: "shared" };
   } finally {
     loop.disable();
-    clearInterval(sampler);
+    if (sampler) clearInterval(sampler);
   }
 }
 
@@ -136,7 +142,7 @@ export function runJob(request: JobRequest, isolation: Isolation, options: Child
 async function workerMain(): Promise<void> {
   const request = await new Promise<JobRequest>((resolve) => process.once("message", (m) => resolve(m as JobRequest)));
   try {
-    const result = await runJobInline(request);
+    const result = await runJobInline(request, false);
     // getrusage's maxrss: the most this process ever had resident, module loading included.
     result.peakRssBytes = Math.max(result.peakRssBytes, process.resourceUsage().maxRSS * 1024);
     result.rssScope = "process";
