@@ -148,14 +148,15 @@ export class Sweeper {
             due.push(row);
           }
         }
-        // Claim just ahead of need, a user at a time (rows come sorted by user, so a user's claims
-        // share a transaction), until there are enough workbooks to keep every slot busy: few rows
-        // are held `closing` at once, for a dead sweeper's lease to delay or another sweeper to miss.
+        // Claim just ahead of need, whole users at a time (rows come sorted by user, so a user's
+        // claims share a transaction, and several users' transactions go out together), until there
+        // are enough workbooks to keep every slot busy: few rows are held `closing` at once, for a
+        // dead sweeper's lease to delay or another sweeper to miss.
         let next = 0;
         while (next < due.length && !scheduler.isStopped) {
-          await scheduler.waitForDemand(maxClaimedAhead);
+          const freeSlots = await scheduler.waitForDemand(maxClaimedAhead);
           if (scheduler.isStopped) break;
-          const chunk = nextUser(due, next);
+          const chunk = nextUsers(due, next, freeSlots);
           next += chunk.length;
           await this.claim(chunk, scheduler, summary, outstanding);
         }
@@ -242,11 +243,26 @@ export class Sweeper {
     }
   }
 }
-/** The rows of the user at `from` (rows come sorted by partition, i.e. by user), at most 100. */
-function nextUser(rows: readonly SessionRecord[], from: number): SessionRecord[] {
-  const partition = rows[from]!.partitionKey;
-  let end = from + 1;
-  while (end < rows.length && end - from < 100 && rows[end]!.partitionKey === partition) end++;
+/** Users claimed together at most: the ledger writes up to 8 transactions at once. */
+const MAX_USERS_PER_CLAIM = 8;
+/** Rows of one user per transaction, Table Storage's limit. */
+const MAX_ROWS_PER_USER = 100;
+
+/**
+ * The rows of the users from `from` on (rows come sorted by partition, i.e. by user; at most 100
+ * of a user's at once): whole users until their workbooks would fill `freeSlots`, at least one.
+ */
+function nextUsers(rows: readonly SessionRecord[], from: number, freeSlots: number): SessionRecord[] {
+  const workbooks = new Set<string>();
+  let end = from;
+  for (let users = 0; end < rows.length && users < MAX_USERS_PER_CLAIM && (users === 0 || workbooks.size < freeSlots); users++) {
+    const partition = rows[end]!.partitionKey;
+    const start = end;
+    while (end < rows.length && end - start < MAX_ROWS_PER_USER && rows[end]!.partitionKey === partition) {
+      workbooks.add(workbookKey(rows[end]!.workbook, rows[end]!.userId));
+      end++;
+    }
+  }
   return rows.slice(from, end);
 }
 

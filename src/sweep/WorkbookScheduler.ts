@@ -109,14 +109,17 @@ export class WorkbookScheduler<T extends ScheduledItem> {
 
   /**
    * Resolves once the scheduler could use more work (fewer workbooks ready to start or running
-   * than its concurrency) and fewer than `maxPending` items wait; or once it has stopped. Rows come
-   * to it sorted by user, a handful of workbooks per user: counting workbooks, not rows, is what
-   * keeps every slot busy.
+   * than its concurrency) and fewer than `maxPending` items wait, with how many more workbooks it
+   * could start; or with 0 once it has stopped. Rows come to it sorted by user, a handful of
+   * workbooks per user: counting workbooks, not rows, is what keeps every slot busy.
    */
-  async waitForDemand(maxPending: number): Promise<void> {
-    while (!this.stopped && (this.queued >= maxPending || this.readyWorkbooks() + this.inFlight >= this.options.concurrency)) {
+  async waitForDemand(maxPending: number): Promise<number> {
+    while (!this.stopped) {
+      const free = this.options.concurrency - this.readyWorkbooks() - this.inFlight;
+      if (this.queued < maxPending && free > 0) return free;
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
+    return 0;
   }
 
   private readyWorkbooks(): number {
