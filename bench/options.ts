@@ -2,6 +2,7 @@
  * The bench's parameters, their defaults (sized to finish in under 3 minutes on 2 cores) and the
  * command-line flags that set them.
  */
+import { DEFAULT_SETTINGS } from "../src/config";
 
 export interface TenantBudget {
   requests: number;
@@ -86,7 +87,7 @@ export const USAGE = `npm run bench -- [flags]
   --repeats N          runs per contender and scenario (median)     (default ${DEFAULT_OPTIONS.repeats})
   --scan-rows N        rows of the dry-run memory scan, 0 to skip   (default ${DEFAULT_OPTIONS.scanRows})
   --scenarios a,b      among budget, unbounded (budget off)         (default both)
-  --concurrency N      SWEEP_CONCURRENCY for the sweeper            (default: the product's, 16)
+  --concurrency N      SWEEP_CONCURRENCY for the sweeper            (default: the product's, ${DEFAULT_SETTINGS.SWEEP_CONCURRENCY})
   --contenders a,b     among naive, competent, sweeper              (default all)
   --cpu-prof DIR       write a CPU profile of each worker process to DIR
   --inline             run contenders in this process (peak RSS is then the whole process's)
