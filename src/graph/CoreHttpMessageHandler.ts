@@ -1,5 +1,5 @@
 import type { Context, FetchOptions, Middleware } from "@microsoft/microsoft-graph-client";
-import { createDefaultHttpClient, createHttpHeaders, createPipelineRequest, type HttpClient, type HttpHeaders } from "@azure/core-rest-pipeline";
+import { createDefaultHttpClient, createHttpHeaders, createPipelineRequest, type HttpClient, type HttpHeaders, type HttpMethods } from "@azure/core-rest-pipeline";
 import type { Readable } from "node:stream";
 
 export interface CoreHttpMessageHandlerOptions {
@@ -45,7 +45,7 @@ export class CoreHttpMessageHandler implements Middleware {
     const response = await this.http.sendRequest(
       createPipelineRequest({
         url: request,
-        method: (options.method ?? "GET").toUpperCase() as "GET",
+        method: (options.method ?? "GET").toUpperCase() as HttpMethods,
         headers: headersOf(options.headers),
         body: typeof options.body === "string" || options.body instanceof Uint8Array ? options.body : undefined,
         timeout: this.timeoutMs,

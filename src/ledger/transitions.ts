@@ -50,7 +50,10 @@ export function notWritten(error: unknown): Extract<WriteResult, { written: fals
  */
 export type ConditionalWrite = { action: "merge"; patch: RowPatch; etag: string } | { action: "delete"; patch: RowPatch };
 
-const MAX_TRANSACTION_OPERATIONS = 100;
+/** Table Storage's limit on operations in one entity-group transaction. */
+export const MAX_TRANSACTION_OPERATIONS = 100;
+/** Transactions `writeConditionally` keeps in flight at once unless told otherwise. */
+export const PARALLEL_TRANSACTIONS = 8;
 
 /**
  * Writes many conditional Merges and deletes: one transaction per partition and 100 rows (Table Storage's
@@ -68,7 +71,7 @@ export async function writeConditionally(
     chunk(group, MAX_TRANSACTION_OPERATIONS),
   );
   const results = new Array<WriteResult>(writes.length);
-  await mapConcurrent(chunks, options.parallelTransactions ?? 8, async (items) => {
+  await mapConcurrent(chunks, options.parallelTransactions ?? PARALLEL_TRANSACTIONS, async (items) => {
     if (items.length > 1 && hasUniqueRows(items.map((item) => item.write))) {
       const actions = items.map(({ write }) => transactionAction(write));
       try {

@@ -1,5 +1,6 @@
 import { formatWorkbookLocation, workbookKey } from "../ledger/location";
 import type { MalformedRow, SessionRecord } from "../ledger/models";
+import { MAX_TRANSACTION_OPERATIONS, PARALLEL_TRANSACTIONS } from "../ledger/transitions";
 import { closeClaimed, type CloseDependencies } from "./closeRecordedSession";
 import { OutcomeWriter } from "./OutcomeWriter";
 import { emptySummary, type SweepCandidate, type SweepRequest, type SweepSummary } from "./models";
@@ -243,22 +244,18 @@ export class Sweeper {
     }
   }
 }
-/** Users claimed together at most: the ledger writes up to 8 transactions at once. */
-const MAX_USERS_PER_CLAIM = 8;
-/** Rows of one user per transaction, Table Storage's limit. */
-const MAX_ROWS_PER_USER = 100;
-
 /**
- * The rows of the users from `from` on (rows come sorted by partition, i.e. by user; at most 100
- * of a user's at once): whole users until their workbooks would fill `freeSlots`, at least one.
+ * The rows of the users from `from` on (rows come sorted by partition, i.e. by user; at most one
+ * transaction's worth of a user's at once): whole users until their workbooks would fill
+ * `freeSlots`, at least one, and no more users than the ledger writes transactions at once.
  */
 function nextUsers(rows: readonly SessionRecord[], from: number, freeSlots: number): SessionRecord[] {
   const workbooks = new Set<string>();
   let end = from;
-  for (let users = 0; end < rows.length && users < MAX_USERS_PER_CLAIM && (users === 0 || workbooks.size < freeSlots); users++) {
+  for (let users = 0; end < rows.length && users < PARALLEL_TRANSACTIONS && (users === 0 || workbooks.size < freeSlots); users++) {
     const partition = rows[end]!.partitionKey;
     const start = end;
-    while (end < rows.length && end - start < MAX_ROWS_PER_USER && rows[end]!.partitionKey === partition) {
+    while (end < rows.length && end - start < MAX_TRANSACTION_OPERATIONS && rows[end]!.partitionKey === partition) {
       workbooks.add(workbookKey(rows[end]!.workbook, rows[end]!.userId));
       end++;
     }
