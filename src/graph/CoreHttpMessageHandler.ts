@@ -1,6 +1,7 @@
 import type { Context, FetchOptions, Middleware } from "@microsoft/microsoft-graph-client";
 import { createDefaultHttpClient, createHttpHeaders, createPipelineRequest, type HttpClient, type HttpHeaders, type HttpMethods } from "@azure/core-rest-pipeline";
 import type { Readable } from "node:stream";
+import { SweeperError } from "../errors";
 
 export interface CoreHttpMessageHandlerOptions {
   /** The whole request: connection, answer and its body. Default 30 s. */
@@ -11,10 +12,13 @@ export interface CoreHttpMessageHandlerOptions {
   httpClient?: HttpClient;
 }
 
-/** The answer did not come, or not whole, within the handler's time. Named as `AbortSignal.timeout` names it. */
-export class GraphRequestTimeoutError extends Error {
+/**
+ * The answer did not come, or not whole, within the handler's time. Its name is the one
+ * `AbortSignal.timeout` gives, because the Graph client passes on only a thrown error's name.
+ */
+export class GraphRequestTimeoutError extends SweeperError {
+  readonly code = "GraphRequestTimeout";
   override readonly name = "TimeoutError";
-  readonly code = "timeout";
 }
 
 const ANY_STATUS = new Set([Number.POSITIVE_INFINITY]);
