@@ -8,14 +8,15 @@ import {
   rowKeyFor,
   type LedgerPage,
   type SessionRecord,
+  type SessionToClose,
 } from "../src";
 import { mapConcurrent } from "../src/utils/concurrency";
 import { createLedgerFixture, graphLikeSessionId, newUser } from "./support/ledgerFixture";
 
 const MINUTE = 60_000;
 
-async function collect(pages: AsyncIterable<LedgerPage>): Promise<{ rows: SessionRecord[]; pages: number; malformed: LedgerPage["malformed"] }> {
-  const rows: SessionRecord[] = [];
+async function collect<Row extends SessionToClose>(pages: AsyncIterable<LedgerPage<Row>>): Promise<{ rows: Row[]; pages: number; malformed: LedgerPage["malformed"] }> {
+  const rows: Row[] = [];
   const malformed: LedgerPage["malformed"] = [];
   let count = 0;
   for await (const page of pages) {

@@ -17,6 +17,7 @@ import {
   type LedgerPage,
   type ListStaleOptions,
   type SessionRecord,
+  type SessionToClose,
   type SweepSummary,
 } from "../src";
 import { mapConcurrent } from "../src/utils/concurrency";
@@ -142,21 +143,21 @@ class SteppedLedger extends SessionLedger {
   constructor(
     base: SessionLedger,
     private readonly hooks: {
-      afterRead?: (page: LedgerPage) => Promise<void>;
-      afterClaim?: (rows: readonly SessionRecord[], results: readonly ClaimResult[]) => Promise<void>;
+      afterRead?: (page: LedgerPage<SessionToClose>) => Promise<void>;
+      afterClaim?: (rows: readonly SessionToClose[], results: readonly ClaimResult[]) => Promise<void>;
     },
   ) {
     super(base.client);
   }
 
-  override async *listStale(olderThanMs: number, options: ListStaleOptions = {}): AsyncIterableIterator<LedgerPage> {
+  override async *listStale(olderThanMs: number, options: ListStaleOptions = {}): AsyncIterableIterator<LedgerPage<SessionToClose>> {
     for await (const page of super.listStale(olderThanMs, options)) {
       await this.hooks.afterRead?.(page);
       yield page;
     }
   }
 
-  override async claimMany(rows: readonly SessionRecord[], options: { leaseMs: number; now?: Date }): Promise<ClaimResult[]> {
+  override async claimMany<Row extends SessionToClose>(rows: readonly Row[], options: { leaseMs: number; now?: Date }): Promise<ClaimResult<Row>[]> {
     const results = await super.claimMany(rows, options);
     await this.hooks.afterClaim?.(rows, results);
     return results;
@@ -186,13 +187,13 @@ describe("live sessions", () => {
       afterRead: async (page) => {
         const rows = page.rows.filter((r) => touchedAfterRead.has(r.sessionId));
         expect(rows).toHaveLength(touchedAfterRead.size);
-        await mapConcurrent(rows, 8, async (row) => heartbeats.set(row.sessionId, await own.producer.touch(row, { known: row })));
+        await mapConcurrent(rows, 8, async (row) => heartbeats.set(row.sessionId, await own.producer.touch(row)));
       },
       // These producers heartbeat just after the sweep claimed their rows.
       afterClaim: async (rows) => {
         const mine = rows.filter((r) => touchedAfterClaim.has(r.sessionId));
         await mapConcurrent(mine, 8, async (row) => {
-          const error = await own.producer.touch(row, { known: row }).then(
+          const error = await own.producer.touch(row).then(
             () => undefined,
             (e: unknown) => e,
           );

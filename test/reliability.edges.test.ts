@@ -4,7 +4,7 @@
  * its fix.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { loadConfig, parseSweepHttpBody, partitionKeyFor, rowKeyFor, AssertionCipher, ValidationError, type SweepSummary } from "../src";
+import { handleCloseRequest, loadConfig, parseSweepHttpBody, partitionKeyFor, rowKeyFor, AssertionCipher, ValidationError, type SweepSummary } from "../src";
 import { CLIENT_ID, HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { invocation, postSweep, rawEntities } from "./support/reliability";
 
@@ -95,25 +95,7 @@ describe("malformed rows the stale query cannot see", () => {
     ["lastActivityAt missing", { lastActivityAt: undefined }],
     ["a closing row without leaseUntil", { status: "closing", attempts: 1 }],
   ])("a row with %s is marked failed (MalformedRow) by the audit, and the sweep stays clean", async (_name, change) => {
-    const userId = newUserId();
-    const sessionId = cloud.emulator.openSession({ tenantId: HOME_TENANT, userId, workbook: "/drives/gap/items/x" });
-    const keys = { partitionKey: partitionKeyFor(HOME_TENANT, userId), rowKey: rowKeyFor(sessionId) };
-    const past = new Date(Date.now() - 3_600_000);
-    const entity: Record<string, unknown> = {
-      ...keys,
-      tenantId: HOME_TENANT,
-      userId,
-      sessionId,
-      workbook: "/drives/gap/items/x",
-      status: "open",
-      attempts: 0,
-      createdAt: past,
-      lastActivityAt: past,
-      assertion: new AssertionCipher(cloud.assertionKey).encrypt(cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId, audience: CLIENT_ID }), keys),
-      ...change,
-    };
-    for (const [k, v] of Object.entries(entity)) if (v === undefined) delete entity[k];
-    await table.services.ledger.client.createEntity(entity as typeof keys);
+    const { keys } = await writeRow(change);
     const summary: SweepSummary = await table.services.newSweeper().run();
     expect(summary.error).toBeUndefined();
     const audit = await table.services.ledger.auditMalformed();
@@ -124,3 +106,56 @@ describe("malformed rows the stale query cannot see", () => {
     expect((await table.services.ledger.auditMalformed()).rows.map((r) => r.rowKey)).not.toContain(keys.rowKey);
   });
 });
+
+// Only the columns a sweeper reads decide whether it can close a session: a producer's bad value
+// in another column does not keep the session open, and the audit does not mark the row either.
+describe("rows bad only in columns a sweeper does not read", () => {
+  it.each([
+    ["createdAt missing", { createdAt: undefined }],
+    ["createdAt a string", { createdAt: "yesterday" }],
+    ["persistChanges a string", { persistChanges: "yes" }],
+    ["closedAt a string", { closedAt: "never" }],
+    ["recordedBy a number", { recordedBy: 42 }],
+  ])("%s: the dry run lists it, the sweep closes it, the audit leaves it alone", async (_name, change) => {
+    const { keys, sessionId } = await writeRow(change);
+    const dryRun = await table.services.newSweeper().run({ dryRun: true });
+    expect(dryRun).toMatchObject({ malformed: 0, stale: 1 });
+    expect((await table.services.ledger.auditMalformed()).rows).toEqual([]);
+    const summary = await table.services.newSweeper().run();
+    expect(summary).toMatchObject({ malformed: 0, closed: 1 });
+    expect(cloud.emulator.sessionState(sessionId)).toBe("closed");
+    const stored = (await rawEntities(table.services.ledger.client)).find((e) => e.rowKey === keys.rowKey)!;
+    expect(stored).toMatchObject({ status: "closed", closedBy: "sweeper", assertion: "" });
+  });
+
+  it("a close request closes such a row too", async () => {
+    const { sessionId, userId } = await writeRow({ createdAt: "yesterday", lastActivityAt: new Date() });
+    const result = await handleCloseRequest(table.services, { tenantId: HOME_TENANT, userId, sessionId });
+    expect(result).toMatchObject({ result: "attempted", report: { result: "closed" } });
+    expect(cloud.emulator.sessionState(sessionId)).toBe("closed");
+  });
+});
+
+/** Writes a stale open row with a live Graph session behind it, `change` applied (undefined deletes a column). */
+async function writeRow(change: Record<string, unknown>) {
+  const userId = newUserId();
+  const sessionId = cloud.emulator.openSession({ tenantId: HOME_TENANT, userId, workbook: "/drives/gap/items/x" });
+  const keys = { partitionKey: partitionKeyFor(HOME_TENANT, userId), rowKey: rowKeyFor(sessionId) };
+  const past = new Date(Date.now() - 3_600_000);
+  const entity: Record<string, unknown> = {
+    ...keys,
+    tenantId: HOME_TENANT,
+    userId,
+    sessionId,
+    workbook: "/drives/gap/items/x",
+    status: "open",
+    attempts: 0,
+    createdAt: past,
+    lastActivityAt: past,
+    assertion: new AssertionCipher(cloud.assertionKey).encrypt(cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId, audience: CLIENT_ID }), keys),
+    ...change,
+  };
+  for (const [k, v] of Object.entries(entity)) if (v === undefined) delete entity[k];
+  await table.services.ledger.client.createEntity(entity as typeof keys);
+  return { keys, sessionId, userId };
+}

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { OnBehalfOfCredential, type AccessToken, type TokenCredential } from "@azure/identity";
-import type { SessionRecord } from "../ledger/models";
+import type { SessionToClose } from "../ledger/models";
 import { backoffMs, type CloseOutcome } from "../graph/CloseOutcome";
 import { AssertionCipher, AssertionDecryptionError } from "./AssertionCipher";
 import { classifyAuthorityError } from "./authorityErrors";
@@ -74,7 +74,7 @@ export class DelegatedCredentials {
   }
 
   /** Token requests are made here, not in the Graph call, so their errors are told apart from Graph's. */
-  async forRow(row: SessionRecord): Promise<CredentialResult> {
+  async forRow(row: SessionToClose): Promise<CredentialResult> {
     if (!this.allowedTenants.has("*") && !this.allowedTenants.has(row.tenantId.toLowerCase())) {
       return this.refuse("tenantNotAllowed", `Tenant ${row.tenantId} is not the app's tenant nor in AZURE_ADDITIONALLY_ALLOWED_TENANTS.`);
     }
@@ -106,7 +106,7 @@ export class DelegatedCredentials {
     return result;
   }
 
-  private newEntry(row: SessionRecord, assertion: string, digest: string): UserEntry {
+  private newEntry(row: SessionToClose, assertion: string, digest: string): UserEntry {
     const { options } = this;
     const common = {
       tenantId: row.tenantId,
@@ -129,7 +129,7 @@ export class DelegatedCredentials {
     return entry;
   }
 
-  private async firstToken(credential: OnBehalfOfCredential, row: SessionRecord): Promise<CredentialResult> {
+  private async firstToken(credential: OnBehalfOfCredential, row: SessionToClose): Promise<CredentialResult> {
     let token: AccessToken | null;
     try {
       token = await credential.getToken(this.options.scope);
@@ -140,7 +140,7 @@ export class DelegatedCredentials {
     return { ok: true, credential: new ReusedTokenCredential(credential, token) };
   }
 
-  private later(row: SessionRecord): Date {
+  private later(row: SessionToClose): Date {
     return new Date(this.clock().getTime() + backoffMs(row.attempts));
   }
 

@@ -1,6 +1,17 @@
 import { odata, type TableClient } from "@azure/data-tables";
-import { decodeEntity } from "./entity";
-import { TERMINAL_STATUSES, type ClaimResult, type LedgerPage, type MalformedRow, type RowTransition, type SessionKey, type SessionRecord, type SessionStatus, type WriteResult } from "./models";
+import { COLUMNS_TO_CLOSE, decodeEntity, decodeSessionToClose, type Decoded } from "./entity";
+import {
+  TERMINAL_STATUSES,
+  type ClaimResult,
+  type LedgerPage,
+  type MalformedRow,
+  type RowTransition,
+  type SessionKey,
+  type SessionRecord,
+  type SessionStatus,
+  type SessionToClose,
+  type WriteResult,
+} from "./models";
 import { readRow } from "./rows";
 import { createLedgerTableClient, type LedgerClientOptions } from "./tableClient";
 import { mergeIfUnchanged, patchFor, writeConditionally, errorColumns, type ConditionalWrite } from "./transitions";
@@ -23,16 +34,11 @@ export interface ListStaleOptions {
   withoutAssertion?: boolean;
 }
 
-/** Every column but the assertion (PartitionKey and RowKey come with any $select). */
-const COLUMNS_WITHOUT_ASSERTION = [
-  "PartitionKey", "RowKey", "schemaVersion", "tenantId", "userId", "sessionId", "workbook", "persistChanges", "createdAt",
-  "lastActivityAt", "updatedAt", "status", "attempts", "nextAttemptAt", "leaseUntil", "lastErrorCode", "lastErrorMessage",
-  "closedAt", "closedBy", "recordedBy",
-];
+const COLUMNS_TO_CLOSE_WITH_ASSERTION = [...COLUMNS_TO_CLOSE, "assertion"];
 
 /** A claimed row and what to write to it. */
 export interface TransitionRequest {
-  row: SessionRecord;
+  row: SessionToClose;
   transition: RowTransition;
 }
 
@@ -62,8 +68,17 @@ export class SessionLedger {
     await this.client.createTable();
   }
 
+  /** Every column of one row; undefined when there is none. A malformed row throws MalformedRowError. */
   get(key: SessionKey): Promise<SessionRecord | undefined> {
     return readRow(this.client, key);
+  }
+
+  /**
+   * What a sweeper needs of one row to close its session, read and judged as the stale query
+   * reads it; undefined when there is no such row. A malformed row throws MalformedRowError.
+   */
+  getToClose(key: SessionKey): Promise<SessionToClose | undefined> {
+    return readRow(this.client, key, { select: COLUMNS_TO_CLOSE_WITH_ASSERTION, decode: decodeSessionToClose });
   }
 
   /**
@@ -71,29 +86,34 @@ export class SessionLedger {
    * activity is older than `olderThanMs`, and `closing` rows whose claim lease has run out (their
    * sweeper died). Rows that fail to decode come back in `malformed`, never as an exception.
    * Rows with a future `nextAttemptAt` are included: the caller decides (and counts) what to skip.
+   * Only the columns to close are read (`SessionToClose`).
    */
-  async *listStale(olderThanMs: number, options: ListStaleOptions = {}): AsyncIterableIterator<LedgerPage> {
+  async *listStale(olderThanMs: number, options: ListStaleOptions = {}): AsyncIterableIterator<LedgerPage<SessionToClose>> {
     const now = options.now ?? this.clock();
     const cutoff = new Date(now.getTime() - olderThanMs);
     const filter =
       options.userId === undefined
         ? odata`(status eq ${"open"} and lastActivityAt lt ${cutoff}) or (status eq ${"closing"} and leaseUntil lt ${now})`
         : odata`userId eq ${options.userId} and ((status eq ${"open"} and lastActivityAt lt ${cutoff}) or (status eq ${"closing"} and leaseUntil lt ${now}))`;
-    yield* this.query(filter, options.pageSize, options.withoutAssertion ? COLUMNS_WITHOUT_ASSERTION : undefined);
+    const select = options.withoutAssertion ? COLUMNS_TO_CLOSE : COLUMNS_TO_CLOSE_WITH_ASSERTION;
+    yield* this.query(decodeSessionToClose, { filter, select, pageSize: options.pageSize ?? this.pageSize });
   }
 
-  /** Every row, a page at a time (for operators and the demo). */
+  /** Every row, every column, a page at a time (for operators and the demo). */
   async *listAll(options: { pageSize?: number } = {}): AsyncIterableIterator<LedgerPage> {
-    yield* this.query(undefined, options.pageSize);
+    yield* this.query(decodeEntity, { pageSize: options.pageSize ?? this.pageSize });
   }
 
-  private async *query(filter: string | undefined, pageSize = this.pageSize, select?: string[]): AsyncIterableIterator<LedgerPage> {
-    const queryOptions = { ...(filter !== undefined && { filter }), ...(select && { select }) };
-    const pages = this.client.listEntities<Record<string, unknown>>({ queryOptions }).byPage({ maxPageSize: pageSize });
+  private async *query<Row extends SessionToClose>(
+    decode: (entity: Parameters<typeof decodeEntity>[0]) => Decoded<Row>,
+    options: { filter?: string; select?: readonly string[]; pageSize: number },
+  ): AsyncIterableIterator<LedgerPage<Row>> {
+    const queryOptions = { ...(options.filter !== undefined && { filter: options.filter }), ...(options.select && { select: [...options.select] }) };
+    const pages = this.client.listEntities<Record<string, unknown>>({ queryOptions }).byPage({ maxPageSize: options.pageSize });
     for await (const page of pages) {
-      const result: LedgerPage = { rows: [], malformed: [] };
+      const result: LedgerPage<Row> = { rows: [], malformed: [] };
       for (const entity of page) {
-        const decoded = decodeEntity(entity);
+        const decoded = decode(entity);
         if (decoded.ok) result.rows.push(decoded.row);
         else result.malformed.push(decoded.malformed);
       }
@@ -105,7 +125,7 @@ export class SessionLedger {
    * Moves a row to `closing` under a lease, if it is unchanged since it was read. A row that a
    * producer touched or another sweeper claimed in the meantime is `{ claimed: false }`.
    */
-  async claim(row: SessionRecord, options: { leaseMs: number; now?: Date }): Promise<ClaimResult> {
+  async claim<Row extends SessionToClose>(row: Row, options: { leaseMs: number; now?: Date }): Promise<ClaimResult<Row>> {
     const [result] = await this.claimMany([row], options);
     return result!;
   }
@@ -114,7 +134,7 @@ export class SessionLedger {
    * Claims many rows at once: a transaction per partition and 100 rows, each row conditional on
    * its ETag (a chunk with a changed row falls back to single claims). Results in input order.
    */
-  async claimMany(rows: readonly SessionRecord[], options: { leaseMs: number; now?: Date }): Promise<ClaimResult[]> {
+  async claimMany<Row extends SessionToClose>(rows: readonly Row[], options: { leaseMs: number; now?: Date }): Promise<ClaimResult<Row>[]> {
     const now = options.now ?? this.clock();
     const leaseUntil = new Date(now.getTime() + options.leaseMs);
     const claims = rows.map((row) => ({ status: "closing" as const, leaseUntil, attempts: row.attempts + 1, updatedAt: now }));
@@ -131,7 +151,7 @@ export class SessionLedger {
    * Gives claimed rows back untried, as they were before the claim (status, lease, attempts), and
    * optionally not to be tried before `nextAttemptAt` (a Graph cooldown that outlasts the sweep).
    */
-  releaseClaims(claims: readonly { claimed: SessionRecord; original: SessionRecord }[], options: { nextAttemptAt?: Date } = {}): Promise<WriteResult[]> {
+  releaseClaims(claims: readonly { claimed: SessionToClose; original: SessionToClose }[], options: { nextAttemptAt?: Date } = {}): Promise<WriteResult[]> {
     const now = this.clock();
     return writeConditionally(
       this.client,
@@ -151,25 +171,25 @@ export class SessionLedger {
     );
   }
 
-  markClosed(row: SessionRecord): Promise<WriteResult> {
+  markClosed(row: SessionToClose): Promise<WriteResult> {
     return this.applyTransition(row, { to: "closed" });
   }
 
-  markExpired(row: SessionRecord, error: { code: string; message: string }): Promise<WriteResult> {
+  markExpired(row: SessionToClose, error: { code: string; message: string }): Promise<WriteResult> {
     return this.applyTransition(row, { to: "expired", error });
   }
 
-  markFailed(row: SessionRecord, error: { code: string; message: string }): Promise<WriteResult> {
+  markFailed(row: SessionToClose, error: { code: string; message: string }): Promise<WriteResult> {
     return this.applyTransition(row, { to: "failed", error });
   }
 
   /** Back to `open`, not to be tried before `at`. */
-  scheduleRetry(row: SessionRecord, at: Date, error: { code: string; message: string }): Promise<WriteResult> {
+  scheduleRetry(row: SessionToClose, at: Date, error: { code: string; message: string }): Promise<WriteResult> {
     return this.applyTransition(row, { to: "retry", at, error });
   }
 
   /** One transition of a claimed row, conditional on its ETag. */
-  applyTransition(row: SessionRecord, transition: RowTransition): Promise<WriteResult> {
+  applyTransition(row: SessionToClose, transition: RowTransition): Promise<WriteResult> {
     return mergeIfUnchanged(this.client, patchFor(row, transition, this.clock()), row.etag);
   }
 
@@ -212,13 +232,15 @@ export class SessionLedger {
    * Reads the whole table for rows the stale query cannot see because they do not decode (a status
    * in other letters, a missing last activity, a `closing` row without a lease) and are not
    * finished, and marks them `failed` (MalformedRow) with what was wrong, so they show up for an
-   * operator. A full scan: the purge timer runs it daily, not every sweep.
+   * operator. Malformed means what it means to a sweep: the columns to close do not decode (a bad
+   * column a sweeper never reads does not stop it closing the session, so it is not marked here
+   * either). A full scan: the purge timer runs it daily, not every sweep.
    */
   async auditMalformed(): Promise<{ scanned: number; marked: number; rows: MalformedRow[] }> {
     let scanned = 0;
     let marked = 0;
     const rows: MalformedRow[] = [];
-    for await (const page of this.query(undefined, this.pageSize)) {
+    for await (const page of this.query(decodeSessionToClose, { select: COLUMNS_TO_CLOSE, pageSize: this.pageSize })) {
       scanned += page.rows.length + page.malformed.length;
       const unfinished = page.malformed.filter((row) => !TERMINAL_STATUSES.includes(row.storedStatus as SessionStatus));
       if (unfinished.length === 0) continue;

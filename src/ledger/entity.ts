@@ -1,7 +1,7 @@
 import type { TableEntityResult } from "@azure/data-tables";
 import { isGuid, partitionKeyFor, rowKeyFor } from "./keys";
 import { parseWorkbookLocation, type WorkbookLocation } from "./location";
-import { SESSION_STATUSES, type MalformedRow, type SessionRecord, type SessionStatus } from "./models";
+import { SESSION_STATUSES, type MalformedRow, type SessionRecord, type SessionStatus, type SessionToClose } from "./models";
 import { ValidationError } from "../errors";
 
 /** The row as stored: the documented schema (README, "Recording sessions"). */
@@ -34,38 +34,66 @@ export const SCHEMA_VERSION = 1;
 export const MAX_SESSION_ID_LENGTH = 16_384;
 const MAX_ERROR_MESSAGE_LENGTH = 1_000;
 
-type RawEntity = TableEntityResult<Record<string, unknown>>;
+/** A row as the Tables SDK returns it. */
+export type RawEntity = TableEntityResult<Record<string, unknown>>;
+
+export type Decoded<Row> = { ok: true; row: Row } | { ok: false; malformed: MalformedRow };
 
 /**
- * Decodes a row read from the table. Rows are written by other services, so nothing is taken on
- * trust: a row whose keys do not match its own tenant, user and session id is refused too, so a
- * row cannot make the sweeper act for a user other than the one whose partition it is in.
+ * The columns a sweeper reads of a row to close its session (`SessionToClose`), for `$select`.
+ * PartitionKey and RowKey come with any selection; so does the ETag. `assertion` is added where a
+ * token is needed.
  */
-export function decodeEntity(entity: RawEntity): { ok: true; row: SessionRecord } | { ok: false; malformed: MalformedRow } {
-  const problems: string[] = [];
-  const str = (name: string, max = 1_000): string | undefined => {
-    const value = entity[name];
-    if (typeof value !== "string" || value.length === 0) problems.push(`${name} is missing or not a string`);
-    else if (value.length > max) problems.push(`${name} is longer than ${max} characters`);
-    else return value;
-    return undefined;
-  };
-  const date = (name: string, optional = false): Date | undefined => {
-    const value = entity[name];
-    if (value === undefined || value === null) {
-      if (!optional) problems.push(`${name} is missing`);
-      return undefined;
-    }
-    if (!(value instanceof Date) || Number.isNaN(value.getTime())) {
-      problems.push(`${name} is not a date`);
-      return undefined;
-    }
-    return value;
-  };
+export const COLUMNS_TO_CLOSE: readonly string[] = [
+  "PartitionKey", "RowKey", "tenantId", "userId", "sessionId", "workbook", "lastActivityAt", "status", "attempts", "nextAttemptAt", "leaseUntil",
+];
 
-  const tenantId = str("tenantId");
-  const userId = str("userId");
-  const sessionId = str("sessionId", MAX_SESSION_ID_LENGTH);
+/**
+ * Decodes what a sweeper needs of a row to close its session. Rows are written by other services,
+ * so nothing is taken on trust: a row whose keys do not match its own tenant, user and session id
+ * is refused too, so a row cannot make the sweeper act for a user other than the one whose
+ * partition it is in. Columns a sweeper does not read cannot make a row malformed here.
+ */
+export function decodeSessionToClose(entity: RawEntity): Decoded<SessionToClose> {
+  const problems: string[] = [];
+  const row = readColumnsToClose(entity, problems);
+  return problems.length > 0 ? malformed(entity, problems) : { ok: true, row };
+}
+
+/** Decodes every column of a row (the columns to close, and the producer's and the outcome's). */
+export function decodeEntity(entity: RawEntity): Decoded<SessionRecord> {
+  const problems: string[] = [];
+  const toClose = readColumnsToClose(entity, problems);
+  const read = columnReader(entity, problems);
+  const persistChanges = entity.persistChanges ?? true;
+  if (typeof persistChanges !== "boolean") problems.push("persistChanges is not a boolean");
+  const createdAt = read.date("createdAt");
+  const updatedAt = read.date("updatedAt", true) ?? toClose.lastActivityAt;
+  const closedAt = read.date("closedAt", true);
+  const lastErrorCode = optionalString(entity.lastErrorCode);
+  const closedBy = entity.closedBy === "sweeper" || entity.closedBy === "producer" ? entity.closedBy : undefined;
+  if (problems.length > 0) return malformed(entity, problems);
+  return {
+    ok: true,
+    row: {
+      ...toClose,
+      persistChanges: persistChanges as boolean,
+      createdAt: createdAt!,
+      updatedAt: updatedAt!,
+      ...(lastErrorCode && { lastError: { code: lastErrorCode, message: optionalString(entity.lastErrorMessage) ?? "" } }),
+      ...(closedAt && { closedAt }),
+      ...(closedBy && { closedBy }),
+      recordedBy: optionalString(entity.recordedBy) ?? "unknown",
+    },
+  };
+}
+
+/** The columns to close; meaningful only if nothing was added to `problems`. */
+function readColumnsToClose(entity: RawEntity, problems: string[]): SessionToClose {
+  const read = columnReader(entity, problems);
+  const tenantId = read.str("tenantId");
+  const userId = read.str("userId");
+  const sessionId = read.str("sessionId", MAX_SESSION_ID_LENGTH);
   if (tenantId !== undefined && !isGuid(tenantId)) problems.push("tenantId is not a GUID");
   if (userId !== undefined && !isGuid(userId)) problems.push("userId is not a GUID");
 
@@ -80,15 +108,10 @@ export function decodeEntity(entity: RawEntity): { ok: true; row: SessionRecord 
   if (!SESSION_STATUSES.includes(status)) problems.push(`status ${JSON.stringify(entity.status)} is not one of ${SESSION_STATUSES.join(", ")}`);
   const attempts = entity.attempts ?? 0;
   if (typeof attempts !== "number" || !Number.isInteger(attempts) || attempts < 0) problems.push("attempts is not a whole number");
-  const persistChanges = entity.persistChanges ?? true;
-  if (typeof persistChanges !== "boolean") problems.push("persistChanges is not a boolean");
 
-  const createdAt = date("createdAt");
-  const lastActivityAt = date("lastActivityAt");
-  const updatedAt = date("updatedAt", true) ?? lastActivityAt;
-  const nextAttemptAt = date("nextAttemptAt", true);
-  const leaseUntil = date("leaseUntil", true);
-  const closedAt = date("closedAt", true);
+  const lastActivityAt = read.date("lastActivityAt");
+  const nextAttemptAt = read.date("nextAttemptAt", true);
+  const leaseUntil = read.date("leaseUntil", true);
   // A claim always sets a lease; a `closing` row without one would never be taken over.
   if (status === "closing" && !leaseUntil && !problems.some((p) => p.startsWith("leaseUntil"))) problems.push("a closing row has no leaseUntil");
 
@@ -96,43 +119,52 @@ export function decodeEntity(entity: RawEntity): { ok: true; row: SessionRecord 
     problems.push("PartitionKey does not match tenantId and userId");
   }
   if (sessionId && entity.rowKey !== rowKeyFor(sessionId)) problems.push("RowKey does not match sessionId");
-
-  const lastErrorCode = optionalString(entity.lastErrorCode);
-  const recordedBy = optionalString(entity.recordedBy) ?? "unknown";
-  const closedBy = entity.closedBy === "sweeper" || entity.closedBy === "producer" ? entity.closedBy : undefined;
   const assertion = optionalString(entity.assertion);
 
-  if (problems.length > 0) {
-    return {
-      ok: false,
-      malformed: { partitionKey: entity.partitionKey ?? "", rowKey: entity.rowKey ?? "", etag: entity.etag, storedStatus: entity.status, problems },
-    };
-  }
   return {
-    ok: true,
-    row: {
-      partitionKey: entity.partitionKey!,
-      rowKey: entity.rowKey!,
-      etag: entity.etag,
-      tenantId: tenantId!.toLowerCase(),
-      userId: userId!.toLowerCase(),
-      sessionId: sessionId!,
-      workbook: workbook!,
-      persistChanges: persistChanges as boolean,
-      createdAt: createdAt!,
-      lastActivityAt: lastActivityAt!,
-      updatedAt: updatedAt!,
-      status,
-      attempts: attempts as number,
-      ...(nextAttemptAt && { nextAttemptAt }),
-      ...(leaseUntil && { leaseUntil }),
-      ...(lastErrorCode && { lastError: { code: lastErrorCode, message: optionalString(entity.lastErrorMessage) ?? "" } }),
-      ...(closedAt && { closedAt }),
-      ...(closedBy && { closedBy }),
-      recordedBy,
-      ...(assertion && { encryptedAssertion: assertion }),
+    partitionKey: entity.partitionKey!,
+    rowKey: entity.rowKey!,
+    etag: entity.etag,
+    tenantId: tenantId?.toLowerCase() as string,
+    userId: userId?.toLowerCase() as string,
+    sessionId: sessionId!,
+    workbook: workbook!,
+    lastActivityAt: lastActivityAt!,
+    status,
+    attempts: attempts as number,
+    ...(nextAttemptAt && { nextAttemptAt }),
+    ...(leaseUntil && { leaseUntil }),
+    ...(assertion && { encryptedAssertion: assertion }),
+  };
+}
+
+/** Reads typed columns, adding what is wrong with them to `problems`. */
+function columnReader(entity: RawEntity, problems: string[]) {
+  return {
+    str(name: string, max = 1_000): string | undefined {
+      const value = entity[name];
+      if (typeof value !== "string" || value.length === 0) problems.push(`${name} is missing or not a string`);
+      else if (value.length > max) problems.push(`${name} is longer than ${max} characters`);
+      else return value;
+      return undefined;
+    },
+    date(name: string, optional = false): Date | undefined {
+      const value = entity[name];
+      if (value === undefined || value === null) {
+        if (!optional) problems.push(`${name} is missing`);
+        return undefined;
+      }
+      if (!(value instanceof Date) || Number.isNaN(value.getTime())) {
+        problems.push(`${name} is not a date`);
+        return undefined;
+      }
+      return value;
     },
   };
+}
+
+function malformed(entity: RawEntity, problems: string[]): { ok: false; malformed: MalformedRow } {
+  return { ok: false, malformed: { partitionKey: entity.partitionKey ?? "", rowKey: entity.rowKey ?? "", etag: entity.etag, storedStatus: entity.status, problems } };
 }
 
 function optionalString(value: unknown): string | undefined {

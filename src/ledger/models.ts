@@ -29,8 +29,14 @@ export interface SessionError {
   message: string;
 }
 
-/** One ledger row, decoded and validated. */
-export interface SessionRecord {
+/**
+ * What a sweeper reads of a row to close its session, and all it acts on: who opened it, where,
+ * the state columns a claim and an outcome are decided from, and the encrypted assertion. A row is
+ * valid to close exactly when these columns decode; the sweep, a dry run, a close request and the
+ * malformed-row audit all read it this way, so none of them can call malformed a row another one
+ * would close.
+ */
+export interface SessionToClose {
   readonly partitionKey: string;
   readonly rowKey: string;
   /** The row's ETag when it was read: every change of state is conditional on it. */
@@ -39,10 +45,7 @@ export interface SessionRecord {
   readonly userId: string;
   readonly sessionId: string;
   readonly workbook: WorkbookLocation;
-  readonly persistChanges: boolean;
-  readonly createdAt: Date;
   readonly lastActivityAt: Date;
-  readonly updatedAt: Date;
   readonly status: SessionStatus;
   /** Close attempts so far (a claim counts as one). */
   readonly attempts: number;
@@ -50,13 +53,20 @@ export interface SessionRecord {
   readonly nextAttemptAt?: Date;
   /** While `closing`: after this time the claim is considered abandoned. */
   readonly leaseUntil?: Date;
+  /** The user's assertion, encrypted at rest; empty once the row is terminal. Not read by a dry run. */
+  readonly encryptedAssertion?: string;
+}
+
+/** One ledger row, every column decoded and validated (producers, operators, the demo). */
+export interface SessionRecord extends SessionToClose {
+  readonly persistChanges: boolean;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
   readonly lastError?: SessionError;
   readonly closedAt?: Date;
   readonly closedBy?: "sweeper" | "producer";
   /** Which service recorded the session (free text, for operators). */
   readonly recordedBy: string;
-  /** The user's assertion, encrypted at rest; empty once the row is terminal. */
-  readonly encryptedAssertion?: string;
 }
 
 /** A row that could not be decoded: what was wrong, and enough to address it. */
@@ -69,9 +79,9 @@ export interface MalformedRow {
   readonly problems: readonly string[];
 }
 
-/** One page of a ledger query. */
-export interface LedgerPage {
-  readonly rows: SessionRecord[];
+/** One page of a ledger query: the rows that decode, and the ones that do not. */
+export interface LedgerPage<Row extends SessionToClose = SessionRecord> {
+  readonly rows: Row[];
   readonly malformed: MalformedRow[];
 }
 
@@ -90,6 +100,6 @@ export type WriteResult =
   | { readonly written: true; readonly etag: string }
   | { readonly written: false; readonly reason: "changed" | "gone" };
 
-export type ClaimResult =
-  | { readonly claimed: true; readonly row: SessionRecord }
+export type ClaimResult<Row extends SessionToClose = SessionToClose> =
+  | { readonly claimed: true; readonly row: Row }
   | { readonly claimed: false; readonly reason: "changed" | "gone" };

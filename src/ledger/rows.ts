@@ -1,9 +1,9 @@
 import type { TableClient } from "@azure/data-tables";
 import { ConcurrentUpdateError, MalformedRowError, SessionNotFoundError } from "../errors";
-import { decodeEntity } from "./entity";
+import { decodeEntity, type Decoded, type RawEntity } from "./entity";
 import { partitionKeyFor, rowKeyFor } from "./keys";
 import { formatWorkbookLocation } from "./location";
-import type { SessionKey, SessionRecord } from "./models";
+import type { SessionKey, SessionRecord, SessionToClose } from "./models";
 import { storageStatus } from "./tableClient";
 import { mergeIfUnchanged, type RowPatch } from "./transitions";
 
@@ -11,17 +11,30 @@ export function keysOf(key: SessionKey): { partitionKey: string; rowKey: string 
   return { partitionKey: partitionKeyFor(key.tenantId, key.userId), rowKey: rowKeyFor(key.sessionId) };
 }
 
-/** Reads one row; undefined when there is none. A malformed row throws MalformedRowError. */
-export async function readRow(client: TableClient, key: SessionKey): Promise<SessionRecord | undefined> {
+/**
+ * Reads one row, every column unless `select` narrows it, decoded by `decode` (default: every
+ * column); undefined when there is none. A malformed row throws MalformedRowError.
+ */
+export async function readRow(client: TableClient, key: SessionKey): Promise<SessionRecord | undefined>;
+export async function readRow<Row extends SessionToClose>(
+  client: TableClient,
+  key: SessionKey,
+  options: { select: readonly string[]; decode: (entity: RawEntity) => Decoded<Row> },
+): Promise<Row | undefined>;
+export async function readRow(
+  client: TableClient,
+  key: SessionKey,
+  options: { select?: readonly string[]; decode: (entity: RawEntity) => Decoded<SessionToClose> } = { decode: decodeEntity },
+): Promise<SessionToClose | undefined> {
   const { partitionKey, rowKey } = keysOf(key);
   let entity;
   try {
-    entity = await client.getEntity<Record<string, unknown>>(partitionKey, rowKey);
+    entity = await client.getEntity<Record<string, unknown>>(partitionKey, rowKey, options.select ? { queryOptions: { select: [...options.select] } } : {});
   } catch (error) {
     if (storageStatus(error) === 404) return undefined;
     throw error;
   }
-  const decoded = decodeEntity(entity);
+  const decoded = options.decode(entity);
   if (!decoded.ok) throw new MalformedRowError(decoded.malformed.problems);
   return decoded.row;
 }

@@ -1,14 +1,14 @@
 import type { TableClient, TransactionAction } from "@azure/data-tables";
 import { storageStatus } from "./tableClient";
 import { truncateMessage } from "./entity";
-import type { RowTransition, SessionRecord, WriteResult } from "./models";
+import type { RowTransition, SessionToClose, WriteResult } from "./models";
 import { chunk, groupBy, mapConcurrent } from "../utils/concurrency";
 
 /** Merge patch: the columns one transition changes. */
 export type RowPatch = Record<string, unknown> & { partitionKey: string; rowKey: string };
 
 /** The columns a transition writes. Terminal states wipe the stored assertion: it is no longer needed. */
-export function patchFor(row: SessionRecord, transition: RowTransition, now: Date): RowPatch {
+export function patchFor(row: SessionToClose, transition: RowTransition, now: Date): RowPatch {
   const base = { partitionKey: row.partitionKey, rowKey: row.rowKey, updatedAt: now };
   switch (transition.to) {
     case "closed":

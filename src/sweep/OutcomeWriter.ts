@@ -1,9 +1,9 @@
 import type { SessionLedger } from "../ledger/SessionLedger";
-import type { RowTransition, SessionRecord } from "../ledger/models";
+import type { RowTransition, SessionToClose } from "../ledger/models";
 import { recordTransitions } from "./closeRecordedSession";
 
 interface Pending {
-  row: SessionRecord;
+  row: SessionToClose;
   transition: RowTransition;
 }
 
@@ -36,7 +36,7 @@ export class OutcomeWriter {
     this.maxDelayMs = options.maxDelayMs ?? 500;
   }
 
-  add(row: SessionRecord, transition: RowTransition): void {
+  add(row: SessionToClose, transition: RowTransition): void {
     let buffer = this.buffers.get(row.partitionKey);
     if (!buffer) this.buffers.set(row.partitionKey, (buffer = []));
     buffer.push({ row, transition });

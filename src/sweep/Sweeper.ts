@@ -1,5 +1,5 @@
 import { formatWorkbookLocation, workbookKey } from "../ledger/location";
-import type { MalformedRow, SessionRecord } from "../ledger/models";
+import type { MalformedRow, SessionToClose } from "../ledger/models";
 import { MAX_TRANSACTION_OPERATIONS, PARALLEL_TRANSACTIONS } from "../ledger/transitions";
 import { closeClaimed, type CloseDependencies } from "./closeRecordedSession";
 import { OutcomeWriter } from "./OutcomeWriter";
@@ -46,9 +46,9 @@ interface Work {
   readonly tenant: string;
   readonly workbook: string;
   /** The row as this sweep claimed it (its ETag is the claim's). */
-  readonly claimed: SessionRecord;
+  readonly claimed: SessionToClose;
   /** The row as read, before the claim. */
-  readonly original: SessionRecord;
+  readonly original: SessionToClose;
 }
 
 /**
@@ -134,7 +134,7 @@ export class Sweeper {
       for await (const page of pages) {
         summary.scanned += page.rows.length + page.malformed.length;
         if (page.malformed.length > 0) await this.handleMalformed(page.malformed, dryRun, summary);
-        const due: SessionRecord[] = [];
+        const due: SessionToClose[] = [];
         for (const row of page.rows) {
           const notYet = row.nextAttemptAt !== undefined && row.nextAttemptAt.getTime() > now.getTime();
           if (notYet || accepted >= limit || scheduler.isStopped || this.clock().getTime() >= deadline) {
@@ -180,10 +180,10 @@ export class Sweeper {
     return summary;
   }
 
-  private async claim(due: SessionRecord[], scheduler: WorkbookScheduler<Work>, summary: SweepSummary, outstanding: Map<string, number>): Promise<void> {
+  private async claim(due: SessionToClose[], scheduler: WorkbookScheduler<Work>, summary: SweepSummary, outstanding: Map<string, number>): Promise<void> {
     // Rows of a tenant Graph asked to wait are not claimed: their next attempt is set to the wait's end.
-    const rows: SessionRecord[] = [];
-    const held = new Map<number, SessionRecord[]>();
+    const rows: SessionToClose[] = [];
+    const held = new Map<number, SessionToClose[]>();
     for (const row of due) {
       const until = scheduler.heldBackUntil(row.tenantId);
       if (until === undefined) rows.push(row);
@@ -249,7 +249,7 @@ export class Sweeper {
  * transaction's worth of a user's at once): whole users until their workbooks would fill
  * `freeSlots`, at least one, and no more users than the ledger writes transactions at once.
  */
-function nextUsers(rows: readonly SessionRecord[], from: number, freeSlots: number): SessionRecord[] {
+function nextUsers(rows: readonly SessionToClose[], from: number, freeSlots: number): SessionToClose[] {
   const workbooks = new Set<string>();
   let end = from;
   for (let users = 0; end < rows.length && users < PARALLEL_TRANSACTIONS && (users === 0 || workbooks.size < freeSlots); users++) {
@@ -274,7 +274,7 @@ function settle(outstanding: Map<string, number>, writer: OutcomeWriter, partiti
   writer.writePartition(partitionKey);
 }
 
-function candidateOf(row: SessionRecord): SweepCandidate {
+function candidateOf(row: SessionToClose): SweepCandidate {
   return {
     tenantId: row.tenantId,
     userId: row.userId,

@@ -2,7 +2,7 @@ import type { DelegatedCredentials } from "../auth/DelegatedCredentials";
 import type { CloseAttempt, CloseOutcome } from "../graph/CloseOutcome";
 import type { CloseRequest, WorkbookSessionCloser } from "../graph/WorkbookSessionCloser";
 import type { SessionLedger } from "../ledger/SessionLedger";
-import { isTerminal, type RowTransition, type SessionRecord } from "../ledger/models";
+import { isTerminal, type RowTransition, type SessionToClose } from "../ledger/models";
 import { transitionFor } from "./outcomeTransition";
 
 /** What closing needs: the ledger, the users' credentials and the Graph client. */
@@ -33,7 +33,7 @@ export type CloseReport =
     };
 
 /** Claim → token → closeSession → mark, for one row (the queue trigger's path). */
-export async function closeRecordedSession(row: SessionRecord, deps: CloseDependencies, options: Pick<CloseRequest, "beforeSend"> = {}): Promise<CloseReport> {
+export async function closeRecordedSession(row: SessionToClose, deps: CloseDependencies, options: Pick<CloseRequest, "beforeSend"> = {}): Promise<CloseReport> {
   const claim = await deps.ledger.claim(row, { leaseMs: deps.leaseMs });
   if (!claim.claimed) return { result: "lostRace", reason: claim.reason };
   const closed = await closeClaimed(claim.row, row, deps, options);
@@ -53,8 +53,8 @@ export interface ClaimedAttempt {
  * is the row as read before the claim: a row taken over from a dead sweeper is told apart.
  */
 export async function closeClaimed(
-  claimed: SessionRecord,
-  original: SessionRecord,
+  claimed: SessionToClose,
+  original: SessionToClose,
   deps: Pick<CloseDependencies, "credentials" | "closer" | "maxAttempts">,
   options: Pick<CloseRequest, "beforeSend"> = {},
 ): Promise<ClaimedAttempt> {
@@ -65,7 +65,7 @@ export async function closeClaimed(
 
 /** Token, then closeSession, for a row this caller has claimed. */
 export async function attemptClose(
-  claimed: SessionRecord,
+  claimed: SessionToClose,
   deps: Pick<CloseDependencies, "credentials" | "closer">,
   options: Pick<CloseRequest, "beforeSend"> = {},
 ): Promise<CloseAttempt> {
@@ -102,14 +102,14 @@ function afterInterruptedClose(outcome: CloseOutcome): CloseOutcome {
  * session, so `closed` is written over a row that is not finished. Anything else is left to
  * whoever holds it. Returns, per item, whether our transition (or our `closed`) landed.
  */
-export async function recordTransitions(ledger: SessionLedger, items: readonly { row: SessionRecord; transition: RowTransition }[]): Promise<boolean[]> {
+export async function recordTransitions(ledger: SessionLedger, items: readonly { row: SessionToClose; transition: RowTransition }[]): Promise<boolean[]> {
   const results = await ledger.applyTransitions(items);
   return Promise.all(
     results.map(async (result, i) => {
       if (result.written) return true;
       const { row, transition } = items[i]!;
       if (result.reason === "gone" || transition.to !== "closed") return false;
-      const current = await ledger.get(row);
+      const current = await ledger.getToClose(row);
       if (!current || isTerminal(current.status)) return false;
       return (await ledger.markClosed(current)).written;
     }),

@@ -1,11 +1,11 @@
 import type { CloseOutcome } from "../graph/CloseOutcome";
-import type { RowTransition, SessionRecord } from "../ledger/models";
+import type { RowTransition, SessionToClose } from "../ledger/models";
 
 /**
  * The row's next state for an attempt's outcome. `row` is the claimed row, its attempts counting
  * this one; when they reach `maxAttempts`, a retry becomes `failed` with the last reason.
  */
-export function transitionFor(outcome: CloseOutcome, row: SessionRecord, maxAttempts: number): RowTransition {
+export function transitionFor(outcome: CloseOutcome, row: SessionToClose, maxAttempts: number): RowTransition {
   switch (outcome.kind) {
     case "closed":
       return { to: "closed" };

@@ -24,7 +24,7 @@ export async function handleCloseRequest(services: SweeperServices, request: Clo
   const { ledger } = services;
   const dependencies = services.closeDependencies();
   for (let attempt = 1; ; attempt++) {
-    const row = await ledger.get(request);
+    const row = await ledger.getToClose(request);
     if (!row) throw new SessionNotFoundError(request.sessionId);
     if (isTerminal(row.status)) return { result: "alreadyFinished", status: row.status };
     if (row.status === "closing" && row.leaseUntil && row.leaseUntil.getTime() > now.getTime()) return { result: "inProgress" };
