@@ -1,6 +1,7 @@
 import { formatWorkbookLocation, workbookKey } from "../ledger/location";
 import type { MalformedRow, SessionToClose } from "../ledger/models";
 import { MAX_TRANSACTION_OPERATIONS, PARALLEL_TRANSACTIONS } from "../ledger/transitions";
+import { DEFAULT_PAGE_SIZE } from "../ledger/SessionLedger";
 import { closeClaimed, type CloseDependencies } from "./closeRecordedSession";
 import { OutcomeWriter } from "./OutcomeWriter";
 import { emptySummary, type SweepCandidate, type SweepRequest, type SweepSummary } from "./models";
@@ -15,7 +16,7 @@ export interface SweeperSettings {
   concurrency: number;
   /** EXCEL_BUDGET_REQUESTS / EXCEL_BUDGET_WINDOW */
   tenantBudget: { requests: number; windowMs: number };
-  /** Rows read per page. Default 1,000. */
+  /** Rows read per page. Default DEFAULT_PAGE_SIZE (500). */
   pageSize?: number;
 }
 
@@ -79,7 +80,7 @@ export class Sweeper {
     const summary = emptySummary(dryRun);
     const candidates: SweepCandidate[] = [];
     const limit = request.limit ?? Infinity;
-    const pageSize = this.settings.pageSize ?? 1_000;
+    const pageSize = this.settings.pageSize ?? DEFAULT_PAGE_SIZE;
     const background: Promise<void>[] = [];
     const fault = (error: unknown) => {
       summary.error ??= describeFault(error);
