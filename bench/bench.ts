@@ -6,7 +6,6 @@
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { cpus } from "node:os";
 import type { SweepSummary } from "../src/sweep/models";
 import { planDataset, seedScanTable, seedTable, staleLoad, type DatasetPlan, type SeededTable } from "./dataset";
@@ -16,6 +15,7 @@ import { graphFigures, verifyRows, type Correctness, type GraphFigures } from ".
 import { DEFAULT_OPTIONS, type BenchOptions, type ContenderName, type ScenarioName, type TenantBudget } from "./options";
 
 export type { ScenarioName } from "./options";
+import { PROJECT_ROOT } from "./projectRoot";
 import { evaluateTargets, type Targets } from "./targets";
 import { runJob, type JobRequest, type JobResult, type StorageCounts } from "./worker";
 
@@ -323,7 +323,7 @@ async function runScan(env: BenchEnvironment, plan: DatasetPlan, options: BenchO
 }
 
 function sourceInfo(): BenchResult["source"] {
-  const git = (...args: string[]) => execFileSync("git", args, { cwd: join(__dirname, ".."), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  const git = (...args: string[]) => execFileSync("git", args, { cwd: PROJECT_ROOT, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
   try {
     return { commit: git("rev-parse", "HEAD"), srcDirty: git("status", "--porcelain", "--", "src").length > 0 };
   } catch {

@@ -8,6 +8,7 @@ import { dirname, join, resolve } from "node:path";
 import { trustedCertificateOrRerun } from "../test/support/certificate";
 import { runBench } from "./bench";
 import { parseBenchArgs, USAGE } from "./options";
+import { PROJECT_ROOT } from "./projectRoot";
 import { formatReport } from "./report";
 
 async function main(): Promise<void> {
@@ -29,7 +30,7 @@ async function main(): Promise<void> {
   const result = await runBench({ ...benchOptions, certificateDir: certificate.dir, log: (line) => console.log(line) });
   console.log("");
   console.log(formatReport(result));
-  const file = resolve(out ?? join(__dirname, "results", "latest.json"));
+  const file = resolve(out ?? join(PROJECT_ROOT, "bench", "results", "latest.json"));
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, `${JSON.stringify(result, (_key, value: unknown) => (value === Infinity ? null : value), 2)}\n`);
   console.log(`\nRaw figures and targets: ${file}`);

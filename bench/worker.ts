@@ -5,10 +5,10 @@
  * stand-ins'; `inline` runs it here and samples this process's RSS while it runs.
  */
 import { fork } from "node:child_process";
-import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { CONTENDERS, type ContenderOutcome, type JobName } from "./contenders";
 import type { Isolation } from "./options";
+import { PROJECT_ROOT } from "./projectRoot";
 
 export interface JobRequest {
   job: JobName;
@@ -93,7 +93,11 @@ export async function runJobInline(request: JobRequest, sampleRss = true): Promi
   }
 }
 
-/** Runs the job in a child process (Node with tsx, this file as entry), which exits after it. */
+/**
+ * Runs the job in a child process (this file as entry), which exits after it. The child runs as
+ * this process was loaded: compiled JavaScript under plain Node for `npm run bench`, as the
+ * Functions host runs the app, or TypeScript through tsx's CommonJS hook under vitest.
+ */
 export interface ChildOptions {
   /** Write a V8 CPU profile of the child here. */
   cpuProfileDir?: string;
@@ -103,16 +107,15 @@ export interface ChildOptions {
 
 export function runJobInChild(request: JobRequest, options: ChildOptions = {}): Promise<JobResult> {
   return new Promise((resolve, reject) => {
-    const child = fork(join(__dirname, "worker.ts"), [], {
-      // tsx's CommonJS hook only (the package is CommonJS): `--import tsx` would add an off-thread
-      // ESM loader, ~30 MB of RSS that is the bench's, not the contender's.
+    const child = fork(__filename, [], {
+      // From TypeScript, tsx's CommonJS hook only (the package is CommonJS): `--import tsx` would
+      // add an off-thread ESM loader, ~30 MB of RSS that is the bench's, not the contender's.
       execArgv: [
-        "--require",
-        require.resolve("tsx/cjs"),
+        ...(__filename.endsWith(".ts") ? ["--require", require.resolve("tsx/cjs")] : []),
         ...(options.cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`, `--cpu-prof-name=${request.job}-${Date.now()}.cpuprofile`] : []),
         ...(options.nodeArgs ?? []),
       ],
-      cwd: join(__dirname, ".."),
+      cwd: PROJECT_ROOT,
       env: { ...process.env, WSS_BENCH_WORKER: "1" },
       stdio: ["ignore", "inherit", "inherit", "ipc"],
       serialization: "advanced",
