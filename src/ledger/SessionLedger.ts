@@ -20,8 +20,8 @@ import { mergeIfUnchanged, patchFor, writeConditionally, errorColumns, type Cond
  * Rows per query page. Table Storage allows 1,000, but the Tables SDK makes ~20 KB of short-lived
  * objects per row it reads, all at once for a page, and that burst is what sets a scan's peak
  * memory (a 1,000-row page: ~155 MB for a 100,000-row dry run; 500: ~120 MB). A sweep gains nothing
- * from the bigger page: it claims at most 4 × SWEEP_CONCURRENCY rows ahead, and a tenant's Excel
- * budget closes 150 sessions a second, so 500 rows are seconds of work.
+ * from the bigger page: it reads the next page as soon as it has claimed this one's rows, and a
+ * tenant's Excel budget closes 150 sessions a second, so 500 rows are seconds of work.
  */
 export const DEFAULT_PAGE_SIZE = 500;
 

@@ -27,6 +27,8 @@ export interface SweepLogger {
 }
 
 const MAX_CANDIDATES = 1_000;
+/** Rows claimed and waiting per SWEEP_CONCURRENCY slot before claims pause (1,024 at the default 128). */
+const CLAIMED_AHEAD_PER_SLOT = 8;
 
 export interface SweeperOptions {
   logger?: SweepLogger;
@@ -120,8 +122,10 @@ export class Sweeper {
     const progress = runOptions.onProgress;
     const ticker = progress ? setInterval(() => progress({ ...summary, durationMs: this.clock().getTime() - started }), 1_000) : undefined;
     let accepted = 0;
-    // However many workbooks it takes, never more claimed and waiting than this.
-    const maxClaimedAhead = Math.max(4 * this.settings.concurrency, pageSize);
+    // However many workbooks it takes, no new claim while this many rows are claimed and waiting:
+    // enough for every slot's workbook to hold several sessions (a crashed service leaves a few per
+    // workbook), few enough that a dead sweeper's leases hold back little.
+    const maxClaimedAhead = CLAIMED_AHEAD_PER_SLOT * this.settings.concurrency;
     /** Claimed rows per user not finished yet: a user's outcomes are written when it reaches 0. */
     const outstanding = new Map<string, number>();
     try {
