@@ -179,7 +179,7 @@ describe("live sessions", () => {
     const opened = await openStale(own, 60, 12);
     const touchedAfterRead = new Set(opened.filter((_, i) => i % 3 === 0).map((o) => o.sessionId));
     const touchedAfterClaim = new Set(opened.filter((_, i) => i % 3 === 1).map((o) => o.sessionId));
-    const heartbeats = new Map<string, SessionRecord>();
+    const heartbeats = new Map<string, SessionToClose>();
     const refusals = new Map<string, unknown>();
 
     const ledger = new SteppedLedger(own.services.ledger, {
@@ -187,13 +187,13 @@ describe("live sessions", () => {
       afterRead: async (page) => {
         const rows = page.rows.filter((r) => touchedAfterRead.has(r.sessionId));
         expect(rows).toHaveLength(touchedAfterRead.size);
-        await mapConcurrent(rows, 8, async (row) => heartbeats.set(row.sessionId, await own.producer.touch(row)));
+        await mapConcurrent(rows, 8, async (row) => heartbeats.set(row.sessionId, await own.producer.touch(row, { known: row })));
       },
       // These producers heartbeat just after the sweep claimed their rows.
       afterClaim: async (rows) => {
         const mine = rows.filter((r) => touchedAfterClaim.has(r.sessionId));
         await mapConcurrent(mine, 8, async (row) => {
-          const error = await own.producer.touch(row).then(
+          const error = await own.producer.touch(row, { known: row }).then(
             () => undefined,
             (e: unknown) => e,
           );
@@ -247,7 +247,7 @@ describe("live sessions", () => {
     // Half the producers wake at once (they likely beat the claims), half a little later.
     const producers = live.map(async ({ row, sessionId }, i) => {
       const beat = beats.get(sessionId)!;
-      let known = row;
+      let known: SessionToClose = row;
       await sleep(i % 2 === 0 ? Math.random() * 10 : 20 + Math.random() * 60);
       while (!stop) {
         try {

@@ -108,7 +108,9 @@ describe("malformed rows the stale query cannot see", () => {
 });
 
 // Only the columns a sweeper reads decide whether it can close a session: a producer's bad value
-// in another column does not keep the session open, and the audit does not mark the row either.
+// in another column does not keep the session open, the audit does not mark the row, and the
+// producer's own heartbeat and release judge the row the same way (else a refused heartbeat would
+// let a live session go stale).
 describe("rows bad only in columns a sweeper does not read", () => {
   it.each([
     ["createdAt missing", { createdAt: undefined }],
@@ -126,6 +128,18 @@ describe("rows bad only in columns a sweeper does not read", () => {
     expect(cloud.emulator.sessionState(sessionId)).toBe("closed");
     const stored = (await rawEntities(table.services.ledger.client)).find((e) => e.rowKey === keys.rowKey)!;
     expect(stored).toMatchObject({ status: "closed", closedBy: "sweeper", assertion: "" });
+  });
+
+  it("a producer's heartbeat and release land on such a row: a live session is not closed", async () => {
+    const { sessionId, userId, keys } = await writeRow({ createdAt: "yesterday", persistChanges: "yes" });
+    const key = { tenantId: HOME_TENANT, userId, sessionId };
+    const touched = await table.producer.touch(key);
+    expect(touched.lastActivityAt.getTime()).toBeGreaterThan(Date.now() - 60_000);
+    expect(await table.services.newSweeper().run()).toMatchObject({ stale: 0, closed: 0 });
+    expect(cloud.emulator.sessionState(sessionId)).toBe("open");
+    await table.producer.release(key, { known: touched });
+    const stored = (await rawEntities(table.services.ledger.client)).find((e) => e.rowKey === keys.rowKey)!;
+    expect(stored).toMatchObject({ status: "closed", closedBy: "producer", assertion: "" });
   });
 
   it("a close request closes such a row too", async () => {

@@ -1,5 +1,5 @@
 import { odata, type TableClient } from "@azure/data-tables";
-import { COLUMNS_TO_CLOSE, decodeEntity, decodeSessionToClose, type Decoded } from "./entity";
+import { COLUMNS_TO_CLOSE, COLUMNS_TO_CLOSE_WITH_ASSERTION, decodeEntity, decodeSessionToClose, type Decoded } from "./entity";
 import {
   TERMINAL_STATUSES,
   type ClaimResult,
@@ -12,7 +12,7 @@ import {
   type SessionToClose,
   type WriteResult,
 } from "./models";
-import { readRow } from "./rows";
+import { readRow, readRowToClose } from "./rows";
 import { createLedgerTableClient, type LedgerClientOptions } from "./tableClient";
 import { mergeIfUnchanged, patchFor, writeConditionally, errorColumns, type ConditionalWrite } from "./transitions";
 
@@ -42,8 +42,6 @@ export interface ListStaleOptions {
   /** Leave the encrypted assertion (the largest column) out: for a dry run, which needs no token. */
   withoutAssertion?: boolean;
 }
-
-const COLUMNS_TO_CLOSE_WITH_ASSERTION = [...COLUMNS_TO_CLOSE, "assertion"];
 
 /** A claimed row and what to write to it. */
 export interface TransitionRequest {
@@ -87,7 +85,7 @@ export class SessionLedger {
    * reads it; undefined when there is no such row. A malformed row throws MalformedRowError.
    */
   getToClose(key: SessionKey): Promise<SessionToClose | undefined> {
-    return readRow(this.client, key, { select: COLUMNS_TO_CLOSE_WITH_ASSERTION, decode: decodeSessionToClose });
+    return readRowToClose(this.client, key);
   }
 
   /**

@@ -3,7 +3,7 @@ import { SessionAlreadyRecordedError, SessionNotOpenError, ValidationError } fro
 import { decodeEntity, MAX_SESSION_ID_LENGTH, SCHEMA_VERSION, type SessionEntity } from "./entity";
 import { isGuid } from "./keys";
 import { formatWorkbookLocation, parseWorkbookLocation } from "./location";
-import { isTerminal, type SessionKey, type SessionRecord } from "./models";
+import { isTerminal, type SessionKey, type SessionRecord, type SessionToClose } from "./models";
 import { keysOf, readRow, updateWithRetry } from "./rows";
 import { createLedgerTableClient, storageStatus, type LedgerClientOptions } from "./tableClient";
 import { QueueClient } from "@azure/storage-queue";
@@ -38,7 +38,7 @@ export interface SessionProducerOptions extends LedgerClientOptions {
 
 export interface TouchOptions {
   /** The row you hold (from record or the last touch): saves a read while nothing else changed it. */
-  known?: SessionRecord;
+  known?: SessionToClose;
   /**
    * A fresher assertion from your caller. An assertion is valid for 60-90 minutes; a session kept
    * alive longer must hand over a new one, or the sweeper cannot close it after that.
@@ -101,8 +101,9 @@ export class SessionProducer {
   /**
    * Heartbeat: the session is still in use. Conditional on the row's ETag (pass the row you hold
    * to save a read); throws SessionNotOpenError once a sweeper has claimed or finished the row.
+   * Returns the row as a sweeper sees it (the columns it reads), to pass as `known` next time.
    */
-  touch(key: SessionKey, options: TouchOptions = {}): Promise<SessionRecord> {
+  touch(key: SessionKey, options: TouchOptions = {}): Promise<SessionToClose> {
     if (options.userAssertion !== undefined) {
       const problem = assertionProblem(options.userAssertion);
       if (problem) throw new ValidationError([problem]);
@@ -125,9 +126,9 @@ export class SessionProducer {
 
   /**
    * The service closed the session itself (Graph answered its closeSession with 204). Idempotent:
-   * a row already closed, expired or failed is left as it is.
+   * a row already closed, expired or failed is left as it is. Returns the row as a sweeper sees it.
    */
-  release(key: SessionKey, options: Pick<TouchOptions, "known"> = {}): Promise<SessionRecord> {
+  release(key: SessionKey, options: Pick<TouchOptions, "known"> = {}): Promise<SessionToClose> {
     return updateWithRetry(
       this.client,
       key,

@@ -47,6 +47,7 @@ export type Decoded<Row> = { ok: true; row: Row } | { ok: false; malformed: Malf
 export const COLUMNS_TO_CLOSE: readonly string[] = [
   "PartitionKey", "RowKey", "tenantId", "userId", "sessionId", "workbook", "lastActivityAt", "status", "attempts", "nextAttemptAt", "leaseUntil",
 ];
+export const COLUMNS_TO_CLOSE_WITH_ASSERTION: readonly string[] = [...COLUMNS_TO_CLOSE, "assertion"];
 
 /**
  * Decodes what a sweeper needs of a row to close its session. Rows are written by other services,
@@ -57,7 +58,7 @@ export const COLUMNS_TO_CLOSE: readonly string[] = [
 export function decodeSessionToClose(entity: RawEntity): Decoded<SessionToClose> {
   const problems: string[] = [];
   const row = readColumnsToClose(entity, problems);
-  return problems.length > 0 ? malformed(entity, problems) : { ok: true, row };
+  return row ? { ok: true, row } : malformed(entity, problems);
 }
 
 /** Decodes every column of a row (the columns to close, and the producer's and the outcome's). */
@@ -68,11 +69,11 @@ export function decodeEntity(entity: RawEntity): Decoded<SessionRecord> {
   const persistChanges = entity.persistChanges ?? true;
   if (typeof persistChanges !== "boolean") problems.push("persistChanges is not a boolean");
   const createdAt = read.date("createdAt");
-  const updatedAt = read.date("updatedAt", true) ?? toClose.lastActivityAt;
+  const updatedAt = read.date("updatedAt", true) ?? toClose?.lastActivityAt;
   const closedAt = read.date("closedAt", true);
   const lastErrorCode = optionalString(entity.lastErrorCode);
   const closedBy = entity.closedBy === "sweeper" || entity.closedBy === "producer" ? entity.closedBy : undefined;
-  if (problems.length > 0) return malformed(entity, problems);
+  if (!toClose || problems.length > 0) return malformed(entity, problems);
   return {
     ok: true,
     row: {
@@ -88,8 +89,9 @@ export function decodeEntity(entity: RawEntity): Decoded<SessionRecord> {
   };
 }
 
-/** The columns to close; meaningful only if nothing was added to `problems`. */
-function readColumnsToClose(entity: RawEntity, problems: string[]): SessionToClose {
+/** The columns to close, or undefined after adding to `problems` what is wrong with them. */
+function readColumnsToClose(entity: RawEntity, problems: string[]): SessionToClose | undefined {
+  const problemsBefore = problems.length;
   const read = columnReader(entity, problems);
   const tenantId = read.str("tenantId");
   const userId = read.str("userId");
@@ -121,15 +123,16 @@ function readColumnsToClose(entity: RawEntity, problems: string[]): SessionToClo
   if (sessionId && entity.rowKey !== rowKeyFor(sessionId)) problems.push("RowKey does not match sessionId");
   const assertion = optionalString(entity.assertion);
 
+  if (problems.length > problemsBefore || !tenantId || !userId || !sessionId || !workbook || !lastActivityAt) return undefined;
   return {
     partitionKey: entity.partitionKey!,
     rowKey: entity.rowKey!,
     etag: entity.etag,
-    tenantId: tenantId?.toLowerCase() as string,
-    userId: userId?.toLowerCase() as string,
-    sessionId: sessionId!,
-    workbook: workbook!,
-    lastActivityAt: lastActivityAt!,
+    tenantId: tenantId.toLowerCase(),
+    userId: userId.toLowerCase(),
+    sessionId,
+    workbook,
+    lastActivityAt,
     status,
     attempts: attempts as number,
     ...(nextAttemptAt && { nextAttemptAt }),

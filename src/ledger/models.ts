@@ -32,9 +32,9 @@ export interface SessionError {
 /**
  * What a sweeper reads of a row to close its session, and all it acts on: who opened it, where,
  * the state columns a claim and an outcome are decided from, and the encrypted assertion. A row is
- * valid to close exactly when these columns decode; the sweep, a dry run, a close request and the
- * malformed-row audit all read it this way, so none of them can call malformed a row another one
- * would close.
+ * valid to close exactly when these columns decode; the sweep, a dry run, a close request, the
+ * malformed-row audit and a producer's touch and release all read it this way, so none of them can
+ * refuse a row another one would act on.
  */
 export interface SessionToClose {
   readonly partitionKey: string;

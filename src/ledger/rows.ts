@@ -1,6 +1,6 @@
 import type { TableClient } from "@azure/data-tables";
 import { ConcurrentUpdateError, MalformedRowError, SessionNotFoundError } from "../errors";
-import { decodeEntity, type Decoded, type RawEntity } from "./entity";
+import { COLUMNS_TO_CLOSE_WITH_ASSERTION, decodeEntity, decodeSessionToClose, type Decoded, type RawEntity } from "./entity";
 import { partitionKeyFor, rowKeyFor } from "./keys";
 import { formatWorkbookLocation } from "./location";
 import type { SessionKey, SessionRecord, SessionToClose } from "./models";
@@ -40,20 +40,30 @@ export async function readRow(
 }
 
 /**
+ * What a sweeper needs of one row to close its session, read and judged as the stale query reads
+ * it; undefined when there is no such row. A malformed row throws MalformedRowError.
+ */
+export function readRowToClose(client: TableClient, key: SessionKey): Promise<SessionToClose | undefined> {
+  return readRow(client, key, { select: COLUMNS_TO_CLOSE_WITH_ASSERTION, decode: decodeSessionToClose });
+}
+
+/**
  * Read, decide, write conditionally; on a lost race read again and decide again. `decide` returns
  * the patch to write, or `undefined` when the row is already as wanted; it throws to refuse.
- * `known` is a row the caller already holds (with its ETag), which saves the first read.
+ * `known` is a row the caller already holds (with its ETag), which saves the first read. The row
+ * is read and judged as a sweeper judges it: a producer's heartbeat or release must land on every
+ * row a sweeper would close, whatever is in the columns a sweeper does not read.
  */
 export async function updateWithRetry(
   client: TableClient,
   key: SessionKey,
-  decide: (row: SessionRecord) => Omit<RowPatch, "partitionKey" | "rowKey"> | undefined,
-  options: { known?: SessionRecord; maxAttempts?: number } = {},
-): Promise<SessionRecord> {
+  decide: (row: SessionToClose) => Omit<RowPatch, "partitionKey" | "rowKey"> | undefined,
+  options: { known?: SessionToClose; maxAttempts?: number } = {},
+): Promise<SessionToClose> {
   const maxAttempts = options.maxAttempts ?? 5;
   let row = options.known;
   for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-    row ??= await readRow(client, key);
+    row ??= await readRowToClose(client, key);
     if (!row) throw new SessionNotFoundError(key.sessionId);
     const columns = decide(row);
     if (!columns) return row;
@@ -66,38 +76,23 @@ export async function updateWithRetry(
 }
 
 /** The row as it is after a successful Merge of `columns`, without reading it back. */
-function applyColumns(row: SessionRecord, columns: Record<string, unknown>, etag: string): SessionRecord {
-  const decoded = decodeEntity({
-    ...toEntityColumns(row),
-    ...columns,
-    partitionKey: row.partitionKey,
-    rowKey: row.rowKey,
-    etag,
-  } as Parameters<typeof decodeEntity>[0]);
-  if (!decoded.ok) throw new MalformedRowError(decoded.malformed.problems);
-  return decoded.row;
-}
-
-/** The stored columns of a decoded row (the inverse of decodeEntity). */
-export function toEntityColumns(row: SessionRecord): Record<string, unknown> {
-  return {
+function applyColumns(row: SessionToClose, columns: Record<string, unknown>, etag: string): SessionToClose {
+  const decoded = decodeSessionToClose({
     tenantId: row.tenantId,
     userId: row.userId,
     sessionId: row.sessionId,
     workbook: formatWorkbookLocation(row.workbook),
-    persistChanges: row.persistChanges,
-    createdAt: row.createdAt,
     lastActivityAt: row.lastActivityAt,
-    updatedAt: row.updatedAt,
     status: row.status,
     attempts: row.attempts,
     nextAttemptAt: row.nextAttemptAt,
     leaseUntil: row.leaseUntil,
-    lastErrorCode: row.lastError?.code,
-    lastErrorMessage: row.lastError?.message,
-    closedAt: row.closedAt,
-    closedBy: row.closedBy,
-    recordedBy: row.recordedBy,
     assertion: row.encryptedAssertion,
-  };
+    ...columns,
+    partitionKey: row.partitionKey,
+    rowKey: row.rowKey,
+    etag,
+  } as RawEntity);
+  if (!decoded.ok) throw new MalformedRowError(decoded.malformed.problems);
+  return decoded.row;
 }
