@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
+  DEFAULT_PAGE_SIZE,
   SessionNotOpenError,
   SessionNotFoundError,
   SessionAlreadyRecordedError,
@@ -108,6 +109,25 @@ describe("listStale", () => {
     expect(rows.every((r) => r.userId === alice.userId)).toBe(true);
     expect(storageRequests).toHaveLength(1);
     expect(decodeURIComponent(storageRequests[0]!.url)).toContain(`userId eq '${alice.userId}'`);
+  });
+
+  it("the stale query asks for the columns to close only (no assertion in a dry run), 500 rows a page by default", async () => {
+    const { ledger, producer, clock, storageRequests } = await createLedgerFixture();
+    await producer.record(recordInput());
+    clock.advance(10 * MINUTE);
+    const queryOf = async (withoutAssertion: boolean) => {
+      storageRequests.length = 0;
+      const { rows } = await collect(ledger.listStale(2 * MINUTE, { withoutAssertion }));
+      expect(rows).toHaveLength(1);
+      expect(storageRequests).toHaveLength(1);
+      return new URL(storageRequests[0]!.url).searchParams;
+    };
+    const toClose = ["PartitionKey", "RowKey", "tenantId", "userId", "sessionId", "workbook", "lastActivityAt", "status", "attempts", "nextAttemptAt", "leaseUntil"];
+    const sweep = await queryOf(false);
+    expect(sweep.get("$select")?.split(",").sort()).toEqual([...toClose, "assertion"].sort());
+    expect(sweep.get("$top")).toBe(String(DEFAULT_PAGE_SIZE));
+    const dryRun = await queryOf(true);
+    expect(dryRun.get("$select")?.split(",").sort()).toEqual([...toClose].sort());
   });
 
   it("pages through 2,500 stale rows in 25 partitions, every row exactly once, a page at a time", async () => {

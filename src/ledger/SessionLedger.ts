@@ -1,5 +1,5 @@
 import { odata, type TableClient } from "@azure/data-tables";
-import { COLUMNS_TO_CLOSE, COLUMNS_TO_CLOSE_WITH_ASSERTION, decodeEntity, decodeSessionToClose, type Decoded } from "./entity";
+import { EVERY_COLUMN, TO_CLOSE, TO_CLOSE_WITHOUT_ASSERTION, type RowShape } from "./entity";
 import {
   TERMINAL_STATUSES,
   type ClaimResult,
@@ -12,7 +12,7 @@ import {
   type SessionToClose,
   type WriteResult,
 } from "./models";
-import { readRow, readRowToClose } from "./rows";
+import { readRow } from "./rows";
 import { createLedgerTableClient, type LedgerClientOptions } from "./tableClient";
 import { mergeIfUnchanged, patchFor, writeConditionally, errorColumns, type ConditionalWrite } from "./transitions";
 
@@ -77,7 +77,7 @@ export class SessionLedger {
 
   /** Every column of one row; undefined when there is none. A malformed row throws MalformedRowError. */
   get(key: SessionKey): Promise<SessionRecord | undefined> {
-    return readRow(this.client, key);
+    return readRow(this.client, key, EVERY_COLUMN);
   }
 
   /**
@@ -85,7 +85,7 @@ export class SessionLedger {
    * reads it; undefined when there is no such row. A malformed row throws MalformedRowError.
    */
   getToClose(key: SessionKey): Promise<SessionToClose | undefined> {
-    return readRowToClose(this.client, key);
+    return readRow(this.client, key, TO_CLOSE);
   }
 
   /**
@@ -102,25 +102,21 @@ export class SessionLedger {
       options.userId === undefined
         ? odata`(status eq ${"open"} and lastActivityAt lt ${cutoff}) or (status eq ${"closing"} and leaseUntil lt ${now})`
         : odata`userId eq ${options.userId} and ((status eq ${"open"} and lastActivityAt lt ${cutoff}) or (status eq ${"closing"} and leaseUntil lt ${now}))`;
-    const select = options.withoutAssertion ? COLUMNS_TO_CLOSE : COLUMNS_TO_CLOSE_WITH_ASSERTION;
-    yield* this.query(decodeSessionToClose, { filter, select, pageSize: options.pageSize ?? this.pageSize });
+    yield* this.query(options.withoutAssertion ? TO_CLOSE_WITHOUT_ASSERTION : TO_CLOSE, { filter, pageSize: options.pageSize ?? this.pageSize });
   }
 
   /** Every row, every column, a page at a time (for operators and the demo). */
   async *listAll(options: { pageSize?: number } = {}): AsyncIterableIterator<LedgerPage> {
-    yield* this.query(decodeEntity, { pageSize: options.pageSize ?? this.pageSize });
+    yield* this.query(EVERY_COLUMN, { pageSize: options.pageSize ?? this.pageSize });
   }
 
-  private async *query<Row extends SessionToClose>(
-    decode: (entity: Parameters<typeof decodeEntity>[0]) => Decoded<Row>,
-    options: { filter?: string; select?: readonly string[]; pageSize: number },
-  ): AsyncIterableIterator<LedgerPage<Row>> {
-    const queryOptions = { ...(options.filter !== undefined && { filter: options.filter }), ...(options.select && { select: [...options.select] }) };
+  private async *query<Row extends SessionToClose>(shape: RowShape<Row>, options: { filter?: string; pageSize: number }): AsyncIterableIterator<LedgerPage<Row>> {
+    const queryOptions = { ...(options.filter !== undefined && { filter: options.filter }), ...(shape.select && { select: [...shape.select] }) };
     const pages = this.client.listEntities<Record<string, unknown>>({ queryOptions }).byPage({ maxPageSize: options.pageSize });
     for await (const page of pages) {
       const result: LedgerPage<Row> = { rows: [], malformed: [] };
       for (const entity of page) {
-        const decoded = decode(entity);
+        const decoded = shape.decode(entity);
         if (decoded.ok) result.rows.push(decoded.row);
         else result.malformed.push(decoded.malformed);
       }
@@ -247,7 +243,7 @@ export class SessionLedger {
     let scanned = 0;
     let marked = 0;
     const rows: MalformedRow[] = [];
-    for await (const page of this.query(decodeSessionToClose, { select: COLUMNS_TO_CLOSE, pageSize: this.pageSize })) {
+    for await (const page of this.query(TO_CLOSE_WITHOUT_ASSERTION, { pageSize: this.pageSize })) {
       scanned += page.rows.length + page.malformed.length;
       const unfinished = page.malformed.filter((row) => !TERMINAL_STATUSES.includes(row.storedStatus as SessionStatus));
       if (unfinished.length === 0) continue;

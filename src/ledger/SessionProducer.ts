@@ -1,6 +1,6 @@
 import type { TableClient } from "@azure/data-tables";
 import { SessionAlreadyRecordedError, SessionNotOpenError, ValidationError } from "../errors";
-import { decodeEntity, MAX_SESSION_ID_LENGTH, SCHEMA_VERSION, type SessionEntity } from "./entity";
+import { decodeEntity, EVERY_COLUMN, MAX_SESSION_ID_LENGTH, SCHEMA_VERSION, type SessionEntity } from "./entity";
 import { isGuid } from "./keys";
 import { formatWorkbookLocation, parseWorkbookLocation } from "./location";
 import { isTerminal, type SessionKey, type SessionRecord, type SessionToClose } from "./models";
@@ -163,7 +163,7 @@ export class SessionProducer {
   }
 
   private async mustRead(key: SessionKey): Promise<SessionRecord> {
-    const row = await readRow(this.client, key);
+    const row = await readRow(this.client, key, EVERY_COLUMN);
     if (!row) throw new ValidationError(["the session row vanished while it was being recorded"]);
     return row;
   }

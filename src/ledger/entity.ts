@@ -47,7 +47,19 @@ export type Decoded<Row> = { ok: true; row: Row } | { ok: false; malformed: Malf
 export const COLUMNS_TO_CLOSE: readonly string[] = [
   "PartitionKey", "RowKey", "tenantId", "userId", "sessionId", "workbook", "lastActivityAt", "status", "attempts", "nextAttemptAt", "leaseUntil",
 ];
-export const COLUMNS_TO_CLOSE_WITH_ASSERTION: readonly string[] = [...COLUMNS_TO_CLOSE, "assertion"];
+
+/** How a row is read: the columns asked for (every one when absent) and how they are decoded. */
+export interface RowShape<Row> {
+  readonly select?: readonly string[];
+  readonly decode: (entity: RawEntity) => Decoded<Row>;
+}
+
+/** Every column: producers, operators, the demo. */
+export const EVERY_COLUMN: RowShape<SessionRecord> = { decode: decodeEntity };
+/** What a sweeper, a close request and a producer's touch and release read and judge a row by. */
+export const TO_CLOSE: RowShape<SessionToClose> = { select: [...COLUMNS_TO_CLOSE, "assertion"], decode: decodeSessionToClose };
+/** The same without the assertion (the largest column): a dry run and the audit need no token. */
+export const TO_CLOSE_WITHOUT_ASSERTION: RowShape<SessionToClose> = { select: COLUMNS_TO_CLOSE, decode: decodeSessionToClose };
 
 /**
  * Decodes what a sweeper needs of a row to close its session. Rows are written by other services,

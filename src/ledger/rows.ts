@@ -1,9 +1,9 @@
 import type { TableClient } from "@azure/data-tables";
 import { ConcurrentUpdateError, MalformedRowError, SessionNotFoundError } from "../errors";
-import { COLUMNS_TO_CLOSE_WITH_ASSERTION, decodeEntity, decodeSessionToClose, type Decoded, type RawEntity } from "./entity";
+import { decodeSessionToClose, TO_CLOSE, type RawEntity, type RowShape } from "./entity";
 import { partitionKeyFor, rowKeyFor } from "./keys";
 import { formatWorkbookLocation } from "./location";
-import type { SessionKey, SessionRecord, SessionToClose } from "./models";
+import type { SessionKey, SessionToClose } from "./models";
 import { storageStatus } from "./tableClient";
 import { mergeIfUnchanged, type RowPatch } from "./transitions";
 
@@ -11,40 +11,19 @@ export function keysOf(key: SessionKey): { partitionKey: string; rowKey: string 
   return { partitionKey: partitionKeyFor(key.tenantId, key.userId), rowKey: rowKeyFor(key.sessionId) };
 }
 
-/**
- * Reads one row, every column unless `select` narrows it, decoded by `decode` (default: every
- * column); undefined when there is none. A malformed row throws MalformedRowError.
- */
-export async function readRow(client: TableClient, key: SessionKey): Promise<SessionRecord | undefined>;
-export async function readRow<Row extends SessionToClose>(
-  client: TableClient,
-  key: SessionKey,
-  options: { select: readonly string[]; decode: (entity: RawEntity) => Decoded<Row> },
-): Promise<Row | undefined>;
-export async function readRow(
-  client: TableClient,
-  key: SessionKey,
-  options: { select?: readonly string[]; decode: (entity: RawEntity) => Decoded<SessionToClose> } = { decode: decodeEntity },
-): Promise<SessionToClose | undefined> {
+/** Reads one row in `shape`; undefined when there is none. A malformed row throws MalformedRowError. */
+export async function readRow<Row>(client: TableClient, key: SessionKey, shape: RowShape<Row>): Promise<Row | undefined> {
   const { partitionKey, rowKey } = keysOf(key);
   let entity;
   try {
-    entity = await client.getEntity<Record<string, unknown>>(partitionKey, rowKey, options.select ? { queryOptions: { select: [...options.select] } } : {});
+    entity = await client.getEntity<Record<string, unknown>>(partitionKey, rowKey, shape.select ? { queryOptions: { select: [...shape.select] } } : {});
   } catch (error) {
     if (storageStatus(error) === 404) return undefined;
     throw error;
   }
-  const decoded = options.decode(entity);
+  const decoded = shape.decode(entity);
   if (!decoded.ok) throw new MalformedRowError(decoded.malformed.problems);
   return decoded.row;
-}
-
-/**
- * What a sweeper needs of one row to close its session, read and judged as the stale query reads
- * it; undefined when there is no such row. A malformed row throws MalformedRowError.
- */
-export function readRowToClose(client: TableClient, key: SessionKey): Promise<SessionToClose | undefined> {
-  return readRow(client, key, { select: COLUMNS_TO_CLOSE_WITH_ASSERTION, decode: decodeSessionToClose });
 }
 
 /**
@@ -63,7 +42,7 @@ export async function updateWithRetry(
   const maxAttempts = options.maxAttempts ?? 5;
   let row = options.known;
   for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-    row ??= await readRowToClose(client, key);
+    row ??= await readRow(client, key, TO_CLOSE);
     if (!row) throw new SessionNotFoundError(key.sessionId);
     const columns = decide(row);
     if (!columns) return row;
