@@ -3,14 +3,17 @@
  * https stand-ins, and once the built launcher as an operator's shell runs it.
  */
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TableServiceClient } from "@azure/data-tables";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { partitionKeyFor, rowKeyFor, createLedgerTableClient, type SessionRecord, type SweepSummary } from "../src";
 import { main, type CliIo } from "../src/cli";
 import { mapConcurrent } from "../src/utils/concurrency";
 import { useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { uniqueTableName } from "./support/ledgerFixture";
 import { captureLog } from "./support/secretScan";
 
 const ROOT = resolve(__dirname, "..");
@@ -173,7 +176,9 @@ describe("sweep", () => {
   });
 
   it("exits 1 with the fault in the summary when storage ends the sweep", async () => {
-    const run = await cli(["sweep"], { env: cloud.settings({ SESSIONS_TABLE: "Nosuchtable42" }) });
+    // The right account with a wrong key: every request is refused (403).
+    const wrongKey = cloud.settings().AzureWebJobsStorage!.replace(/AccountKey=[^;]+/, `AccountKey=${randomBytes(64).toString("base64")}`);
+    const run = await cli(["sweep"], { env: cloud.settings({ AzureWebJobsStorage: wrongKey }) });
 
     expect(run.code).toBe(1);
     expect(run.stdout).toContain("ended by a storage fault");
@@ -295,7 +300,8 @@ describe("bad flags and configuration", () => {
     const dir = mkdtempSync(join(workDir, "settings-"));
     const file = join(dir, "custom.settings.json");
     // The file points at a table that does not exist; the environment's SESSIONS_TABLE wins.
-    writeFileSync(file, JSON.stringify({ IsEncrypted: false, Values: cloud.settings({ SESSIONS_TABLE: "Nosuchtable42", FUNCTIONS_WORKER_RUNTIME: "node" }) }));
+    const fileTable = uniqueTableName();
+    writeFileSync(file, JSON.stringify({ IsEncrypted: false, Values: cloud.settings({ SESSIONS_TABLE: fileTable, FUNCTIONS_WORKER_RUNTIME: "node" }) }));
     const opened = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/f" });
 
     const run = await cli(["--settings", file, "--json"], { env: { SESSIONS_TABLE: table.tableName, AZURE_CLIENT_ID: "" } });
@@ -304,10 +310,12 @@ describe("bad flags and configuration", () => {
     expect(JSON.parse(lastLine(run.stdout))).toMatchObject({ closed: 1 });
     expect(cloud.emulator.sessionState(opened.sessionId)).toBe("closed");
 
-    // Without the override, the file's table is used: it does not exist.
+    // Without the override, the file's table is used: the sweep finds it missing, creates it, and has nothing to do.
+    expect(await tableExists(fileTable)).toBe(false);
     const fileOnly = await cli(["--settings", file, "--json"], { env: {} });
-    expect(fileOnly.code).toBe(1);
-    expect(JSON.parse(lastLine(fileOnly.stdout)).error).toBeDefined();
+    expect(fileOnly.code).toBe(0);
+    expect(JSON.parse(lastLine(fileOnly.stdout))).toMatchObject({ scanned: 0, closed: 0 });
+    expect(await tableExists(fileTable)).toBe(true);
 
     // ./local.settings.json is read without --settings; a setting missing from both is named.
     writeFileSync(join(dir, "local.settings.json"), JSON.stringify({ Values: cloud.settings({ AZURE_TENANT_ID: undefined }) }));
@@ -381,4 +389,10 @@ function exec(command: string, args: string[], options: { cwd: string; env?: Rec
     child.on("error", reject);
     child.on("close", (code) => resolvePromise({ code: code ?? -1, stdout, stderr }));
   });
+}
+
+async function tableExists(name: string): Promise<boolean> {
+  const service = TableServiceClient.fromConnectionString(inject("storageConnectionString"), { allowInsecureConnection: true });
+  for await (const table of service.listTables({ queryOptions: { filter: `TableName eq '${name}'` } })) if (table.name === name) return true;
+  return false;
 }

@@ -13,7 +13,7 @@ import {
   type WriteResult,
 } from "./models";
 import { readRow } from "./rows";
-import { createLedgerTableClient, type LedgerClientOptions } from "./tableClient";
+import { createLedgerTableClient, pagesWithTable, type LedgerClientOptions } from "./tableClient";
 import { mergeIfUnchanged, patchFor, writeConditionally, errorColumns, type ConditionalWrite } from "./transitions";
 
 /**
@@ -70,7 +70,10 @@ export class SessionLedger {
     return new SessionLedger(createLedgerTableClient(connectionString, tableName, options), options);
   }
 
-  /** Creates the table if it does not exist yet. */
+  /**
+   * Creates the table if it does not exist yet. Not needed before use: the first query on a missing
+   * table creates it.
+   */
   async ensureTable(): Promise<void> {
     await this.client.createTable();
   }
@@ -112,7 +115,7 @@ export class SessionLedger {
 
   private async *query<Row extends SessionToClose>(shape: RowShape<Row>, options: { filter?: string; pageSize: number }): AsyncIterableIterator<LedgerPage<Row>> {
     const queryOptions = { ...(options.filter !== undefined && { filter: options.filter }), ...(shape.select && { select: [...shape.select] }) };
-    const pages = this.client.listEntities<Record<string, unknown>>({ queryOptions }).byPage({ maxPageSize: options.pageSize });
+    const pages = pagesWithTable(this.client, () => this.client.listEntities<Record<string, unknown>>({ queryOptions }).byPage({ maxPageSize: options.pageSize }));
     for await (const page of pages) {
       const result: LedgerPage<Row> = { rows: [], malformed: [] };
       for (const entity of page) {
@@ -261,9 +264,9 @@ export class SessionLedger {
   async purgeTerminal(retentionMs: number, options: { now?: Date } = {}): Promise<{ deleted: number }> {
     const cutoff = new Date((options.now ?? this.clock()).getTime() - retentionMs);
     const filter = odata`(status eq ${"closed"} or status eq ${"expired"} or status eq ${"failed"}) and updatedAt lt ${cutoff}`;
-    const pages = this.client
-      .listEntities<Record<string, unknown>>({ queryOptions: { filter, select: ["PartitionKey", "RowKey"] } })
-      .byPage({ maxPageSize: this.pageSize });
+    const pages = pagesWithTable(this.client, () =>
+      this.client.listEntities<Record<string, unknown>>({ queryOptions: { filter, select: ["PartitionKey", "RowKey"] } }).byPage({ maxPageSize: this.pageSize }),
+    );
     let deleted = 0;
     for await (const page of pages) {
       const writes: ConditionalWrite[] = page.map((entity) => ({

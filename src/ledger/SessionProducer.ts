@@ -5,8 +5,8 @@ import { isGuid } from "./keys";
 import { formatWorkbookLocation, parseWorkbookLocation } from "./location";
 import { isTerminal, type SessionKey, type SessionRecord, type SessionToClose } from "./models";
 import { keysOf, readRow, updateWithRetry } from "./rows";
-import { createLedgerTableClient, storageStatus, type LedgerClientOptions } from "./tableClient";
-import { QueueClient } from "@azure/storage-queue";
+import { createLedgerTableClient, storageStatus, withTable, type LedgerClientOptions } from "./tableClient";
+import { QueueClient, type QueueSendMessageResponse } from "@azure/storage-queue";
 import { AssertionCipher } from "../auth/AssertionCipher";
 import { DEFAULT_SETTINGS } from "../config";
 import { formatCloseRequestMessage, parseCloseRequestMessage } from "../triggers/closeRequestMessage";
@@ -57,7 +57,7 @@ export class SessionProducer {
   private readonly clock: () => Date;
   private readonly cipher: AssertionCipher;
   private readonly closeQueue: QueueClient | undefined;
-  private queueReady: Promise<unknown> | undefined;
+  private queueCreating: Promise<void> | undefined;
 
   constructor(
     readonly client: TableClient,
@@ -86,7 +86,8 @@ export class SessionProducer {
   async record(input: RecordSessionInput): Promise<SessionRecord> {
     const entity = this.entityFor(input);
     try {
-      const response = await this.client.createEntity(entity);
+      // The first session recorded in a new storage account creates the ledger table.
+      const response = await withTable(this.client, () => this.client.createEntity(entity));
       const decoded = decodeEntity({ ...entity, etag: response.etag ?? "" });
       if (!decoded.ok) throw new ValidationError(decoded.malformed.problems);
       return decoded.row;
@@ -153,13 +154,28 @@ export class SessionProducer {
       sessionId: key.sessionId,
       ...(options.requestedBy !== undefined && { requestedBy: options.requestedBy }),
     });
-    this.queueReady ??= this.closeQueue.createIfNotExists().catch((error: unknown) => {
-      this.queueReady = undefined;
-      throw error;
-    });
-    await this.queueReady;
-    const response = await this.closeQueue.sendMessage(formatCloseRequestMessage(message));
+    const text = formatCloseRequestMessage(message);
+    const response = await this.sendCreatingQueue(this.closeQueue, text);
     return response.messageId;
+  }
+
+  /**
+   * Sends; the first request after the queue was deleted or never made creates it (one create for
+   * concurrent senders) and sends again. Nothing is asked up front, so a sender allowed only to
+   * add messages works as long as the queue exists.
+   */
+  private async sendCreatingQueue(queue: QueueClient, text: string): Promise<QueueSendMessageResponse> {
+    try {
+      return await queue.sendMessage(text);
+    } catch (error) {
+      if (storageStatus(error) !== 404) throw error;
+    }
+    this.queueCreating ??= queue
+      .createIfNotExists()
+      .then(() => undefined)
+      .finally(() => (this.queueCreating = undefined));
+    await this.queueCreating;
+    return queue.sendMessage(text);
   }
 
   private async mustRead(key: SessionKey): Promise<SessionRecord> {

@@ -41,3 +41,62 @@ export function isLoopbackEmulator(connectionString: string): boolean {
 export function storageStatus(error: unknown): number | undefined {
   return isRestError(error) ? error.statusCode : undefined;
 }
+
+/**
+ * Whether a storage error says the table itself does not exist (as opposed to a missing row, which
+ * is also a 404). Single operations carry the code in `x-ms-error-code` or the OData body; a
+ * transaction's error carries it in `code`.
+ */
+export function isTableNotFound(error: unknown): boolean {
+  if (!isRestError(error) || error.statusCode !== 404) return false;
+  if (error.code === "TableNotFound") return true;
+  if (error.response?.headers.get("x-ms-error-code") === "TableNotFound") return true;
+  return /"code"\s*:\s*"TableNotFound"/.test(error.message);
+}
+
+/** Tables being created by this process: concurrent first writes share one create call. */
+const creating = new WeakMap<TableClient, Promise<void>>();
+
+/**
+ * Runs a table operation; if the table does not exist yet (a new storage account, a new
+ * SESSIONS_TABLE), creates it and runs the operation once more. Nothing is created up front and
+ * nothing is asked on later calls: a deployment whose table exists pays no extra request, and a
+ * credential that may write rows but not create tables works as long as the table is there.
+ * Any other fault, and a table that still cannot be found after the create, is thrown.
+ */
+export async function withTable<T>(client: TableClient, operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } catch (error) {
+    if (!isTableNotFound(error)) throw error;
+  }
+  await createTable(client);
+  return operation();
+}
+
+/** `withTable` for a paged query: a missing table is created and the query started again. */
+export async function* pagesWithTable<T>(client: TableClient, pages: () => AsyncIterableIterator<T>): AsyncIterableIterator<T> {
+  let iterator = pages();
+  let first: IteratorResult<T>;
+  try {
+    first = await iterator.next();
+  } catch (error) {
+    if (!isTableNotFound(error)) throw error;
+    await createTable(client);
+    iterator = pages();
+    first = await iterator.next();
+  }
+  if (first.done) return;
+  yield first.value;
+  yield* iterator;
+}
+
+function createTable(client: TableClient): Promise<void> {
+  let pending = creating.get(client);
+  if (!pending) {
+    // createTable answers an existing table (409) quietly: another process may have just made it.
+    pending = client.createTable().finally(() => creating.delete(client));
+    creating.set(client, pending);
+  }
+  return pending;
+}
