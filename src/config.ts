@@ -68,6 +68,15 @@ export interface SweeperConfig {
 
 export type Settings = Readonly<Record<string, string | undefined>>;
 
+/**
+ * The settings without a default: the app does not run until each is set. The client credential is
+ * one of AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH.
+ */
+export const REQUIRED_SETTINGS = ["AzureWebJobsStorage", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "ASSERTION_ENCRYPTION_KEY"] as const;
+
+/** The two ways to give the app registration's credential; exactly one is set. */
+export const CLIENT_CREDENTIAL_SETTINGS = ["AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH"] as const;
+
 export const DEFAULT_SETTINGS = {
   SESSIONS_TABLE: "WorkbookSessions",
   CLOSE_QUEUE: "workbook-session-close",
@@ -100,17 +109,17 @@ export function loadConfig(settings: Settings = process.env): SweeperConfig {
     storage: {
       connectionString: reader.connectionString("AzureWebJobsStorage"),
       tableName: reader.matching("SESSIONS_TABLE", TABLE_NAME, "a table name: 3-63 letters or digits, starting with a letter"),
-      closeQueueName: reader.matching("CLOSE_QUEUE", QUEUE_NAME, "a queue name: 3-63 lowercase letters, digits and single hyphens"),
+      closeQueueName: reader.matching("CLOSE_QUEUE", QUEUE_NAME, QUEUE_NAME_FORM),
     },
     sweep: {
-      schedule: reader.matching("SWEEP_SCHEDULE", NCRONTAB, "an NCRONTAB expression with six fields, e.g. '0 */5 * * * *'"),
+      schedule: reader.schedule("SWEEP_SCHEDULE"),
       staleAfterMs: reader.duration("STALE_AFTER", { minMs: 1_000 }),
       claimLeaseMs: reader.duration("CLAIM_LEASE", { minMs: 1_000 }),
       maxAttempts: reader.integer("MAX_ATTEMPTS", 1, 100),
       timeBudgetMs: reader.duration("SWEEP_TIME_BUDGET", { minMs: 1_000 }),
       concurrency: reader.integer("SWEEP_CONCURRENCY", 1, 1_000),
       terminalRetentionMs: reader.duration("TERMINAL_RETENTION", { minMs: 0 }),
-      purgeSchedule: reader.matching("PURGE_SCHEDULE", NCRONTAB, "an NCRONTAB expression with six fields, e.g. '0 30 3 * * *'"),
+      purgeSchedule: reader.schedule("PURGE_SCHEDULE"),
     },
     graph: {
       baseUrl: reader.httpsUrl("GRAPH_BASE_URL"),
@@ -123,8 +132,8 @@ export function loadConfig(settings: Settings = process.env): SweeperConfig {
     auth: {
       authorityHost: reader.httpsUrl("AZURE_AUTHORITY_HOST"),
       disableInstanceDiscovery: reader.boolean("AZURE_DISABLE_INSTANCE_DISCOVERY"),
-      tenantId: reader.required("AZURE_TENANT_ID"),
-      clientId: reader.required("AZURE_CLIENT_ID"),
+      tenantId: reader.tenant("AZURE_TENANT_ID"),
+      clientId: reader.matching("AZURE_CLIENT_ID", GUID, "a GUID (the app registration's Application (client) ID)"),
       clientCredential: reader.clientCredential(),
       assertionKey: reader.key("ASSERTION_ENCRYPTION_KEY", 32),
       additionallyAllowedTenants: reader.list("AZURE_ADDITIONALLY_ALLOWED_TENANTS", /^([0-9a-f-]{36}|\*)$/i, "a tenant GUID or *"),
@@ -136,9 +145,87 @@ export function loadConfig(settings: Settings = process.env): SweeperConfig {
   return config;
 }
 
+/**
+ * What the Functions host binds to its triggers: the timers' schedules and the close queue's name.
+ * The registrations pass them to the host as plain values, so the host needs none of these
+ * settings itself. Never throws: a malformed value is replaced by its default here (so every
+ * function still registers and runs) and `problems` names it; `loadConfig` refuses the same
+ * value, so each invocation then fails with the setting's name.
+ */
+export interface BindingSettings {
+  /** SWEEP_SCHEDULE, or its default. */
+  sweepSchedule: string;
+  /** PURGE_SCHEDULE, or its default. */
+  purgeSchedule: string;
+  /** CLOSE_QUEUE, or its default. */
+  closeQueueName: string;
+  /** The binding settings that are malformed and were replaced by their defaults. */
+  problems: readonly { setting: string; message: string }[];
+}
+
+export function readBindingSettings(settings: Settings = process.env): BindingSettings {
+  const reader = new SettingsReader(settings);
+  const orDefault = (name: keyof typeof DEFAULT_SETTINGS, read: () => string): string => {
+    const before = reader.problemCount;
+    const value = read();
+    return reader.problemCount === before ? value : DEFAULT_SETTINGS[name];
+  };
+  return {
+    sweepSchedule: orDefault("SWEEP_SCHEDULE", () => reader.schedule("SWEEP_SCHEDULE")),
+    purgeSchedule: orDefault("PURGE_SCHEDULE", () => reader.schedule("PURGE_SCHEDULE")),
+    closeQueueName: orDefault("CLOSE_QUEUE", () => reader.matching("CLOSE_QUEUE", QUEUE_NAME, QUEUE_NAME_FORM)),
+    problems: reader.problemList,
+  };
+}
+
 const TABLE_NAME = /^[A-Za-z][A-Za-z0-9]{2,62}$/;
 const QUEUE_NAME = /^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$/;
-const NCRONTAB = /^\S+(\s+\S+){5}$/;
+const QUEUE_NAME_FORM = "a queue name: 3-63 lowercase letters, digits and single hyphens";
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** A verified domain of a tenant (contoso.onmicrosoft.com, contoso.com): what Entra accepts in place of its GUID. */
+const DOMAIN_NAME = /^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/i;
+/** `<the app registration's tenant id>`: the sample's stand-in for a value that must be filled in. */
+const PLACEHOLDER = /<[^<>]*>/;
+
+/**
+ * NCRONTAB's six fields (second minute hour day month day-of-week), each `*`, a number, a range
+ * or a list of them, with an optional `/step`; months and days of the week also by name. The host
+ * would put a timer whose schedule it cannot parse in error, so the app refuses one first.
+ */
+const NCRONTAB_FIELDS: readonly { name: string; min: number; max: number; names?: readonly string[] }[] = [
+  { name: "second", min: 0, max: 59 },
+  { name: "minute", min: 0, max: 59 },
+  { name: "hour", min: 0, max: 23 },
+  { name: "day", min: 1, max: 31 },
+  { name: "month", min: 1, max: 12, names: ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"] },
+  { name: "day of week", min: 0, max: 6, names: ["sun", "mon", "tue", "wed", "thu", "fri", "sat"] },
+];
+
+function ncrontabProblem(expression: string): string | undefined {
+  const fields = expression.split(/\s+/);
+  if (fields.length !== 6) return `has ${fields.length} fields, not six (second minute hour day month day-of-week)`;
+  for (const [i, field] of fields.entries()) {
+    const spec = NCRONTAB_FIELDS[i]!;
+    const value = (text: string): number | undefined => {
+      const named = spec.names?.indexOf(text.toLowerCase()) ?? -1;
+      if (named >= 0) return spec.min + named;
+      if (!/^\d{1,2}$/.test(text)) return undefined;
+      const n = Number(text);
+      return n >= spec.min && n <= spec.max ? n : undefined;
+    };
+    for (const item of field.split(",")) {
+      const match = /^(\*|([^-/]+)(?:-([^-/]+))?)(?:\/(\d{1,2}))?$/.exec(item);
+      const valid =
+        match !== null &&
+        (match[1] === "*" || (value(match[2]!) !== undefined && (match[3] === undefined || value(match[3]) !== undefined))) &&
+        (match[4] === undefined || Number(match[4]) > 0);
+      if (!valid) return `has '${item}' as its ${spec.name}, not *, a number from ${spec.min} to ${spec.max}, a range or a list, with an optional /step`;
+    }
+  }
+  return undefined;
+}
+
+const PLACEHOLDER_MESSAGE = "still holds a '<…>' placeholder from local.settings.sample.json; set the real value";
 
 class SettingsReader {
   private readonly problems: { setting: string; message: string }[] = [];
@@ -149,8 +236,21 @@ class SettingsReader {
     if (this.problems.length > 0) throw new ConfigurationError(this.problems);
   }
 
+  get problemCount(): number {
+    return this.problems.length;
+  }
+
+  get problemList(): readonly { setting: string; message: string }[] {
+    return [...this.problems];
+  }
+
+  /** The setting's value, trimmed, or its default; a sample's `<…>` placeholder counts as a problem, not a value. */
   private raw(name: string): string | undefined {
     const value = this.settings[name]?.trim();
+    if (value && PLACEHOLDER.test(value)) {
+      this.problem(name, PLACEHOLDER_MESSAGE, undefined);
+      return undefined;
+    }
     if (value) return value;
     return (DEFAULT_SETTINGS as Record<string, string>)[name];
   }
@@ -161,7 +261,27 @@ class SettingsReader {
   }
 
   required(name: string): string {
-    return this.raw(name) ?? this.problem(name, "is required but not set", "");
+    const problems = this.problems.length;
+    const value = this.raw(name);
+    if (value !== undefined) return value;
+    // A placeholder has been reported already, as what it is.
+    return this.problems.length > problems ? "" : this.problem(name, "is required but not set", "");
+  }
+
+  /** The tenant's GUID or one of its verified domain names, the two forms Entra takes for a tenant. */
+  tenant(name: string): string {
+    const value = this.required(name);
+    if (value && !GUID.test(value) && !DOMAIN_NAME.test(value)) {
+      return this.problem(name, `is '${value.slice(0, 80)}', not a tenant's GUID or verified domain name (contoso.onmicrosoft.com)`, value);
+    }
+    return value;
+  }
+
+  schedule(name: string): string {
+    const value = this.required(name);
+    const problem = value ? ncrontabProblem(value) : undefined;
+    if (problem) return this.problem(name, `is '${value.slice(0, 80)}', an NCRONTAB expression that ${problem}`, value);
+    return value;
   }
 
   matching(name: string, pattern: RegExp, expected: string): string {
@@ -268,6 +388,7 @@ class SettingsReader {
   key(name: string, bytes: number): Buffer {
     const value = this.settings[name]?.trim();
     if (!value) return this.problem(name, "is required but not set (base64 of 32 random bytes)", Buffer.alloc(0));
+    if (PLACEHOLDER.test(value)) return this.problem(name, PLACEHOLDER_MESSAGE, Buffer.alloc(0));
     const key = /^[A-Za-z0-9+/]+={0,2}$/.test(value) ? Buffer.from(value, "base64") : Buffer.alloc(0);
     // The value is a secret: the message says what is wrong with it, never what it is.
     if (key.length !== bytes) return this.problem(name, `must be base64 of exactly ${bytes} bytes`, Buffer.alloc(0));
@@ -277,6 +398,11 @@ class SettingsReader {
   clientCredential(): SweeperConfig["auth"]["clientCredential"] {
     const secret = this.settings.AZURE_CLIENT_SECRET?.trim();
     const certificatePath = this.settings.AZURE_CLIENT_CERTIFICATE_PATH?.trim();
+    const placeholders = CLIENT_CREDENTIAL_SETTINGS.filter((name) => PLACEHOLDER.test(this.settings[name] ?? ""));
+    if (placeholders.length > 0) {
+      for (const name of placeholders) this.problem(name, PLACEHOLDER_MESSAGE, undefined);
+      return { kind: "secret", secret: "" };
+    }
     if (secret && certificatePath) {
       return this.problem("AZURE_CLIENT_SECRET", "and AZURE_CLIENT_CERTIFICATE_PATH are both set: set exactly one", {
         kind: "secret",

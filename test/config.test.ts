@@ -1,5 +1,8 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigurationError, loadConfig, parseDuration } from "../src";
+import { CLIENT_CREDENTIAL_SETTINGS, DEFAULT_SETTINGS, readBindingSettings, REQUIRED_SETTINGS } from "../src/config";
 
 const KEY = Buffer.alloc(32, 7).toString("base64");
 const COMPLETE = {
@@ -111,5 +114,82 @@ describe("parseDuration", () => {
 
   it.each(["", "P", "PT", "P1M", "P1Y", "10m", "-1", "1e3", "PT1H2", "abc"])("refuses %j", (text) => {
     expect(parseDuration(text)).toBeUndefined();
+  });
+});
+
+describe("one table of settings", () => {
+  const root = join(__dirname, "..");
+  const sample = (JSON.parse(readFileSync(join(root, "local.settings.sample.json"), "utf8")) as { Values: Record<string, string> }).Values;
+  /** The README's settings table: one row per setting, `name` | default (in backticks, or a note in parentheses). */
+  const readme = (() => {
+    const text = readFileSync(join(root, "README.md"), "utf8");
+    const section = text.slice(text.indexOf("\n## Settings"), text.indexOf("\n### host.json"));
+    const rows = new Map<string, string>();
+    for (const line of section.split("\n")) {
+      const cells = /^\| `([^`]+)` \| ([^|]+) \|/.exec(line);
+      if (cells) rows.set(cells[1]!, cells[2]!.trim());
+    }
+    return rows;
+  })();
+  const HOST_SETTINGS = { FUNCTIONS_WORKER_RUNTIME: "node" };
+  const every = [...REQUIRED_SETTINGS, ...CLIENT_CREDENTIAL_SETTINGS, ...Object.keys(DEFAULT_SETTINGS), ...Object.keys(HOST_SETTINGS)].sort();
+
+  it("names the same settings in the code, the sample and the README", () => {
+    expect(Object.keys(sample).sort()).toEqual(every);
+    expect([...readme.keys()].sort()).toEqual(every);
+  });
+
+  it("gives the same defaults in all three", () => {
+    for (const [name, value] of Object.entries({ ...DEFAULT_SETTINGS, ...HOST_SETTINGS })) {
+      expect(sample[name], `${name} in local.settings.sample.json`).toBe(value);
+      expect(readme.get(name), `${name} in README`).toBe(value === "" ? "(none)" : `\`${value}\``);
+    }
+    for (const name of [...REQUIRED_SETTINGS, ...CLIENT_CREDENTIAL_SETTINGS]) expect(readme.get(name), name).toMatch(/^\(required/);
+  });
+});
+
+describe("settings checked for form", () => {
+  it.each([
+    ["AZURE_TENANT_ID", "<the app registration's tenant id>", /still holds a '<…>' placeholder/],
+    ["AZURE_TENANT_ID", "my tenant", /not a tenant's GUID or verified domain name/],
+    ["AZURE_TENANT_ID", "common", /not a tenant's GUID or verified domain name/],
+    ["AZURE_CLIENT_ID", "<the app registration's client id>", /still holds a '<…>' placeholder/],
+    ["AZURE_CLIENT_ID", "sweeper-app", /not a GUID/],
+    ["AZURE_CLIENT_ID", "5b0a7c2e-0000-4000-8000-00000000002", /not a GUID/],
+    ["AZURE_CLIENT_SECRET", "<a client secret>", /still holds a '<…>' placeholder/],
+    ["ASSERTION_ENCRYPTION_KEY", "<base64 of 32 random bytes>", /still holds a '<…>' placeholder/],
+    ["AzureWebJobsStorage", "<connection string>", /still holds a '<…>' placeholder/],
+    ["SWEEP_SCHEDULE", "*/5 * * * *", /has 5 fields, not six/],
+    ["SWEEP_SCHEDULE", "0 */x * * * *", /has '\*\/x' as its minute/],
+    ["PURGE_SCHEDULE", "0 30 25 * * *", /has '25' as its hour/],
+    ["PURGE_SCHEDULE", "0 30 3 * * Funday", /as its day of week/],
+    ["SWEEP_SCHEDULE", "0 */0 * * * *", /as its minute/],
+  ])("%s = %j is refused", (name, value, message) => {
+    const error = configError({ ...COMPLETE, [name]: value });
+    expect(error.settings).toEqual([name]);
+    expect(error.message).toMatch(message);
+  });
+
+  it.each([
+    ["AZURE_TENANT_ID", "contoso.onmicrosoft.com"],
+    ["AZURE_TENANT_ID", "CONTOSO.com"],
+    ["SWEEP_SCHEDULE", "*/30 * * * * *"],
+    ["SWEEP_SCHEDULE", "0 0-59/5 8-18 * * Mon-Fri"],
+    ["PURGE_SCHEDULE", "0 30 3 1,15 Jan,Jul *"],
+  ])("%s = %j is accepted", (name, value) => {
+    expect(() => loadConfig({ ...COMPLETE, [name]: value })).not.toThrow();
+  });
+
+  it("never quotes a secret that is a placeholder-looking value", () => {
+    const secret = "abc<def>ghi-secret";
+    const error = configError({ ...COMPLETE, AZURE_CLIENT_SECRET: secret });
+    expect(error.message).not.toContain(secret);
+  });
+
+  it("reads the binding settings without throwing, falling back to the defaults", () => {
+    expect(readBindingSettings({})).toEqual({ sweepSchedule: "0 * * * * *", purgeSchedule: "0 30 3 * * *", closeQueueName: "workbook-session-close", problems: [] });
+    const bad = readBindingSettings({ SWEEP_SCHEDULE: "soon", CLOSE_QUEUE: "Bad_Queue", PURGE_SCHEDULE: "0 0 4 * * *" });
+    expect(bad).toMatchObject({ sweepSchedule: "0 * * * * *", purgeSchedule: "0 0 4 * * *", closeQueueName: "workbook-session-close" });
+    expect(bad.problems.map((p) => p.setting)).toEqual(["SWEEP_SCHEDULE", "CLOSE_QUEUE"]);
   });
 });
