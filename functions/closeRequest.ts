@@ -1,32 +1,8 @@
-import { app, type InvocationContext } from "@azure/functions";
-import { handleCloseRequest, parseCloseRequestMessage, sweeperServicesFromEnvironment, ValidationError } from "../src";
+import { app } from "@azure/functions";
+import { closeRequest } from "../src/app/closeRequest";
+import { functionBindings } from "../src/app/functionBindings";
 
-const services = sweeperServicesFromEnvironment();
+export { closeRequest };
 
-/**
- * A close request from another service (CLOSE_QUEUE). A message that cannot be read is logged
- * with the reason and thrown back, so the host retries it and then keeps it in `<queue>-poison`.
- */
-export async function closeRequest(message: unknown, context: InvocationContext): Promise<void> {
-  let request;
-  try {
-    request = parseCloseRequestMessage(message);
-  } catch (error) {
-    if (error instanceof ValidationError) {
-      context.error("Close request message refused; it will be retried and then poisoned", {
-        problems: error.problems,
-        dequeueCount: context.triggerMetadata?.dequeueCount,
-        messageId: context.triggerMetadata?.id,
-      });
-    }
-    throw error;
-  }
-  const result = await handleCloseRequest(services, request);
-  const details =
-    result.result === "attempted"
-      ? { result: result.report.result, ...("transition" in result.report && { state: result.report.transition.to }) }
-      : result;
-  context.log("Close request handled", { requestedBy: request.requestedBy, userId: request.userId, ...details });
-}
-
-app.storageQueue("closeRequest", { queueName: "%CLOSE_QUEUE%", connection: "AzureWebJobsStorage", handler: closeRequest });
+// `connection` names the app setting the host reads the storage account from.
+app.storageQueue("closeRequest", { queueName: functionBindings().closeQueueName, connection: "AzureWebJobsStorage", handler: closeRequest });

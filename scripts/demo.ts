@@ -5,6 +5,7 @@
  * did and the final state of every row. Stops everything it started.
  */
 import { randomBytes, randomUUID } from "node:crypto";
+import { format } from "node:util";
 import { InvocationContext } from "@azure/functions";
 import { startAzurite } from "../test/support/azurite";
 import { trustedCertificateOrRerun } from "../test/support/certificate";
@@ -42,8 +43,8 @@ async function main(): Promise<void> {
       AZURE_CLIENT_SECRET: clientSecret,
       ASSERTION_ENCRYPTION_KEY: assertionKey.toString("base64"),
     });
+    // No table is made here: the first session recorded creates it, as on a new storage account.
     const ledger = SessionLedger.fromConnectionString(azurite.connectionString, TABLE);
-    await ledger.ensureTable();
 
     const users: Record<"ana" | "ben" | "chloe" | "dan", string> = { ana: randomUUID(), ben: randomUUID(), chloe: randomUUID(), dan: randomUUID() };
     const names = new Map(Object.entries(users).map(([name, id]) => [id, name]));
@@ -100,7 +101,8 @@ async function main(): Promise<void> {
     const context = new InvocationContext({
       functionName: "sweepTimer",
       invocationId: randomUUID(),
-      logHandler: (level, message, details) => console.log(`  [${level}] ${String(message)} ${details === undefined ? "" : JSON.stringify(details)}`),
+      // What the worker sends the host: @azure/functions formats the arguments with util.format.
+      logHandler: (level, ...args) => console.log(`  [${level}] ${format(...args)}`),
     });
     await sweepTimer({ isPastDue: false, schedule: { adjustForDST: true }, scheduleStatus: { last: "", next: "", lastUpdated: "" } }, context);
 

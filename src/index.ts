@@ -25,7 +25,6 @@ export { DelegatedCredentials, type DelegatedCredentialsOptions } from "./auth/D
 export { AssertionCipher, AssertionDecryptionError } from "./auth/AssertionCipher";
 export { parseSweepHttpBody } from "./triggers/sweepHttpRequest";
 export { parseCloseRequestMessage, formatCloseRequestMessage, type CloseRequestMessage } from "./triggers/closeRequestMessage";
-export { sweeperServicesFromEnvironment } from "./runtime";
 export { runLoggedSweep, type SweepTrigger } from "./triggers/runSweep";
 export { handleCloseRequest, type CloseRequestResult } from "./triggers/closeRequest";
 export { readBodyLimited } from "./triggers/readBody";

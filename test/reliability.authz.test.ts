@@ -27,9 +27,11 @@ const registrations = {
   storageQueue: vi.spyOn(app, "storageQueue"),
 };
 
+const queueName = `authz-${Math.random().toString(36).slice(2, 10)}`;
+
 useCloudFixture((started) => (cloud = started));
 beforeAll(async () => {
-  ({ table } = await installAppSettings(cloud, { CLOSE_QUEUE: `authz-${Math.random().toString(36).slice(2, 10)}` }));
+  ({ table } = await installAppSettings(cloud, { CLOSE_QUEUE: queueName }));
   // The spies are in place before any function file registers itself.
   handlers = await importHandlers();
 });
@@ -53,7 +55,8 @@ describe("the HTTP sweep's registration", () => {
     expect(registrations.storageQueue).toHaveBeenCalledTimes(1);
     const [name, options] = registrations.storageQueue.mock.calls[0]!;
     expect(name).toBe("closeRequest");
-    expect(options).toMatchObject({ queueName: "%CLOSE_QUEUE%", connection: "AzureWebJobsStorage", handler: handlers.closeRequest });
+    // The queue's name as a plain value from CLOSE_QUEUE: the host need not resolve a %CLOSE_QUEUE% of its own.
+    expect(options).toMatchObject({ queueName, connection: "AzureWebJobsStorage", handler: handlers.closeRequest });
   });
 });
 

@@ -65,9 +65,9 @@ async function openStale(target: TableFixture, count: number, users = 30): Promi
 }
 
 function summaryFromLog(lines: LogLine[]): SweepSummary {
-  const line = lines.find((l) => l.args[0] === "Sweep finished" || l.args[0] === "Sweep ended by a fault");
+  const line = lines.find((l) => l.event === "Sweep finished" || l.event === "Sweep ended by a fault");
   if (!line) throw new Error("no summary line was logged");
-  return line.args[1] as SweepSummary;
+  return line.details as unknown as SweepSummary;
 }
 
 /** The three ways a sweep starts, at once, over the handlers' table. */

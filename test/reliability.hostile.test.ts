@@ -209,7 +209,7 @@ describe("queue messages", () => {
           if (error instanceof ValidationError) {
             expectValidationError(error);
             const logged = lines.find((l) => l.level === "error");
-            expect(logged?.args[1]).toMatchObject({ problems: error.problems, messageId: `m-${runs}` });
+            expect(logged?.details).toMatchObject({ problems: error.problems, messageId: `m-${runs}` });
           } else {
             // A well-formed message: no such row in this table.
             expect(error).toBeInstanceOf(SessionNotFoundError);

@@ -74,7 +74,7 @@ function entityText(entities: readonly RawEntity[]): string {
 }
 
 function summaryOf(lines: LogLine[]): unknown {
-  return lines.find((l) => l.args[0] === "Sweep finished" || l.args[0] === "Sweep ended by a fault")?.args[1];
+  return lines.find((l) => l.event === "Sweep finished" || l.event === "Sweep ended by a fault")?.details;
 }
 
 describe("assertions at rest", () => {

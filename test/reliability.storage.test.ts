@@ -180,8 +180,8 @@ describe.concurrent("storage stops answering in the middle of a sweep", () => {
 
     expect(timerError).toBeInstanceOf(Error);
     expect((timerError as Error).message).toMatch(/^Sweep ended by a fault: \S+$/);
-    const warning = timerRun.lines.find((l) => l.level === "warning" && l.args[0] === "Sweep ended by a fault");
-    expect(warning?.args[1]).toMatchObject({ trigger: "timer", scanned: 0, claimed: 0, error: { code: expect.any(String), message: expect.any(String) } });
+    const warning = timerRun.lines.find((l) => l.level === "warning" && l.event === "Sweep ended by a fault");
+    expect(warning?.details).toMatchObject({ trigger: "timer", scanned: 0, claimed: 0, error: { code: expect.any(String), message: expect.any(String) } });
     expect(response.status).toBe(503);
     expectClearFault(response.jsonBody as SweepSummary);
     expect(response.jsonBody).toMatchObject({ scanned: 0, claimed: 0, graphRequests: 0 });

@@ -1,5 +1,6 @@
 import type { SweepLogger } from "../sweep/Sweeper";
 import type { SweepCandidate, SweepSummary } from "../sweep/models";
+import { formatLogLine } from "../utils/logLine";
 
 export interface TextSink {
   write(chunk: string): unknown;
@@ -83,14 +84,6 @@ function formatCandidates(candidates: readonly SweepCandidate[], stale: number):
   return lines.join("\n");
 }
 
-function oneLine(details: Record<string, unknown>): string {
-  try {
-    return JSON.stringify(details) ?? "";
-  } catch {
-    return "{}";
-  }
-}
-
 /**
  * A progress line on a terminal: rewritten in place (`\r`), cleared before anything else is
  * written to the same stream and at the end.
@@ -129,7 +122,7 @@ export function cliLogger(stderr: TextSink, options: { verbose: boolean; progres
   const clock = options.clock ?? (() => new Date());
   const write = (level: string, message: string, details: Record<string, unknown>) => {
     options.progress?.clear();
-    stderr.write(`${clock().toISOString()} ${level} ${printable(message)} ${oneLine(details)}\n`);
+    stderr.write(`${clock().toISOString()} ${level} ${formatLogLine(printable(message), details)}\n`);
   };
   return {
     log: (message, details) => {

@@ -2,15 +2,43 @@
  * What the Functions host hands a handler, made as the host makes it: InvocationContexts (their log
  * lines kept, and fed to the secret scan), timer information, HTTP requests to the sweep route.
  */
+import { format } from "node:util";
 import { HttpRequest, InvocationContext, type Timer } from "@azure/functions";
 import { captureLog } from "./secretScan";
 
+/** One log line as the worker receives it, and its two parts as the app writes them. */
 export interface LogLine {
   level: string;
-  args: unknown[];
+  /** The text the worker sends the host: @azure/functions passes the arguments through `util.format`. */
+  message: string;
+  /** The text before the JSON: `Sweep finished`. */
+  event: string;
+  /** The JSON after it, parsed. */
+  details: Record<string, unknown>;
 }
 
-/** An InvocationContext as the host makes one; its log lines are kept and fed to the secret scan. */
+/**
+ * Splits a line the app logged into its message and its JSON details, and fails unless it is one
+ * line whose structured part is JSON: what Application Insights can store and query.
+ */
+export function parseLogLine(level: string, message: string): LogLine {
+  if (/[\r\n\u2028\u2029]/.test(message)) throw new Error(`a log line spans several lines: ${JSON.stringify(message.slice(0, 300))}`);
+  const brace = message.indexOf(" {");
+  if (brace < 0) return { level, message, event: message, details: {} };
+  let details: unknown;
+  try {
+    details = JSON.parse(message.slice(brace + 1));
+  } catch {
+    throw new Error(`a log line's structured part is not JSON: ${JSON.stringify(message.slice(0, 300))}`);
+  }
+  return { level, message, event: message.slice(0, brace), details: details as Record<string, unknown> };
+}
+
+/**
+ * An InvocationContext as the host makes one. Its log lines are kept as the worker receives them
+ * (`util.format` of the arguments, as @azure/functions' InvocationModel does; test/deployed.test.ts
+ * checks the same through the library's own invocation path) and fed to the secret scan.
+ */
 export function invocation(
   functionName: string,
   extra: Partial<ConstructorParameters<typeof InvocationContext>[0]> = {},
@@ -20,8 +48,9 @@ export function invocation(
     functionName,
     invocationId: `test-${Math.random().toString(36).slice(2)}`,
     logHandler: (level, ...args) => {
-      lines.push({ level, args });
-      captureLog(level, ...args);
+      const message = format(...args);
+      captureLog(level, message);
+      lines.push(parseLogLine(level, message));
     },
     ...extra,
   });
