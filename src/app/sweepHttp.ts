@@ -6,6 +6,14 @@ import { MAX_SWEEP_BODY_BYTES, parseSweepHttpBody } from "../triggers/sweepHttpR
 import { appServices } from "./appServices";
 import { invocationLogger } from "./logging";
 
+/**
+ * Azure's front end drops an HTTP answer after 230 s on every plan, while a sweep may run for
+ * SWEEP_TIME_BUDGET (4 min by default). A manual sweep stops taking rows after this, so that the
+ * requests under way (up to GRAPH_REQUEST_TIMEOUT, 30 s) finish and the summary still reaches the
+ * caller; what it left is taken by the next sweep.
+ */
+export const HTTP_SWEEP_MAX_MS = 180_000;
+
 /** `POST /api/sweep` (function key): a manual sweep; the summary as JSON. */
 export async function sweepHttp(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
   const logger = invocationLogger(context);
@@ -18,6 +26,6 @@ export async function sweepHttp(request: HttpRequest, context: InvocationContext
     logger.warn("Manual sweep refused", { problems: error.problems });
     return { status: 400, jsonBody: { error: { code: error.code, message: "The sweep request is invalid.", problems: error.problems } } };
   }
-  const summary = await runLoggedSweep(services, sweepRequest, logger, "http");
+  const summary = await runLoggedSweep(services, sweepRequest, logger, "http", { signal: AbortSignal.timeout(HTTP_SWEEP_MAX_MS) });
   return { status: summary.error ? 503 : 200, jsonBody: summary };
 }
