@@ -6,9 +6,9 @@
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { TableClient, type TransactionAction } from "@azure/data-tables";
-import { AssertionCipher } from "../src/auth/AssertionCipher";
+import { AssertionCipher } from "../src/core/AssertionCipher";
 import { SCHEMA_VERSION, type SessionEntity } from "../src/ledger/entity";
-import { partitionKeyFor, rowKeyFor } from "../src/ledger/keys";
+import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { isLoopbackEmulator } from "../src/ledger/tableClient";
 import { chunk, groupBy, mapConcurrent } from "../src/utils/concurrency";
 import type { BenchEnvironment } from "./environment";

@@ -3,12 +3,12 @@
  * authority (on-behalf-of tokens) and the Graph workbook emulator, the last two over https with a
  * certificate this process already trusts (NODE_EXTRA_CA_CERTS, read at process start).
  */
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { TableServiceClient } from "@azure/data-tables";
-import { startAzurite, type AzuriteInstance } from "../test/support/azurite";
-import { loadTestCertificate, type TestCertificate } from "../test/support/certificate";
-import { GRAPH_RESOURCE, startFakeAuthority, type FakeAuthority } from "../test/support/fakeAuthority";
-import { startGraphEmulator, type GraphEmulator } from "../test/support/graphEmulator";
+import { loadTestCertificate } from "../standins/certificate";
+import type { FakeAuthority } from "../standins/fakeAuthority";
+import type { GraphEmulator } from "../standins/graphEmulator";
+import { startStandIns } from "../standins/startStandIns";
 import { isLoopbackEmulator } from "../src/ledger/tableClient";
 
 export interface BenchEnvironment {
@@ -39,44 +39,30 @@ export interface EnvironmentOptions {
 const EMULATOR_IDLE = { persistent: 6 * 3_600_000, nonPersistent: 6 * 3_600_000 };
 
 export async function startBenchEnvironment(options: EnvironmentOptions): Promise<BenchEnvironment> {
-  const certificate: TestCertificate = loadTestCertificate(options.certificateDir);
-  let azurite: AzuriteInstance | undefined;
-  const connectionString = options.connectionString ?? (azurite = await startAzurite()).connectionString;
-  const authority = await startFakeAuthority({ certificate });
-  const emulator = await startGraphEmulator({ certificate, authority, latencyMs: options.latencyMs, idleMs: EMULATOR_IDLE });
-  const clientId = randomUUID();
-  const clientSecret = `bench-${randomBytes(24).toString("base64url")}`;
-  const assertionKey = randomBytes(32);
-  const homeTenant = randomUUID();
-  authority.registerClient({ clientId, clientSecret });
+  const standIns = await startStandIns({
+    certificate: loadTestCertificate(options.certificateDir),
+    ...(options.connectionString !== undefined && { storageConnectionString: options.connectionString }),
+    emulator: { latencyMs: options.latencyMs, idleMs: EMULATOR_IDLE },
+  });
+  const { storageConnectionString: connectionString, authority, emulator, clientId, assertionKey } = standIns;
   const service = TableServiceClient.fromConnectionString(connectionString, { allowInsecureConnection: isLoopbackEmulator(connectionString) });
   const runId = randomBytes(3).toString("hex");
   let tables = 0;
 
   return {
     connectionString,
-    azuritePid: azurite?.pid,
+    azuritePid: standIns.azurite?.pid,
     authority,
     emulator,
     clientId,
     assertionKey,
     settings(tableName, overrides = {}) {
-      return {
-        AzureWebJobsStorage: connectionString,
+      return standIns.settings({
         SESSIONS_TABLE: tableName,
-        GRAPH_BASE_URL: emulator.baseUrl,
-        GRAPH_SCOPE: `${GRAPH_RESOURCE}/Files.ReadWrite`,
-        AZURE_AUTHORITY_HOST: authority.authorityHost,
-        AZURE_DISABLE_INSTANCE_DISCOVERY: "true",
-        AZURE_TENANT_ID: homeTenant,
-        AZURE_CLIENT_ID: clientId,
-        AZURE_CLIENT_SECRET: clientSecret,
-        AZURE_ADDITIONALLY_ALLOWED_TENANTS: "*",
-        ASSERTION_ENCRYPTION_KEY: assertionKey.toString("base64"),
         // Stale rows are an hour idle and fresh ones seconds: a long run never turns fresh rows stale.
         STALE_AFTER: "PT15M",
         ...overrides,
-      };
+      });
     },
     newTableName(prefix) {
       return `${prefix}${runId}n${++tables}`;
@@ -85,9 +71,7 @@ export async function startBenchEnvironment(options: EnvironmentOptions): Promis
       await service.deleteTable(tableName);
     },
     async close() {
-      await emulator.close();
-      await authority.close();
-      await azurite?.stop();
+      await standIns.close();
     },
   };
 }

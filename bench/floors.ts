@@ -7,7 +7,7 @@
  */
 import { odata, type TableEntityResult, type TransactionAction } from "@azure/data-tables";
 import { OnBehalfOfCredential } from "@azure/identity";
-import { AssertionCipher } from "../src/auth/AssertionCipher";
+import { AssertionCipher } from "../src/core/AssertionCipher";
 import { createLedgerTableClient } from "../src/ledger/tableClient";
 import { chunk, groupBy, mapConcurrent } from "../src/utils/concurrency";
 import type { Contender } from "./contenders/types";

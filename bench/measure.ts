@@ -2,7 +2,7 @@
  * What the bench reads back after a run: every row's final state against what it should be, and
  * the Graph requests the emulator and the authority saw.
  */
-import type { RecordedRequest } from "../test/support/graphEmulator";
+import type { RecordedRequest } from "../standins/graphEmulator";
 import type { BenchEnvironment } from "./environment";
 import { tableClientFor, type SeededRow, type SeededTable } from "./dataset";
 import type { TenantBudget } from "./options";

@@ -5,7 +5,7 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { trustedCertificateOrRerun } from "../test/support/certificate";
+import { trustedCertificateOrRerun } from "../standins/certificate";
 import { runBench } from "./bench";
 import { parseBenchArgs, USAGE } from "./options";
 import { PROJECT_ROOT } from "./projectRoot";

@@ -4,13 +4,10 @@
  * mix of sessions as producing services do, runs the timer function's handler, and prints what it
  * did and the final state of every row. Stops everything it started.
  */
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { format } from "node:util";
 import { InvocationContext } from "@azure/functions";
-import { startAzurite } from "../test/support/azurite";
-import { trustedCertificateOrRerun } from "../test/support/certificate";
-import { GRAPH_RESOURCE, startFakeAuthority } from "../test/support/fakeAuthority";
-import { startGraphEmulator } from "../test/support/graphEmulator";
+import { startStandIns, trustedCertificateOrRerun } from "../standins";
 import { SessionLedger, SessionProducer, formatWorkbookLocation, type SessionRecord } from "../src";
 
 const MINUTE = 60_000;
@@ -23,28 +20,13 @@ async function main(): Promise<void> {
   if (!certificate) return;
 
   console.log("Starting the local stand-ins: Azurite (in memory, telemetry off), Entra ID authority, Graph emulator…");
-  const azurite = await startAzurite();
-  const authority = await startFakeAuthority({ certificate });
-  const emulator = await startGraphEmulator({ certificate, authority, latencyMs: 20 });
-  const clientSecret = randomBytes(24).toString("base64url");
-  const assertionKey = randomBytes(32);
-  authority.registerClient({ clientId: CLIENT_ID, clientSecret });
+  const standIns = await startStandIns({ certificate, tenantId: TENANT, clientId: CLIENT_ID, emulator: { latencyMs: 20 } });
+  const { authority, emulator, assertionKey, storageConnectionString } = standIns;
   try {
-    Object.assign(process.env, {
-      AzureWebJobsStorage: azurite.connectionString,
-      SESSIONS_TABLE: TABLE,
-      STALE_AFTER: "PT2M",
-      GRAPH_BASE_URL: emulator.baseUrl,
-      GRAPH_SCOPE: `${GRAPH_RESOURCE}/Files.ReadWrite`,
-      AZURE_AUTHORITY_HOST: authority.authorityHost,
-      AZURE_DISABLE_INSTANCE_DISCOVERY: "true",
-      AZURE_TENANT_ID: TENANT,
-      AZURE_CLIENT_ID: CLIENT_ID,
-      AZURE_CLIENT_SECRET: clientSecret,
-      ASSERTION_ENCRYPTION_KEY: assertionKey.toString("base64"),
-    });
+    // One tenant only here: the app is left to its default of no other tenants.
+    Object.assign(process.env, standIns.settings({ SESSIONS_TABLE: TABLE, STALE_AFTER: "PT2M", AZURE_ADDITIONALLY_ALLOWED_TENANTS: "" }));
     // No table is made here: the first session recorded creates it, as on a new storage account.
-    const ledger = SessionLedger.fromConnectionString(azurite.connectionString, TABLE);
+    const ledger = SessionLedger.fromConnectionString(storageConnectionString, TABLE);
 
     const users: Record<"ana" | "ben" | "chloe" | "dan", string> = { ana: randomUUID(), ben: randomUUID(), chloe: randomUUID(), dan: randomUUID() };
     const names = new Map(Object.entries(users).map(([name, id]) => [id, name]));
@@ -79,7 +61,7 @@ async function main(): Promise<void> {
       const userId = users[item.user];
       const sessionId = emulator.openSession({ tenantId: TENANT, userId, workbook: item.workbook });
       item.setup?.(sessionId);
-      const producer = SessionProducer.fromConnectionString(azurite.connectionString, TABLE, {
+      const producer = SessionProducer.fromConnectionString(storageConnectionString, TABLE, {
         assertionKey,
         clock: () => new Date(Date.now() - item.idle * MINUTE),
       });
@@ -126,9 +108,7 @@ async function main(): Promise<void> {
     }
     console.log(`\nGraph sessions still open: ${rows.filter((r) => emulator.sessionState(r.sessionId) === "open").length} (the live one and the throttled one, retried by the next sweep).`);
   } finally {
-    await emulator.close();
-    await authority.close();
-    await azurite.stop();
+    await standIns.close();
     console.log("Stopped Azurite, the authority and the Graph emulator.");
   }
 }

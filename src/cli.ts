@@ -7,12 +7,13 @@
  */
 import { parseArgs } from "node:util";
 import { loadConfig, type Settings, type SweeperConfig } from "./config";
-import { createSweeperServices, type SweeperServices } from "./createSweeper";
-import { ConfigurationError, ValidationError } from "./errors";
+import { createSweeperServices, type SweeperServices } from "./app/sweeperServices";
+import { Codes } from "./core/codes";
+import { ConfigurationError, describeProblem, ValidationError, type InputProblem } from "./core/errors";
 import { describeFault } from "./sweep/Sweeper";
 import type { SweepRequest, SweepSummary } from "./sweep/models";
-import { runLoggedSweep } from "./triggers/runSweep";
-import { validateSweepRequest } from "./triggers/sweepHttpRequest";
+import { runLoggedSweep } from "./app/runSweep";
+import { validateSweepRequest } from "./app/sweepRequest";
 import { cliLogger, formatSummary, ProgressLine, redactingSink, type TextSink } from "./cli/output";
 import { resolveSettings, secretValuesOf, SettingsFileError } from "./cli/settings";
 
@@ -73,10 +74,9 @@ const FLAG_OF_FIELD: Record<string, { flag: string; option: keyof typeof OPTIONS
   limit: { flag: "--limit", option: "limit" },
 };
 
-class UsageError extends Error {
-  constructor(readonly problems: readonly string[]) {
-    super(problems.join("; "));
-  }
+/** The command line is not one the CLI takes: each problem names the flag, argument or command at fault. */
+export class UsageError extends ValidationError {
+  override readonly code: string = Codes.InvalidUsage;
 }
 
 interface Invocation {
@@ -92,13 +92,13 @@ function parseInvocation(argv: readonly string[]): Invocation {
   try {
     parsed = parseArgs({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: true });
   } catch (error) {
-    throw new UsageError([argumentProblem(error)]);
+    throw new UsageError([{ field: "arguments", message: argumentProblem(error) }]);
   }
   const { values, positionals } = parsed;
   const [command = "sweep", ...extra] = positionals;
   if (values.help || command === "help") return { command: "help", request: {}, json: false, verbose: false, settingsPath: undefined };
-  if (command !== "sweep") throw new UsageError([`unknown command '${command}'; the commands are sweep (the default) and help`]);
-  if (extra.length > 0) throw new UsageError([`unexpected argument${extra.length > 1 ? "s" : ""} ${extra.map((a) => `'${a}'`).join(", ")}`]);
+  if (command !== "sweep") throw new UsageError([{ field: "arguments", message: `unknown command '${command}'; the commands are sweep (the default) and help` }]);
+  if (extra.length > 0) throw new UsageError([{ field: "arguments", message: `unexpected argument${extra.length > 1 ? "s" : ""} ${extra.map((a) => `'${a}'`).join(", ")}` }]);
 
   // The flags become the same fields as the HTTP API's body, validated by the same function.
   const fields: Record<string, unknown> = {};
@@ -116,13 +116,12 @@ function parseInvocation(argv: readonly string[]): Invocation {
   return { command: "sweep", request, json: values.json ?? false, verbose: values.verbose ?? false, settingsPath: values.settings };
 }
 
-/** `olderThan must be …` → `--older-than must be … (got '10m')`. */
-function flagProblem(problem: string, values: Partial<Record<keyof typeof OPTIONS, string | boolean>>): string {
-  const field = /^(\w+)\b/.exec(problem)?.[1];
-  const source = field === undefined ? undefined : FLAG_OF_FIELD[field];
+/** `olderThan must be …` → `--older-than must be … (got '10m')`: the request's field becomes the flag it came from. */
+function flagProblem(problem: InputProblem, values: Partial<Record<keyof typeof OPTIONS, string | boolean>>): InputProblem {
+  const source = FLAG_OF_FIELD[problem.field];
   if (!source) return problem;
   const given = values[source.option];
-  return `${source.flag}${problem.slice(field!.length)}${typeof given === "string" ? ` (got '${given.slice(0, 80)}')` : ""}`;
+  return { field: source.flag, message: `${problem.message}${typeof given === "string" ? ` (got '${given.slice(0, 80)}')` : ""}` };
 }
 
 function argumentProblem(error: unknown): string {
@@ -180,7 +179,7 @@ async function run(argv: readonly string[], full: CliIo, { stdout, stderr, fail,
     invocation = parseInvocation(argv);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
-    for (const problem of error.problems) fail(problem);
+    for (const problem of error.problems) fail(problem.field === "arguments" ? problem.message : describeProblem(problem));
     stderr.write(`\n${USAGE}`);
     return EXIT_USAGE;
   }
@@ -229,7 +228,7 @@ async function run(argv: readonly string[], full: CliIo, { stdout, stderr, fail,
   let summary: SweepSummary;
   try {
     summary = await runLoggedSweep(services, invocation.request, logger, "cli", {
-      signal: interrupt.signal,
+      abortSignal: interrupt.signal,
       ...(progress && { onProgress: (s: Readonly<SweepSummary>) => progress.update(s) }),
     });
   } catch (error) {

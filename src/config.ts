@@ -1,5 +1,7 @@
-import { ConfigurationError } from "./errors";
+import { DEFAULT_CLOSE_QUEUE } from "./core/closeRequestMessage";
+import { ConfigurationError } from "./core/errors";
 import { MAX_DURATION_MS, parseDuration } from "./utils/duration";
+import type { RequestBudget } from "./core/budget";
 
 /** Everything the app reads from its settings, validated. Durations are milliseconds. */
 export interface SweeperConfig {
@@ -39,7 +41,7 @@ export interface SweeperConfig {
     /** `GRAPH_REQUEST_TIMEOUT`: one closeSession call (default PT30S; Graph itself gives up at ~30 s). */
     requestTimeoutMs: number;
     /** `EXCEL_BUDGET_REQUESTS` per `EXCEL_BUDGET_WINDOW` per tenant (default 1,500 per PT10S, Excel's own). */
-    tenantBudget: { requests: number; windowMs: number };
+    tenantBudget: RequestBudget;
   };
   auth: {
     /** `AZURE_AUTHORITY_HOST` (default `https://login.microsoftonline.com`). */
@@ -79,7 +81,7 @@ export const CLIENT_CREDENTIAL_SETTINGS = ["AZURE_CLIENT_SECRET", "AZURE_CLIENT_
 
 export const DEFAULT_SETTINGS = {
   SESSIONS_TABLE: "WorkbookSessions",
-  CLOSE_QUEUE: "workbook-session-close",
+  CLOSE_QUEUE: DEFAULT_CLOSE_QUEUE,
   SWEEP_SCHEDULE: "0 * * * * *",
   STALE_AFTER: "PT2M",
   CLAIM_LEASE: "PT5M",

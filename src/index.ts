@@ -1,31 +1,23 @@
 /**
- * workbook-session-sweeper: the public API. Producing services use SessionProducer to record the
- * Excel sessions they open; the sweeper's functions, CLI and benchmarks use the rest.
+ * workbook-session-sweeper: the public API.
+ *
+ * - Services that open Excel sessions record them with `SessionProducer` (also the whole of the
+ *   `workbook-session-sweeper/producer` entry, which loads neither the Functions library, the
+ *   on-behalf-of credentials nor the Graph client).
+ * - A host of your own (or a script) runs the same sweep as the Functions app: read the settings
+ *   with `loadConfig`, build the services with `createSweeperServices`, and `run` a `Sweeper`.
+ * - Operators read the ledger with `SessionLedger`.
+ *
+ * Everything else is internal: the Functions registrations are the package's `main`, and the
+ * project's own code imports modules by path.
  */
-export * from "./ledger";
-export { loadConfig, DEFAULT_SETTINGS, type SweeperConfig, type Settings } from "./config";
-export {
-  SweeperError,
-  ConfigurationError,
-  ValidationError,
-  SessionNotFoundError,
-  SessionNotOpenError,
-  SessionAlreadyRecordedError,
-  ConcurrentUpdateError,
-  MalformedRowError,
-} from "./errors";
-export { parseDuration } from "./utils/duration";
-export { createSweeperServices, type SweeperServices, type SweeperServicesOptions } from "./createSweeper";
-export { Sweeper, describeFault, type SweeperSettings, type SweepLogger, type RunOptions } from "./sweep/Sweeper";
+export * from "./producer";
+
+export { Codes, type Code } from "./core/codes";
+export { ConfigurationError } from "./core/errors";
+export { loadConfig, DEFAULT_SETTINGS, REQUIRED_SETTINGS, type SweeperConfig, type Settings } from "./config";
+export { createSweeperServices, type SweeperServices, type SweeperServicesOptions } from "./app/sweeperServices";
+export { Sweeper, type SweeperSettings, type SweeperOptions, type SweepLogger, type SweepRunOptions } from "./sweep/Sweeper";
 export type { SweepRequest, SweepSummary, SweepCandidate } from "./sweep/models";
-export { closeRecordedSession, attemptClose, type CloseDependencies, type CloseReport } from "./sweep/closeRecordedSession";
-export { WorkbookSessionCloser, type WorkbookSessionCloserOptions, type CloseRequest } from "./graph/WorkbookSessionCloser";
-export type { CloseOutcome, CloseAttempt } from "./graph/CloseOutcome";
-export { DelegatedCredentials, type DelegatedCredentialsOptions } from "./auth/DelegatedCredentials";
-export { AssertionCipher, AssertionDecryptionError } from "./auth/AssertionCipher";
-export { parseSweepHttpBody } from "./triggers/sweepHttpRequest";
-export { parseCloseRequestMessage, formatCloseRequestMessage, type CloseRequestMessage } from "./triggers/closeRequestMessage";
-export { runLoggedSweep, type SweepTrigger } from "./triggers/runSweep";
-export { handleCloseRequest, type CloseRequestResult } from "./triggers/closeRequest";
-export { readBodyLimited } from "./triggers/readBody";
-export { MAX_SWEEP_BODY_BYTES, validateSweepRequest } from "./triggers/sweepHttpRequest";
+export { SessionLedger, type SessionLedgerOptions, type ListStaleOptions } from "./ledger/SessionLedger";
+export type { LedgerPage, MalformedRow } from "./ledger/models";

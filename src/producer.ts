@@ -17,11 +17,13 @@ export {
   type TouchOptions,
 } from "./ledger/SessionProducer";
 export type { LedgerClientOptions } from "./ledger/tableClient";
-export type { SessionKey, SessionRecord, SessionToClose, SessionStatus, SessionError } from "./ledger/models";
+export type { SessionRecord } from "./ledger/models";
+export type { SessionKey, SessionToClose, SessionStatus } from "./core/session";
+export type { ErrorInfo, InputProblem } from "./core/errors";
 // A producer validates a workbook location before it opens a session, not only when record refuses it.
-export { WORKBOOK_FORMS, parseWorkbookLocation, formatWorkbookLocation, type WorkbookLocation } from "./ledger/location";
+export { WORKBOOK_FORMS, parseWorkbookLocation, formatWorkbookLocation, type WorkbookLocation } from "./core/workbookLocation";
 // The shape of a close request on the close queue (what requestClose sends), for services that send their own.
-export type { CloseRequestMessage } from "./triggers/closeRequestMessage";
+export type { CloseRequestMessage } from "./core/closeRequestMessage";
 // Every error SessionProducer throws on purpose; callers branch on `code` (or the class), never on message text.
 export {
   SweeperError,
@@ -31,4 +33,4 @@ export {
   ConcurrentUpdateError,
   SessionNotFoundError,
   MalformedRowError,
-} from "./errors";
+} from "./core/errors";

@@ -1,7 +1,7 @@
 import { inspect } from "node:util";
 import { describe, expect, it } from "vitest";
 import type { AccessToken } from "@azure/identity";
-import { AssertionCipher, AssertionDecryptionError } from "../src";
+import { AssertionCipher, AssertionDecryptionError } from "../src/core/AssertionCipher";
 import { ReusedTokenCredential } from "../src/auth/ReusedTokenCredential";
 
 describe("ReusedTokenCredential", () => {

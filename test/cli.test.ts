@@ -2,19 +2,21 @@
  * The operator CLI: `main()` called in process with captured streams, against Azurite and the
  * https stand-ins, and once the built launcher as an operator's shell runs it.
  */
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { TableServiceClient } from "@azure/data-tables";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { partitionKeyFor, rowKeyFor, createLedgerTableClient, type SessionRecord, type SweepSummary } from "../src";
+import { type SessionRecord, type SweepSummary } from "../src";
+import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
+import { createLedgerTableClient } from "../src/ledger/tableClient";
 import { main, type CliIo } from "../src/cli";
 import { mapConcurrent } from "../src/utils/concurrency";
 import { useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { uniqueTableName } from "./support/ledgerFixture";
 import { captureLog } from "./support/secretScan";
+import { exec, type Run } from "./support/exec";
 
 const ROOT = resolve(__dirname, "..");
 const LAUNCHER = join(ROOT, "bin", "workbook-session-sweeper.js");
@@ -31,11 +33,6 @@ afterAll(() => {
   if (workDir) rmSync(workDir, { recursive: true, force: true });
 });
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 async function cli(argv: string[], io: Partial<CliIo> & { env: CliIo["env"] }): Promise<Run> {
   let stdout = "";
@@ -378,18 +375,6 @@ describe("the installed command", () => {
     expect(run.stderr).toContain("run `npm run build` first");
   });
 });
-
-function exec(command: string, args: string[], options: { cwd: string; env?: Record<string, string | undefined> }): Promise<Run> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd, env: options.env ?? process.env, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-    child.on("error", reject);
-    child.on("close", (code) => resolvePromise({ code: code ?? -1, stdout, stderr }));
-  });
-}
 
 async function tableExists(name: string): Promise<boolean> {
   const service = TableServiceClient.fromConnectionString(inject("storageConnectionString"), { allowInsecureConnection: true });

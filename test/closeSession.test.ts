@@ -1,9 +1,11 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { ClientSecretCredential } from "@azure/identity";
-import { closeRecordedSession, WorkbookSessionCloser, type SessionRecord, type WorkbookLocation } from "../src";
+import { type SessionRecord, type WorkbookLocation } from "../src";
+import { WorkbookSessionCloser } from "../src/graph/WorkbookSessionCloser";
+import { closeRecordedSession } from "../src/sweep/closeRecordedSession";
 import { useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
-import { GRAPH_RESOURCE } from "./support/fakeAuthority";
-import { LocalHttpsServer } from "./support/localHttpsServer";
+import { GRAPH_RESOURCE } from "../standins/fakeAuthority";
+import { LocalHttpsServer } from "../standins/localHttpsServer";
 
 let cloud: CloudFixture;
 let table: TableFixture;
@@ -169,7 +171,7 @@ describe("delegated tokens", () => {
     const strict = await cloud.newTable({ AZURE_ADDITIONALLY_ALLOWED_TENANTS: "" });
     const { row } = await strict.openSession({ tenantId: "33333333-3333-4333-8333-333333333333", userId: newUserId(), workbook: "/drives/d/items/t" });
     const report = await closeRecordedSession(row, strict.services.closeDependencies());
-    expect(report).toMatchObject({ result: "failed", sent: false, outcome: { code: "tenantNotAllowed" } });
+    expect(report).toMatchObject({ result: "failed", sent: false, outcome: { code: "TenantNotAllowed" } });
   });
 
   it("a row whose assertion was copied from another user's row does not decrypt: failed, nothing sent", async () => {
@@ -192,7 +194,7 @@ describe("acting only for the row's own user", () => {
     const borrowed = cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId: other, audience: CLIENT_ID });
     const { row, sessionId } = await table.openSession({ userId: owner, workbook: "/drives/d/items/own", assertion: borrowed });
     const report = await close(row);
-    expect(report).toMatchObject({ result: "failed", sent: false, outcome: { code: "assertionUserMismatch" } });
+    expect(report).toMatchObject({ result: "failed", sent: false, outcome: { code: "AssertionUserMismatch" } });
     expect(cloud.authority.tokenRequests).toHaveLength(0);
     expect(cloud.emulator.requests).toHaveLength(0);
     expect(cloud.emulator.sessionState(sessionId)).toBe("open");
@@ -200,7 +202,7 @@ describe("acting only for the row's own user", () => {
 
   it("refuses an assertion that is not a token at all", async () => {
     const { row } = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/opaque", assertion: "opaque-string" });
-    expect(await close(row)).toMatchObject({ result: "failed", sent: false, outcome: { code: "assertionUserMismatch" } });
+    expect(await close(row)).toMatchObject({ result: "failed", sent: false, outcome: { code: "AssertionUserMismatch" } });
   });
 });
 
@@ -213,8 +215,8 @@ describe("a close interrupted by a dead sweeper", () => {
     cloud.emulator.expireSession(sessionId);
     const [orphan] = (await table.services.ledger.listStale(60_000).next()).value!.rows;
     const report = await close(orphan!);
-    expect(report).toMatchObject({ result: "expired", outcome: { code: "goneAfterInterruptedClose" } });
-    expect(await table.services.ledger.get(row)).toMatchObject({ status: "expired", attempts: 2, lastError: { code: "goneAfterInterruptedClose" } });
+    expect(report).toMatchObject({ result: "expired", outcome: { code: "GoneAfterInterruptedClose" } });
+    expect(await table.services.ledger.get(row)).toMatchObject({ status: "expired", attempts: 2, lastError: { code: "GoneAfterInterruptedClose" } });
   });
 });
 
@@ -234,7 +236,7 @@ describe("hostile locations", () => {
     const closer = new WorkbookSessionCloser({ baseUrl: cloud.emulator.baseUrl });
     const credential = { getToken: () => Promise.reject(new Error("must not be asked")) };
     const attempt = await closer.close({ workbook, sessionId: "s", credential, scope: "x", attempts: 1 });
-    expect(attempt).toEqual({ sent: false, outcome: expect.objectContaining({ kind: "failed", code: "unsafeLocation" }) });
+    expect(attempt).toEqual({ sent: false, outcome: expect.objectContaining({ kind: "failed", code: "UnsafeLocation" }) });
     expect(cloud.emulator.requests).toHaveLength(0);
   });
 
@@ -299,7 +301,7 @@ describe("on the wire", () => {
       const closer = new WorkbookSessionCloser({ baseUrl: `${origin}/v1.0`, requestTimeoutMs: 300 });
       const started = Date.now();
       const attempt = await closer.close({ workbook, sessionId: "s", credential, scope: "x", attempts: 1 });
-      expect(attempt).toMatchObject({ sent: true, outcome: { kind: "retry", code: "timeout", cooldown: false } });
+      expect(attempt).toMatchObject({ sent: true, outcome: { kind: "retry", code: "GraphRequestTimeout", cooldown: false } });
       expect(Date.now() - started).toBeLessThan(5_000);
     });
   });
@@ -311,7 +313,7 @@ describe("on the wire", () => {
     }, async (origin) => {
       const closer = new WorkbookSessionCloser({ baseUrl: `${origin}/v1.0` });
       const attempt = await closer.close({ workbook, sessionId: "s", credential, scope: "x", attempts: 1 });
-      expect(attempt).toMatchObject({ sent: true, outcome: { kind: "retry", status: 500, code: "http500" } });
+      expect(attempt).toMatchObject({ sent: true, outcome: { kind: "retry", status: 500, code: "Http500" } });
     });
   });
 });

@@ -1,7 +1,8 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { ConfigurationError, loadConfig, parseDuration } from "../src";
+import { ConfigurationError, loadConfig } from "../src";
+import { parseDuration } from "../src/utils/duration";
 import { CLIENT_CREDENTIAL_SETTINGS, DEFAULT_SETTINGS, readBindingSettings, REQUIRED_SETTINGS } from "../src/config";
 
 const KEY = Buffer.alloc(32, 7).toString("base64");

@@ -1,6 +1,6 @@
 /**
  * The built app as the Functions host runs it: dist/ loaded by a stand-in of the Node worker in a
- * plain `node` process whose environment is the app settings (test/support/functionsWorker.cjs),
+ * plain `node` process whose environment is the app settings (standins/functionsWorker.cjs),
  * through the app's own @azure/functions. What the host indexes whatever the settings, what it
  * receives from an invocation (the formatted log text, the failure), and a first run against a
  * storage account that has no ledger table yet.
@@ -14,7 +14,7 @@ import { afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import { DEFAULT_SETTINGS, SessionProducer } from "../src";
 import { useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture } from "./support/cloudFixture";
 import { parseLogLine } from "./support/functionsHost";
-import { httpInput, queueInput, startFunctionsWorker, timerInput, type RunningWorker } from "./support/functionsWorker";
+import { httpInput, queueInput, startFunctionsWorker, timerInput, type RunningWorker } from "../standins/functionsWorker";
 import { uniqueTableName } from "./support/ledgerFixture";
 
 const FUNCTIONS = ["closeRequest", "purgeTimer", "sweep", "sweepTimer"];

@@ -1,16 +1,7 @@
 import { describe, expect, it } from "vitest";
-import {
-  DEFAULT_PAGE_SIZE,
-  SessionNotOpenError,
-  SessionNotFoundError,
-  SessionAlreadyRecordedError,
-  ValidationError,
-  partitionKeyFor,
-  rowKeyFor,
-  type LedgerPage,
-  type SessionRecord,
-  type SessionToClose,
-} from "../src";
+import { SessionNotOpenError, SessionNotFoundError, SessionAlreadyRecordedError, ValidationError, type LedgerPage, type SessionRecord, type SessionToClose } from "../src";
+import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
+import { DEFAULT_PAGE_SIZE } from "../src/ledger/SessionLedger";
 import { mapConcurrent } from "../src/utils/concurrency";
 import { createLedgerFixture, graphLikeSessionId, newUser } from "./support/ledgerFixture";
 

@@ -5,16 +5,16 @@
  * a wrong `exports` map, a `files` list that ships too much or too little, a `main` the Functions
  * host can no longer glob, or a producer entry that drags the sweeper's own dependencies along.
  */
-import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { exec, type Run } from "./support/exec";
 
 const ROOT = resolve(__dirname, "..");
 const NAME = "workbook-session-sweeper";
 const TSC = join(ROOT, "node_modules", "typescript", "bin", "tsc");
-// npm is a .cmd on Windows, which spawn runs only through a shell.
+// npm is a .cmd on Windows (exec runs it through a shell there).
 const NPM = process.platform === "win32" ? "npm.cmd" : "npm";
 
 /**
@@ -23,11 +23,6 @@ const NPM = process.platform === "win32" ? "npm.cmd" : "npm";
  */
 const SWEEPER_ONLY = ["@azure/functions", "@azure/identity", "@microsoft/microsoft-graph-client"] as const;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 /** The part of `npm pack --json`'s report this file reads. */
 interface PackReport {
@@ -46,13 +41,13 @@ let packed: PackReport;
 beforeAll(async () => {
   // `npm test` builds before vitest runs; a bare `vitest run` may not have.
   if (!existsSync(join(ROOT, "dist", "src", "producer.js"))) {
-    expectSuccess(await exec(process.execPath, [TSC, "-p", "tsconfig.build.json"], ROOT), "tsc");
+    expectSuccess(await exec(process.execPath, [TSC, "-p", "tsconfig.build.json"], { cwd: ROOT }), "tsc");
   }
   // Real path: Node reports module paths resolved through symlinks (macOS's /var is one).
   workDir = realpathSync(mkdtempSync(join(tmpdir(), "wss-package-")));
 
   // Scripts off: this packs dist/ as the build left it, and a prepack hook must not rebuild it mid-suite.
-  const pack = await exec(NPM, ["pack", "--pack-destination", workDir, "--json", "--ignore-scripts"], ROOT);
+  const pack = await exec(NPM, ["pack", "--pack-destination", workDir, "--json", "--ignore-scripts"], { cwd: ROOT });
   expectSuccess(pack, "npm pack");
   const reports = JSON.parse(pack.stdout) as PackReport[];
   expect(reports).toHaveLength(1);
@@ -65,7 +60,7 @@ beforeAll(async () => {
   const install = await exec(
     NPM,
     ["install", join(workDir, packed.filename), "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts"],
-    consumer,
+    { cwd: consumer },
   );
   expectSuccess(install, "npm install");
   console.info(`npm install of ${packed.filename} (${packed.entryCount} files): ${((performance.now() - started) / 1000).toFixed(1)} s`);
@@ -197,7 +192,7 @@ describe("the producer entry", () => {
       `,
     );
 
-    const compiled = await exec(process.execPath, [TSC, "-p", "tsconfig.json"], consumer);
+    const compiled = await exec(process.execPath, [TSC, "-p", "tsconfig.json"], { cwd: consumer });
 
     expect(compiled.stdout + compiled.stderr).toBe("");
     expect(compiled.code).toBe(0);
@@ -256,7 +251,7 @@ describe("the tarball", () => {
 /** Writes `source` to `fileName` in the temporary project, runs it with plain node there, and parses its last stdout line. */
 async function nodeScript(fileName: string, source: string): Promise<unknown> {
   writeFileSync(join(consumer, fileName), source);
-  const run = await exec(process.execPath, [fileName], consumer);
+  const run = await exec(process.execPath, [fileName], { cwd: consumer });
   expectSuccess(run, `node ${fileName}`);
   return JSON.parse(run.stdout.trimEnd().split("\n").at(-1) ?? "");
 }
@@ -272,16 +267,4 @@ function readPackageJson(dir: string): { version: string; main?: string } {
 
 function expectSuccess(run: Run, what: string): void {
   expect(run.code, `${what} failed:\n${run.stderr || run.stdout}`).toBe(0);
-}
-
-function exec(command: string, args: string[], cwd: string): Promise<Run> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(command, args, { cwd, env: process.env, shell: process.platform === "win32", stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-    child.on("error", reject);
-    child.on("close", (code) => resolvePromise({ code: code ?? -1, stdout, stderr }));
-  });
 }

@@ -11,7 +11,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { app } from "@azure/functions";
-import { partitionKeyFor, rowKeyFor, SessionNotFoundError, SessionProducer, type SweepSummary } from "../src";
+import { SessionNotFoundError, SessionProducer, type SweepSummary } from "../src";
+import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { installAppSettings, useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { importHandlers, type FunctionHandlers } from "./support/functionsHost";
 import { invocation, postSweep, rawEntities } from "./support/reliability";
@@ -111,10 +112,10 @@ describe("only the row's own user", () => {
 
     const rows = new Map((await rawEntities(table.services.ledger.client)).map((e) => [`${e.partitionKey}|${e.rowKey}`, e]));
     const final = (r: { partitionKey: string; rowKey: string }) => rows.get(`${r.partitionKey}|${r.rowKey}`)!;
-    expect(final(withBobsAssertion)).toMatchObject({ status: "failed", lastErrorCode: "assertionUserMismatch" });
+    expect(final(withBobsAssertion)).toMatchObject({ status: "failed", lastErrorCode: "AssertionUserMismatch" });
     expect(final(copied.row)).toMatchObject({ status: "failed", lastErrorCode: "AssertionUnreadable" });
     expect(final(forged)).toMatchObject({ status: "failed", lastErrorCode: "MalformedRow" });
-    expect(final(twin.row)).toMatchObject({ status: "failed", lastErrorCode: "assertionUserMismatch" });
+    expect(final(twin.row)).toMatchObject({ status: "failed", lastErrorCode: "AssertionUserMismatch" });
     // B's and Mallory's own tokens reach Graph for A's sessions and are refused there.
     expect(final(bobNamesAlices)).toMatchObject({ status: "failed", lastErrorCode: "invalidSessionAuthentication" });
     expect(final(mallorys)).toMatchObject({ status: "failed", lastErrorCode: "invalidSessionAuthentication" });

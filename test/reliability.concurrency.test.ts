@@ -9,17 +9,8 @@
  *     that session is then closed.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import {
-  SessionLedger,
-  SessionNotOpenError,
-  Sweeper,
-  type ClaimResult,
-  type LedgerPage,
-  type ListStaleOptions,
-  type SessionRecord,
-  type SessionToClose,
-  type SweepSummary,
-} from "../src";
+import { SessionLedger, SessionNotOpenError, Sweeper, type LedgerPage, type ListStaleOptions, type SessionRecord, type SessionToClose, type SweepSummary } from "../src";
+import { type ClaimResult } from "../src/ledger/models";
 import { mapConcurrent } from "../src/utils/concurrency";
 import { installAppSettings, useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { importHandlers, type FunctionHandlers } from "./support/functionsHost";

@@ -82,7 +82,7 @@ it(`survives ${KILLS} SIGKILLs in sweeps over ${SESSIONS} sessions: none lost, n
     // closed only with a 204 from Graph
     if (row!.status === "closed") expect(answered204.has(sessionId)).toBe(true);
     // a session Graph closed is closed, or, when the sweeper that got the 204 died before writing it, expired saying so
-    if (answered204.has(sessionId) && row!.status !== "closed") expect(row!.lastError?.code).toBe("goneAfterInterruptedClose");
+    if (answered204.has(sessionId) && row!.status !== "closed") expect(row!.lastError?.code).toBe("GoneAfterInterruptedClose");
     // a session whose row is expired was either closed by a dead sweeper or is gone on Graph
     expect(cloud.emulator.sessionState(sessionId)).not.toBe("open");
   }
@@ -91,7 +91,7 @@ it(`survives ${KILLS} SIGKILLs in sweeps over ${SESSIONS} sessions: none lost, n
   expect(stats.maxConcurrentPerWorkbook).toBeLessThanOrEqual(1);
   // Sessions never go idle here, so a row expired by a take-over is exactly one whose 204 a killed
   // sweeper received and could not write; and every such session was sent closeSession again.
-  const interrupted = [...rows.values()].filter((r) => r.lastError?.code === "goneAfterInterruptedClose");
+  const interrupted = [...rows.values()].filter((r) => r.lastError?.code === "GoneAfterInterruptedClose");
   for (const row of interrupted) expect(answered204.has(row.sessionId)).toBe(true);
   expect(rows.size).toBe(SESSIONS);
   expect([...rows.values()].filter((r) => r.status === "expired")).toEqual(interrupted);

@@ -4,7 +4,11 @@
  * its fix.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { handleCloseRequest, loadConfig, parseSweepHttpBody, partitionKeyFor, rowKeyFor, AssertionCipher, ValidationError, type SweepSummary } from "../src";
+import { loadConfig, ValidationError, type SweepSummary } from "../src";
+import { handleCloseRequest } from "../src/app/handleCloseRequest";
+import { parseSweepHttpBody } from "../src/app/sweepRequest";
+import { AssertionCipher } from "../src/core/AssertionCipher";
+import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { CLIENT_ID, HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { invocation, postSweep, rawEntities } from "./support/reliability";
 

@@ -7,16 +7,9 @@
  */
 import { inspect } from "node:util";
 import { beforeAll, describe, expect, inject, it } from "vitest";
-import {
-  AssertionCipher,
-  ConfigurationError,
-  loadConfig,
-  partitionKeyFor,
-  rowKeyFor,
-  SessionNotFoundError,
-  ValidationError,
-  type SweepSummary,
-} from "../src";
+import { ConfigurationError, loadConfig, SessionNotFoundError, ValidationError, type SweepSummary } from "../src";
+import { AssertionCipher } from "../src/core/AssertionCipher";
+import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { installAppSettings, useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { importHandlers, type FunctionHandlers } from "./support/functionsHost";
 import { invocation, postSweep, rawEntities, timerInfo, type LogLine, type RawEntity } from "./support/reliability";
@@ -128,7 +121,7 @@ describe("assertions at rest", () => {
     const expected: [string, string, string?][] = [
       [closes.sessionId, "closed"],
       [gone.sessionId, "expired", "invalidSessionReCreatable"],
-      [outlived.sessionId, "failed", "assertionUserMismatch"],
+      [outlived.sessionId, "failed", "AssertionUserMismatch"],
       [expiredAssertion.sessionId, "expired", "AADSTS500133"],
       [denied.sessionId, "failed", "accessDenied"],
       [capped.sessionId, "failed", "serviceUnavailable"],

@@ -96,7 +96,7 @@ async function expectConverged(table: TableFixture, ids: Set<string>, summary: S
   expect(entities.map((e) => e.status).filter((s) => s !== "closed" && s !== "expired")).toEqual([]);
   for (const e of entities) {
     // A close whose 204 was lost with storage is found gone on the retry: expired, never closed.
-    if (e.status === "expired") expect(e.lastErrorCode).toBe("goneAfterInterruptedClose");
+    if (e.status === "expired") expect(e.lastErrorCode).toBe("GoneAfterInterruptedClose");
     expect(cloud.emulator.sessionState(e.sessionId as string)).toBe("closed");
   }
   expectConsistentRows(entities);

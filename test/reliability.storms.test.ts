@@ -9,7 +9,7 @@
 import { describe, expect, it } from "vitest";
 import { createSweeperServices, loadConfig, type SessionRecord, type SweepSummary } from "../src";
 import { mapConcurrent } from "../src/utils/concurrency";
-import type { FaultRule, RecordedRequest } from "./support/graphEmulator";
+import type { FaultRule, RecordedRequest } from "../standins/graphEmulator";
 import { useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { expectClosedOnlyWith204, expectConsistentRows, rawEntities } from "./support/reliability";
 
@@ -180,8 +180,8 @@ describe("faults with no cooldown", () => {
       [1, { status: 503 }, "serviceUnavailable"],
       [2, { status: 504 }, "gatewayTimeout"],
       [3, { status: 504 }, "gatewayTimeout"],
-      [4, "reset", "networkError"],
-      [5, "hang", "timeout"],
+      [4, "reset", "NetworkError"],
+      [5, "hang", "GraphRequestTimeout"],
     ];
     for (const [i, action] of plan) cloud.emulator.addFault({ sessionId: sessions[i]!.sessionId, times: 1, action });
 
@@ -218,18 +218,18 @@ describe("faults with no cooldown", () => {
 
 describe("odd answers", () => {
   const cases: { name: string; action: FaultRule["action"]; status: string; code: string | RegExp; cooldown?: boolean }[] = [
-    { name: "500 with an HTML body", action: { status: 500, headers: { "content-type": "text/html" }, body: "<html><body>Oops</body></html>" }, status: "open", code: "http500" },
-    { name: "502 with an empty body", action: { status: 502, body: "" }, status: "open", code: "http502" },
-    { name: "503 with broken JSON", action: { status: 503, headers: { "content-type": "application/json" }, body: '{"error": {"code": ' }, status: "open", code: "http503" },
-    { name: "429 with an unreadable Retry-After", action: { status: 429, headers: { "Retry-After": "soon" }, body: "" }, status: "open", code: "http429" },
+    { name: "500 with an HTML body", action: { status: 500, headers: { "content-type": "text/html" }, body: "<html><body>Oops</body></html>" }, status: "open", code: "Http500" },
+    { name: "502 with an empty body", action: { status: 502, body: "" }, status: "open", code: "Http502" },
+    { name: "503 with broken JSON", action: { status: 503, headers: { "content-type": "application/json" }, body: '{"error": {"code": ' }, status: "open", code: "Http503" },
+    { name: "429 with an unreadable Retry-After", action: { status: 429, headers: { "Retry-After": "soon" }, body: "" }, status: "open", code: "Http429" },
     { name: "409 with invalidSessionAccessConflict", action: { status: 409, body: { error: { code: "conflict", message: "busy", innerError: { code: "invalidSessionAccessConflict" } } } }, status: "open", code: "invalidSessionAccessConflict" },
-    { name: "400 with an empty body", action: { status: 400, body: "" }, status: "failed", code: "http400" },
-    { name: "401 with codes of the wrong type", action: { status: 401, body: { error: { code: 401, message: { text: "x" } } } }, status: "failed", code: "http401" },
-    { name: "403 whose error is a string", action: { status: 403, body: { error: "denied" } }, status: "failed", code: "http403" },
+    { name: "400 with an empty body", action: { status: 400, body: "" }, status: "failed", code: "Http400" },
+    { name: "401 with codes of the wrong type", action: { status: 401, body: { error: { code: 401, message: { text: "x" } } } }, status: "failed", code: "Http401" },
+    { name: "403 whose error is a string", action: { status: 403, body: { error: "denied" } }, status: "failed", code: "Http403" },
     { name: "418 with no body", action: { status: 418 }, status: "failed", code: /.+/ },
-    { name: "404 that is not JSON", action: { status: 404, body: "Not Found" }, status: "expired", code: "http404" },
-    { name: "200 with a body instead of 204", action: { status: 200, body: { value: "closed, probably" } }, status: "open", code: "unexpected200" },
-    { name: "202 with no body", action: { status: 202 }, status: "open", code: "unexpected202" },
+    { name: "404 that is not JSON", action: { status: 404, body: "Not Found" }, status: "expired", code: "Http404" },
+    { name: "200 with a body instead of 204", action: { status: 200, body: { value: "closed, probably" } }, status: "open", code: "Unexpected200" },
+    { name: "202 with no body", action: { status: 202 }, status: "open", code: "Unexpected202" },
   ];
 
   it("each has its defined outcome, and only a real 204 ever closes a row", async () => {
@@ -268,9 +268,9 @@ describe("attempt caps", () => {
     const plan: [FaultRule["action"], string][] = [
       [{ status: 503 }, "serviceUnavailable"],
       [{ status: 429, headers: { "Retry-After": "1" } }, "tooManyRequests"],
-      [{ status: 200, body: { ok: true } }, "unexpected200"],
-      ["reset", "networkError"],
-      ["hang", "timeout"],
+      [{ status: 200, body: { ok: true } }, "Unexpected200"],
+      ["reset", "NetworkError"],
+      ["hang", "GraphRequestTimeout"],
     ];
     // One tenant each, so a cooldown of one does not hold back the others.
     const sessions = await mapConcurrent(plan, 5, (_, i) =>

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { partitionKeyFor, rowKeyFor, type SessionRecord } from "../src";
+import { type SessionRecord } from "../src";
+import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { mapConcurrent } from "../src/utils/concurrency";
 import { useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 
@@ -97,7 +98,7 @@ describe("sweep", () => {
     const opened = await mapConcurrent(Array.from({ length: 20 }, (_, i) => i), 8, (i) => table.openSession({ userId: newUserId(), workbook: `/drives/d/items/a${i}` }));
     const abort = new AbortController();
     setTimeout(() => abort.abort(), 500);
-    const summary = await table.services.newSweeper().run({}, { signal: abort.signal });
+    const summary = await table.services.newSweeper().run({}, { abortSignal: abort.signal });
     expect(summary.stoppedEarly).toBe(true);
     expect(summary.closed).toBeGreaterThan(0);
     expect(summary.closed + summary.skipped).toBe(20);

@@ -1,5 +1,5 @@
 import { odata, type TableClient, type TableEntityResult } from "@azure/data-tables";
-import { AssertionCipher } from "../../src/auth/AssertionCipher";
+import { AssertionCipher } from "../../src/core/AssertionCipher";
 import { DEFAULT_SETTINGS } from "../../src/config";
 import { createLedgerTableClient } from "../../src/ledger/tableClient";
 import { parseDuration } from "../../src/utils/duration";

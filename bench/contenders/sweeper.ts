@@ -3,7 +3,7 @@
  * it, with a storage request counter on its ledger.
  */
 import { loadConfig } from "../../src/config";
-import { createSweeperServices } from "../../src/createSweeper";
+import { createSweeperServices } from "../../src/app/sweeperServices";
 import type { Contender } from "./types";
 
 export const sweeper: Contender = async ({ settings, onStorageRequest, limit }) => {

@@ -1,6 +1,6 @@
 import { loadConfig, type Settings } from "../config";
-import { createSweeperServices, type SweeperServices } from "../createSweeper";
-import { ConfigurationError } from "../errors";
+import { createSweeperServices, type SweeperServices } from "./sweeperServices";
+import { ConfigurationError } from "../core/errors";
 import type { AppLogger } from "./logging";
 
 let services: SweeperServices | undefined;

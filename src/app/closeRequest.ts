@@ -1,7 +1,7 @@
 import type { InvocationContext } from "@azure/functions";
-import { ValidationError } from "../errors";
-import { handleCloseRequest } from "../triggers/closeRequest";
-import { parseCloseRequestMessage } from "../triggers/closeRequestMessage";
+import { ValidationError } from "../core/errors";
+import { handleCloseRequest } from "./handleCloseRequest";
+import { parseCloseRequestMessage } from "../core/closeRequestMessage";
 import { appServices } from "./appServices";
 import { invocationLogger } from "./logging";
 

@@ -1,8 +1,8 @@
 import type { HttpRequest, HttpResponseInit, InvocationContext } from "@azure/functions";
-import { ValidationError } from "../errors";
-import { readBodyLimited } from "../triggers/readBody";
-import { runLoggedSweep } from "../triggers/runSweep";
-import { MAX_SWEEP_BODY_BYTES, parseSweepHttpBody } from "../triggers/sweepHttpRequest";
+import { describeProblem, ValidationError } from "../core/errors";
+import { readBodyLimited } from "./readBodyLimited";
+import { runLoggedSweep } from "./runSweep";
+import { MAX_SWEEP_BODY_BYTES, parseSweepHttpBody } from "./sweepRequest";
 import { appServices } from "./appServices";
 import { invocationLogger } from "./logging";
 
@@ -24,8 +24,9 @@ export async function sweepHttp(request: HttpRequest, context: InvocationContext
   } catch (error) {
     if (!(error instanceof ValidationError)) throw error;
     logger.warn("Manual sweep refused", { problems: error.problems });
-    return { status: 400, jsonBody: { error: { code: error.code, message: "The sweep request is invalid.", problems: error.problems } } };
+    // The answer's problems are lines of text (README "HTTP"); the log line keeps their fields.
+    return { status: 400, jsonBody: { error: { code: error.code, message: "The sweep request is invalid.", problems: error.problems.map(describeProblem) } } };
   }
-  const summary = await runLoggedSweep(services, sweepRequest, logger, "http", { signal: AbortSignal.timeout(HTTP_SWEEP_MAX_MS) });
+  const summary = await runLoggedSweep(services, sweepRequest, logger, "http", { abortSignal: AbortSignal.timeout(HTTP_SWEEP_MAX_MS) });
   return { status: summary.error ? 503 : 200, jsonBody: summary };
 }

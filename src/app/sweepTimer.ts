@@ -1,5 +1,5 @@
 import type { InvocationContext, Timer } from "@azure/functions";
-import { runLoggedSweep } from "../triggers/runSweep";
+import { runLoggedSweep } from "./runSweep";
 import { appServices } from "./appServices";
 import { invocationLogger } from "./logging";
 

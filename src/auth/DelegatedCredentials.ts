@@ -1,10 +1,11 @@
 import { createHash } from "node:crypto";
 import { OnBehalfOfCredential, type AccessToken, type TokenCredential } from "@azure/identity";
-import type { SessionToClose } from "../ledger/models";
-import { backoffMs, type CloseOutcome } from "../graph/CloseOutcome";
-import { AssertionCipher, AssertionDecryptionError } from "./AssertionCipher";
+import type { SessionToClose } from "../core/session";
+import { backoffMs, type CloseOutcome } from "../core/closeOutcome";
+import { AssertionCipher, AssertionDecryptionError } from "../core/AssertionCipher";
 import { classifyAuthorityError } from "./authorityErrors";
 import { ReusedTokenCredential } from "./ReusedTokenCredential";
+import { Codes } from "../core/codes";
 
 export type ClientCredential = { kind: "secret"; secret: string } | { kind: "certificate"; certificatePath: string };
 
@@ -16,12 +17,12 @@ export interface DelegatedCredentialsOptions {
   tenantId: string;
   clientId: string;
   clientCredential: ClientCredential;
-  /** Tenants other than the home tenant whose users' sessions may be closed; `*` for any. Default none. */
+  /** Tenants other than the home tenant whose users' sessions may be closed; `*` for any. @default none */
   additionallyAllowedTenants?: readonly string[];
   /** The delegated scope to ask for, e.g. `https://graph.microsoft.com/Files.ReadWrite`. */
   scope: string;
   cipher: AssertionCipher;
-  /** Retries of the credential's own HTTP client. Default 3 (the SDK's). */
+  /** Retries of the credential's own HTTP client. @default 3 (the SDK's) */
   maxRetries?: number;
   clock?: () => Date;
 }
@@ -76,10 +77,10 @@ export class DelegatedCredentials {
   /** Token requests are made here, not in the Graph call, so their errors are told apart from Graph's. */
   async forRow(row: SessionToClose): Promise<CredentialResult> {
     if (!this.allowedTenants.has("*") && !this.allowedTenants.has(row.tenantId.toLowerCase())) {
-      return this.refuse("tenantNotAllowed", `Tenant ${row.tenantId} is not the app's tenant nor in AZURE_ADDITIONALLY_ALLOWED_TENANTS.`);
+      return this.refuse(Codes.TenantNotAllowed, `Tenant ${row.tenantId} is not the app's tenant nor in AZURE_ADDITIONALLY_ALLOWED_TENANTS.`);
     }
     if (!row.encryptedAssertion) {
-      return this.refuse("missingAssertion", "The row carries no user assertion: the producer must record one to let the session be closed.");
+      return this.refuse(Codes.MissingAssertion, "The row carries no user assertion: the producer must record one to let the session be closed.");
     }
     let assertion: string;
     try {
@@ -91,7 +92,7 @@ export class DelegatedCredentials {
     const owner = assertionOwner(assertion);
     if (!owner || owner.userId !== row.userId.toLowerCase() || owner.tenantId !== row.tenantId.toLowerCase()) {
       // Whoever the assertion names is who Graph would act for: only the row's own user will do.
-      return this.refuse("assertionUserMismatch", "The stored assertion is not a token of the session's own user; nothing was sent.");
+      return this.refuse(Codes.AssertionUserMismatch, "The stored assertion is not a token of the session's own user; nothing was sent.");
     }
     const digest = createHash("sha256").update(assertion).digest("base64url");
 
@@ -136,7 +137,7 @@ export class DelegatedCredentials {
     } catch (error) {
       return { ok: false, outcome: classifyAuthorityError(error, { now: this.clock(), retryAfterMs: backoffMs(row.attempts) }) };
     }
-    if (!token) return { ok: false, outcome: { kind: "retry", retryAt: this.later(row), cooldown: false, code: "noToken", message: "The authority returned no token." } };
+    if (!token) return { ok: false, outcome: { kind: "retry", retryAt: this.later(row), cooldown: false, code: Codes.NoToken, message: "The authority returned no token." } };
     return { ok: true, credential: new ReusedTokenCredential(credential, token) };
   }
 

@@ -1,4 +1,5 @@
-import type { CloseOutcome } from "../graph/CloseOutcome";
+import type { CloseOutcome } from "../core/closeOutcome";
+import { Codes } from "../core/codes";
 
 /**
  * The user can no longer be represented, and by then the session has idled out on Graph too: an
@@ -39,7 +40,7 @@ export function classifyAuthorityError(error: unknown, context: { now: Date; ret
     };
   }
   if (/endpoints_resolution_error|ENOTFOUND|ECONNREFUSED|ECONNRESET|ETIMEDOUT|fetch failed|socket|network|timeout/i.test(text)) {
-    return { kind: "retry", retryAt, cooldown: false, code: "authorityUnreachable", message: "The authority could not be reached." };
+    return { kind: "retry", retryAt, cooldown: false, code: Codes.AuthorityUnreachable, message: "The authority could not be reached." };
   }
-  return { kind: "retry", retryAt, cooldown: false, code: "tokenError", message: "The token request failed without an authority error code." };
+  return { kind: "retry", retryAt, cooldown: false, code: Codes.TokenError, message: "The token request failed without an authority error code." };
 }

@@ -1,10 +1,12 @@
 import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Settings } from "../config";
+import { Codes } from "../core/codes";
+import { SweeperError } from "../core/errors";
 
 /** The settings file could not be used; the message names the file and what is wrong with it. */
-export class SettingsFileError extends Error {
-  override readonly name = "SettingsFileError";
+export class SettingsFileError extends SweeperError {
+  readonly code = Codes.SettingsFileUnreadable;
 }
 
 export interface ResolvedSettings {

@@ -1,14 +1,15 @@
 import type { Context, FetchOptions, Middleware } from "@microsoft/microsoft-graph-client";
 import { createDefaultHttpClient, createHttpHeaders, createPipelineRequest, type HttpClient, type HttpHeaders, type HttpMethods } from "@azure/core-rest-pipeline";
 import type { Readable } from "node:stream";
-import { SweeperError } from "../errors";
+import { SweeperError } from "../core/errors";
+import { Codes } from "../core/codes";
 
 export interface CoreHttpMessageHandlerOptions {
-  /** The whole request: connection, answer and its body. Default 30 s. */
+  /** The whole request: connection, answer and its body. @default 30_000 */
   timeoutMs?: number;
-  /** Bytes of an answer's body kept; the rest is dropped. Default 64 KiB: Graph's error bodies are small. */
+  /** Bytes of an answer's body kept; the rest is dropped (Graph's error bodies are small). @default 65_536 */
   maxBodyBytes?: number;
-  /** Default: `createDefaultHttpClient()`, node:https with keep-alive connections. */
+  /** The HTTP client. @default `createDefaultHttpClient()`, node:https with keep-alive connections */
   httpClient?: HttpClient;
 }
 
@@ -17,7 +18,7 @@ export interface CoreHttpMessageHandlerOptions {
  * `AbortSignal.timeout` gives, because the Graph client passes on only a thrown error's name.
  */
 export class GraphRequestTimeoutError extends SweeperError {
-  readonly code = "GraphRequestTimeout";
+  readonly code = Codes.GraphRequestTimeout;
   override readonly name = "TimeoutError";
 }
 

@@ -1,18 +1,31 @@
 import { AuthenticationHandler, AuthenticationHandlerOptions, Client, GraphError, ResponseType, TelemetryHandler, type AuthenticationProvider } from "@microsoft/microsoft-graph-client";
 import { TokenCredentialAuthenticationProvider } from "@microsoft/microsoft-graph-client/authProviders/azureTokenCredentials";
 import type { TokenCredential } from "@azure/identity";
-import type { WorkbookLocation } from "../ledger/location";
-import { classifyAuthorityError } from "../auth/authorityErrors";
-import { backoffMs, type CloseAttempt, type CloseOutcome } from "./CloseOutcome";
+import type { WorkbookLocation } from "../core/workbookLocation";
+import { backoffMs, type CloseAttempt, type CloseOutcome } from "../core/closeOutcome";
 import { checkSessionIdHeader, closeSessionPath, graphRoot, UnsafeRequestError, type GraphRoot } from "./closeSessionUrl";
 import { outcomeForResponse, parseGraphErrorBody } from "./graphErrors";
 import { CoreHttpMessageHandler } from "./CoreHttpMessageHandler";
+import { Codes } from "../core/codes";
+
+/**
+ * What a failure to get the user's token (thrown by the credential inside the Graph client's
+ * authentication step) means for the attempt. The token belongs to auth/, which knows the
+ * authority's codes; the closer only tells such a failure apart from Graph's own answers.
+ */
+export type CredentialErrorOutcome = (error: unknown, context: { now: Date; retryAfterMs: number }) => Exclude<CloseOutcome, { kind: "closed" }>;
 
 export interface WorkbookSessionCloserOptions {
   /** Graph's service root, e.g. `https://graph.microsoft.com/v1.0` (GRAPH_BASE_URL). */
   baseUrl: string;
-  /** One closeSession call, connection included. Default 30 s. */
+  /** One closeSession call, connection included. @default 30_000 */
   requestTimeoutMs?: number;
+  /**
+   * The outcome of a token failure raised while sending.
+   * @default every such failure is a retry with code `TokenError`
+   */
+  credentialErrorOutcome?: CredentialErrorOutcome;
+  /** @default the system clock */
   clock?: () => Date;
 }
 
@@ -25,11 +38,11 @@ export interface CloseRequest {
   scope: string;
   /** Attempts so far, this one included: paces back-off where Graph gives no Retry-After. */
   attempts: number;
-  /**
-   * Called right before the request goes out (after every check): the sweep's per-tenant pacer.
-   * Resolves to `send: false` with a time when the request must not go out now.
-   */
-  beforeSend?: () => Promise<{ send: true } | { send: false; retryAt: Date }>;
+}
+
+/** A request that passed every check: it can only reach `…/workbook/closeSession` under Graph's root. */
+export interface CheckedCloseRequest extends CloseRequest {
+  readonly path: string;
 }
 
 /** A provider for requests that arrive without their user's: it refuses instead of sending anything. */
@@ -52,12 +65,14 @@ export class WorkbookSessionCloser {
   private readonly root: GraphRoot;
   private readonly timeoutMs: number;
   private readonly clock: () => Date;
+  private readonly credentialErrorOutcome: CredentialErrorOutcome | undefined;
   private readonly providers = new WeakMap<TokenCredential, Map<string, AuthenticationProvider>>();
 
   constructor(options: WorkbookSessionCloserOptions) {
     this.root = graphRoot(options.baseUrl);
     this.timeoutMs = options.requestTimeoutMs ?? 30_000;
     this.clock = options.clock ?? (() => new Date());
+    this.credentialErrorOutcome = options.credentialErrorOutcome;
     this.client = Client.initWithMiddleware({
       middleware: [new AuthenticationHandler(NO_USER), new TelemetryHandler(), new CoreHttpMessageHandler({ timeoutMs: this.timeoutMs })],
       baseUrl: this.root.baseUrl,
@@ -67,49 +82,53 @@ export class WorkbookSessionCloser {
     });
   }
 
-  async close(request: CloseRequest): Promise<CloseAttempt> {
-    let path: string;
+  /**
+   * Checks a request before anything is sent: a location or session id that would send the
+   * request (and the user's token) anywhere but `…/workbook/closeSession` is refused, and the
+   * refusal is the attempt's outcome.
+   */
+  check(request: CloseRequest): { ok: true; request: CheckedCloseRequest } | { ok: false; outcome: Exclude<CloseOutcome, { kind: "closed" }> } {
     try {
-      path = closeSessionPath(this.root, request.workbook);
+      const path = closeSessionPath(this.root, request.workbook);
       checkSessionIdHeader(request.sessionId);
+      return { ok: true, request: { ...request, path } };
     } catch (error) {
-      if (error instanceof UnsafeRequestError) return { outcome: { kind: "failed", code: error.code, message: error.message }, sent: false };
+      if (error instanceof UnsafeRequestError) return { ok: false, outcome: { kind: "failed", code: error.code, message: error.message } };
       throw error;
     }
+  }
 
-    if (request.beforeSend) {
-      const gate = await request.beforeSend();
-      if (!gate.send) {
-        return {
-          outcome: { kind: "retry", retryAt: gate.retryAt, cooldown: false, code: "notSent", message: "Not sent: the tenant's request budget or cooldown outlasted this sweep." },
-          sent: false,
-        };
-      }
-    }
+  /** Checks, then sends at once: for callers that do not pace their requests. */
+  async close(request: CloseRequest): Promise<CloseAttempt> {
+    const checked = this.check(request);
+    if (!checked.ok) return { outcome: checked.outcome, sent: false };
+    return { outcome: await this.send(checked.request), sent: true };
+  }
 
+  /** Sends closeSession for a checked request and says what came of it. */
+  async send(request: CheckedCloseRequest): Promise<CloseOutcome> {
     let response: Response;
     try {
       response = await this.client
-        .api(path)
+        .api(request.path)
         .header("workbook-session-id", request.sessionId)
         .responseType(ResponseType.RAW)
         .middlewareOptions([new AuthenticationHandlerOptions(this.providerFor(request))])
         .post(undefined);
     } catch (error) {
-      return { outcome: this.outcomeForThrow(error, request.attempts), sent: true };
+      return this.outcomeForThrow(error, request.attempts);
     }
 
     const requestId = response.headers.get("request-id") ?? undefined;
     if (response.status === 204) {
       await response.body?.cancel();
-      return { outcome: { kind: "closed", status: 204, ...(requestId && { requestId }) }, sent: true };
+      return { kind: "closed", status: 204, ...(requestId && { requestId }) };
     }
     const text = await response.text().catch(() => "");
-    const outcome = outcomeForResponse(
+    return outcomeForResponse(
       { status: response.status, retryAfter: response.headers.get("retry-after"), ...(requestId && { requestId }), body: parseGraphErrorBody(text) },
       { now: this.clock(), attempts: request.attempts },
     );
-    return { outcome, sent: true };
   }
 
   private providerFor(request: CloseRequest): AuthenticationProvider {
@@ -127,11 +146,12 @@ export class WorkbookSessionCloser {
     const name = error instanceof GraphError ? error.code : error instanceof Error ? error.name : "";
     const message = error instanceof Error ? error.message : String(error);
     if (name === "TimeoutError" || name === "AbortError") {
-      return { kind: "retry", retryAt, cooldown: false, code: "timeout", message: `closeSession did not answer within ${this.timeoutMs} ms.` };
+      return { kind: "retry", retryAt, cooldown: false, code: Codes.GraphRequestTimeout, message: `closeSession did not answer within ${this.timeoutMs} ms.` };
     }
     if (/AADSTS|AuthenticationRequired|CredentialUnavailable/.test(`${name} ${message}`)) {
-      return classifyAuthorityError(error, { now, retryAfterMs: backoffMs(attempts) });
+      if (this.credentialErrorOutcome) return this.credentialErrorOutcome(error, { now, retryAfterMs: backoffMs(attempts) });
+      return { kind: "retry", retryAt, cooldown: false, code: Codes.TokenError, message: "The user's token could not be had." };
     }
-    return { kind: "retry", retryAt, cooldown: false, code: "networkError", message: "The connection to Graph failed before an answer." };
+    return { kind: "retry", retryAt, cooldown: false, code: Codes.NetworkError, message: "The connection to Graph failed before an answer." };
   }
 }

@@ -1,9 +1,10 @@
-import { SweeperError } from "../errors";
-import { isSafeIdSegment, type WorkbookLocation } from "../ledger/location";
+import { SweeperError } from "../core/errors";
+import { isSafeIdSegment, type WorkbookLocation } from "../core/workbookLocation";
+import { Codes } from "../core/codes";
 
 /** A location or session id that would make a request to anything but …/workbook/closeSession. */
 export class UnsafeRequestError extends SweeperError {
-  readonly code = "unsafeLocation";
+  readonly code = Codes.UnsafeLocation;
 }
 
 /** Graph's service root split the way the Graph client wants it: host and version. */

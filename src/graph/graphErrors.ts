@@ -1,4 +1,5 @@
-import { backoffMs, type CloseOutcome } from "./CloseOutcome";
+import { httpStatusCode, unexpectedSuccessCode } from "../core/codes";
+import { backoffMs, type CloseOutcome } from "../core/closeOutcome";
 
 /** Graph's error body: `{"error":{"code","message","innerError":{"code"}}}`; all parts optional in practice. */
 export interface GraphErrorBody {
@@ -42,14 +43,14 @@ export function outcomeForResponse(
 ): Exclude<CloseOutcome, { kind: "closed" }> {
   const { status, body } = response;
   const codes = [body.innerCode, body.code].filter((c): c is string => Boolean(c)).map((c) => c.toLowerCase());
-  const code = body.innerCode ?? body.code ?? `http${status}`;
+  const code = body.innerCode ?? body.code ?? httpStatusCode(status);
   const message = body.message ?? `Graph answered ${status}.`;
   const base = { status, code, message, ...(response.requestId && { requestId: response.requestId }) };
   const later = (ms: number) => new Date(context.now.getTime() + ms);
 
   if (status >= 200 && status < 300) {
     // Not the documented 204: the session may or may not be closed. The next attempt will say.
-    return { ...base, kind: "retry", retryAt: later(backoffMs(context.attempts)), cooldown: false, code: `unexpected${status}`, message: `closeSession answered ${status}, not 204.` };
+    return { ...base, kind: "retry", retryAt: later(backoffMs(context.attempts)), cooldown: false, code: unexpectedSuccessCode(status), message: `closeSession answered ${status}, not 204.` };
   }
   if (COOLDOWN_STATUSES.has(status)) {
     const retryAt = retryAfterTime(response.retryAfter, context.now);

@@ -1,20 +1,12 @@
 import { odata, type TableClient } from "@azure/data-tables";
+import { Codes } from "../core/codes";
 import { EVERY_COLUMN, TO_CLOSE, TO_CLOSE_WITHOUT_ASSERTION, type RowShape } from "./entity";
-import {
-  TERMINAL_STATUSES,
-  type ClaimResult,
-  type LedgerPage,
-  type MalformedRow,
-  type RowTransition,
-  type SessionKey,
-  type SessionRecord,
-  type SessionStatus,
-  type SessionToClose,
-  type WriteResult,
-} from "./models";
+import { type ClaimResult, type LedgerPage, type MalformedRow, type SessionRecord, type WriteResult } from "./models";
+import { isTerminal, TERMINAL_STATUSES, type RowTransition, type SessionKey, type SessionStatus, type SessionToClose, type TransitionRequest } from "../core/session";
 import { readRow } from "./rows";
 import { createLedgerTableClient, pagesWithTable, type LedgerClientOptions } from "./tableClient";
-import { mergeIfUnchanged, patchFor, writeConditionally, errorColumns, type ConditionalWrite } from "./transitions";
+import { errorColumns, MAX_TRANSACTION_OPERATIONS, mergeIfUnchanged, PARALLEL_TRANSACTIONS, patchFor, writeConditionally, type ConditionalWrite } from "./transitions";
+import type { ErrorInfo } from "../core/errors";
 
 /**
  * Rows per query page. Table Storage allows 1,000, but the Tables SDK makes ~20 KB of short-lived
@@ -26,27 +18,21 @@ import { mergeIfUnchanged, patchFor, writeConditionally, errorColumns, type Cond
 export const DEFAULT_PAGE_SIZE = 500;
 
 export interface SessionLedgerOptions extends LedgerClientOptions {
-  /** The clock for timestamps and thresholds. Default: the system clock. */
+  /** The clock for timestamps and thresholds. @default the system clock */
   clock?: () => Date;
-  /** Rows per query page (Table Storage caps a page at 1,000). Default DEFAULT_PAGE_SIZE (500). */
+  /** Rows per query page (Table Storage caps a page at 1,000). @default DEFAULT_PAGE_SIZE (500) */
   pageSize?: number;
 }
 
 export interface ListStaleOptions {
-  /** "Now" for the threshold and for claim leases. Default: the ledger's clock. */
+  /** "Now" for the threshold and for claim leases. @default the ledger's clock */
   now?: Date;
   /** Only this user's sessions (Entra object id). */
   userId?: string;
-  /** Rows per page. Default: the ledger's pageSize. */
+  /** Rows per page. @default the ledger's pageSize */
   pageSize?: number;
   /** Leave the encrypted assertion (the largest column) out: for a dry run, which needs no token. */
   withoutAssertion?: boolean;
-}
-
-/** A claimed row and what to write to it. */
-export interface TransitionRequest {
-  row: SessionToClose;
-  transition: RowTransition;
 }
 
 /**
@@ -58,7 +44,14 @@ export interface TransitionRequest {
 export class SessionLedger {
   readonly client: TableClient;
   private readonly clock: () => Date;
-  private readonly pageSize: number;
+  /** Rows per query page. */
+  readonly pageSize: number;
+  /**
+   * How this ledger writes many rows at once: at most `rowsPerTransaction` rows of one partition in
+   * a transaction (Table Storage's limit), `transactionsInParallel` transactions at a time. A
+   * caller that claims ahead sizes its claims by these.
+   */
+  readonly writeBatching = { rowsPerTransaction: MAX_TRANSACTION_OPERATIONS, transactionsInParallel: PARALLEL_TRANSACTIONS } as const;
 
   constructor(client: TableClient, options: SessionLedgerOptions = {}) {
     this.client = client;
@@ -181,16 +174,16 @@ export class SessionLedger {
     return this.applyTransition(row, { to: "closed" });
   }
 
-  markExpired(row: SessionToClose, error: { code: string; message: string }): Promise<WriteResult> {
+  markExpired(row: SessionToClose, error: ErrorInfo): Promise<WriteResult> {
     return this.applyTransition(row, { to: "expired", error });
   }
 
-  markFailed(row: SessionToClose, error: { code: string; message: string }): Promise<WriteResult> {
+  markFailed(row: SessionToClose, error: ErrorInfo): Promise<WriteResult> {
     return this.applyTransition(row, { to: "failed", error });
   }
 
   /** Back to `open`, not to be tried before `at`. */
-  scheduleRetry(row: SessionToClose, at: Date, error: { code: string; message: string }): Promise<WriteResult> {
+  scheduleRetry(row: SessionToClose, at: Date, error: ErrorInfo): Promise<WriteResult> {
     return this.applyTransition(row, { to: "retry", at, error });
   }
 
@@ -212,6 +205,27 @@ export class SessionLedger {
   }
 
   /**
+   * Writes transitions on the claimed rows' ETags (batched by partition). Where a row changed
+   * meanwhile (its producer released it, or our lease ran out and another sweeper took it), the row
+   * is read again: a finished row is left as it is; a 204 we received is still the truth about the
+   * session, so `closed` is written over a row that is not finished. Anything else is left to
+   * whoever holds it. Returns, per item, whether our transition (or our `closed`) landed.
+   */
+  async recordTransitions(requests: readonly TransitionRequest[]): Promise<boolean[]> {
+    const results = await this.applyTransitions(requests);
+    return Promise.all(
+      results.map(async (result, i) => {
+        if (result.written) return true;
+        const { row, transition } = requests[i]!;
+        if (result.reason === "gone" || transition.to !== "closed") return false;
+        const current = await this.getToClose(row);
+        if (!current || isTerminal(current.status)) return false;
+        return (await this.markClosed(current)).written;
+      }),
+    );
+  }
+
+  /**
    * A row the sweeper cannot decode cannot be closed: it is marked `failed` with what was wrong,
    * so operators see it and it is not read again by every sweep. Conditional like every write.
    */
@@ -227,7 +241,7 @@ export class SessionLedger {
           status: "failed",
           updatedAt: now,
           assertion: "",
-          ...errorColumns({ code: "MalformedRow", message: row.problems.join("; ") }),
+          ...errorColumns({ code: Codes.MalformedRow, message: row.problems.join("; ") }),
         },
         etag: row.etag,
       })),

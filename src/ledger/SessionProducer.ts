@@ -1,21 +1,22 @@
 import type { TableClient } from "@azure/data-tables";
-import { SessionAlreadyRecordedError, SessionNotOpenError, ValidationError } from "../errors";
-import { decodeEntity, EVERY_COLUMN, MAX_SESSION_ID_LENGTH, SCHEMA_VERSION, type SessionEntity } from "./entity";
-import { isGuid } from "./keys";
-import { formatWorkbookLocation, parseWorkbookLocation } from "./location";
-import { isTerminal, type SessionKey, type SessionRecord, type SessionToClose } from "./models";
+import { SessionAlreadyRecordedError, SessionNotOpenError, ValidationError, type InputProblem } from "../core/errors";
+import { decodeEntity, EVERY_COLUMN, SCHEMA_VERSION, type SessionEntity } from "./entity";
+import { MAX_SESSION_ID_LENGTH } from "../core/session";
+import { isGuid } from "../core/keys";
+import { formatWorkbookLocation, parseWorkbookLocation } from "../core/workbookLocation";
+import { type SessionRecord } from "./models";
+import { isTerminal, type SessionKey, type SessionToClose } from "../core/session";
 import { keysOf, readRow, updateWithRetry } from "./rows";
 import { createLedgerTableClient, storageStatus, withTable, type LedgerClientOptions } from "./tableClient";
 import { QueueClient, type QueueSendMessageResponse } from "@azure/storage-queue";
-import { AssertionCipher } from "../auth/AssertionCipher";
-import { DEFAULT_SETTINGS } from "../config";
-import { formatCloseRequestMessage, parseCloseRequestMessage } from "../triggers/closeRequestMessage";
+import { AssertionCipher } from "../core/AssertionCipher";
+import { DEFAULT_CLOSE_QUEUE, formatCloseRequestMessage, parseCloseRequestMessage } from "../core/closeRequestMessage";
 
 /** A session a producing service has just opened with `createSession`. */
 export interface RecordSessionInput extends SessionKey {
   /** Where the workbook is, in one of the forms of WORKBOOK_FORMS, e.g. `/drives/{drive-id}/items/{item-id}`. */
   workbook: string;
-  /** As passed to createSession. Default true. */
+  /** As passed to createSession. @default true */
   persistChanges?: boolean;
   /** Which service recorded it, for operators. */
   recordedBy: string;
@@ -32,7 +33,7 @@ export interface SessionProducerOptions extends LedgerClientOptions {
   assertionKey: Buffer | string;
   /** The sweeper's close queue (CLOSE_QUEUE), for requestClose. fromConnectionString makes one. */
   closeQueue?: QueueClient;
-  /** The clock for timestamps. Default: the system clock. */
+  /** The clock for timestamps. @default the system clock */
   clock?: () => Date;
 }
 
@@ -74,7 +75,7 @@ export class SessionProducer {
     tableName: string,
     options: SessionProducerOptions & { closeQueueName?: string },
   ): SessionProducer {
-    const closeQueue = options.closeQueue ?? new QueueClient(connectionString, options.closeQueueName ?? DEFAULT_SETTINGS.CLOSE_QUEUE);
+    const closeQueue = options.closeQueue ?? new QueueClient(connectionString, options.closeQueueName ?? DEFAULT_CLOSE_QUEUE);
     return new SessionProducer(createLedgerTableClient(connectionString, tableName, options), { ...options, closeQueue });
   }
 
@@ -89,7 +90,8 @@ export class SessionProducer {
       // The first session recorded in a new storage account creates the ledger table.
       const response = await withTable(this.client, () => this.client.createEntity(entity));
       const decoded = decodeEntity({ ...entity, etag: response.etag ?? "" });
-      if (!decoded.ok) throw new ValidationError(decoded.malformed.problems);
+      // What was just built from validated input decodes; if not, say which column did not.
+      if (!decoded.ok) throw new ValidationError(decoded.malformed.problems.map((message) => ({ field: "row", message })));
       return decoded.row;
     } catch (error) {
       if (storageStatus(error) !== 409) throw error;
@@ -147,7 +149,7 @@ export class SessionProducer {
    * Use it when your service gives up a session it cannot close itself. Returns the message id.
    */
   async requestClose(key: SessionKey, options: { requestedBy?: string } = {}): Promise<string> {
-    if (!this.closeQueue) throw new ValidationError(["this producer has no close queue (pass closeQueue or use fromConnectionString)"]);
+    if (!this.closeQueue) throw new ValidationError([{ field: "closeQueue", message: "is not set: pass closeQueue, or use fromConnectionString" }]);
     const message = parseCloseRequestMessage({
       tenantId: key.tenantId,
       userId: key.userId,
@@ -180,19 +182,19 @@ export class SessionProducer {
 
   private async mustRead(key: SessionKey): Promise<SessionRecord> {
     const row = await readRow(this.client, key, EVERY_COLUMN);
-    if (!row) throw new ValidationError(["the session row vanished while it was being recorded"]);
+    if (!row) throw new ValidationError([{ field: "sessionId", message: "names a row that vanished while it was being recorded" }]);
     return row;
   }
 
   private entityFor(input: RecordSessionInput): SessionEntity {
-    const problems: string[] = [];
-    if (!isGuid(input.tenantId)) problems.push("tenantId must be the tenant's GUID");
-    if (!isGuid(input.userId)) problems.push("userId must be the user's Entra object id (a GUID)");
-    if (typeof input.sessionId !== "string" || input.sessionId.length === 0) problems.push("sessionId must be a non-empty string");
-    else if (input.sessionId.length > MAX_SESSION_ID_LENGTH) problems.push(`sessionId is longer than ${MAX_SESSION_ID_LENGTH} characters`);
-    if (input.persistChanges !== undefined && typeof input.persistChanges !== "boolean") problems.push("persistChanges must be a boolean");
+    const problems: InputProblem[] = [];
+    if (!isGuid(input.tenantId)) problems.push({ field: "tenantId", message: "must be the tenant's GUID" });
+    if (!isGuid(input.userId)) problems.push({ field: "userId", message: "must be the user's Entra object id (a GUID)" });
+    if (typeof input.sessionId !== "string" || input.sessionId.length === 0) problems.push({ field: "sessionId", message: "must be a non-empty string" });
+    else if (input.sessionId.length > MAX_SESSION_ID_LENGTH) problems.push({ field: "sessionId", message: `is longer than ${MAX_SESSION_ID_LENGTH} characters` });
+    if (input.persistChanges !== undefined && typeof input.persistChanges !== "boolean") problems.push({ field: "persistChanges", message: "must be a boolean" });
     if (typeof input.recordedBy !== "string" || input.recordedBy.length === 0 || input.recordedBy.length > 200) {
-      problems.push("recordedBy must be a non-empty string of at most 200 characters");
+      problems.push({ field: "recordedBy", message: "must be a non-empty string of at most 200 characters" });
     }
     let workbook = "";
     try {
@@ -227,8 +229,8 @@ export class SessionProducer {
   }
 }
 
-function assertionProblem(assertion: unknown): string | undefined {
-  if (typeof assertion !== "string" || assertion.length === 0) return "userAssertion must be the caller's access token (a non-empty string)";
-  if (assertion.length > MAX_ASSERTION_LENGTH) return `userAssertion is longer than ${MAX_ASSERTION_LENGTH} characters`;
+function assertionProblem(assertion: unknown): InputProblem | undefined {
+  if (typeof assertion !== "string" || assertion.length === 0) return { field: "userAssertion", message: "must be the caller's access token (a non-empty string)" };
+  if (assertion.length > MAX_ASSERTION_LENGTH) return { field: "userAssertion", message: `is longer than ${MAX_ASSERTION_LENGTH} characters` };
   return undefined;
 }

@@ -1,8 +1,9 @@
 import type { TableEntityResult } from "@azure/data-tables";
-import { isGuid, partitionKeyFor, rowKeyFor } from "./keys";
-import { parseWorkbookLocation, type WorkbookLocation } from "./location";
-import { SESSION_STATUSES, type MalformedRow, type SessionRecord, type SessionStatus, type SessionToClose } from "./models";
-import { ValidationError } from "../errors";
+import { isGuid, partitionKeyFor, rowKeyFor } from "../core/keys";
+import { parseWorkbookLocation, type WorkbookLocation } from "../core/workbookLocation";
+import { type MalformedRow, type SessionRecord } from "./models";
+import { MAX_SESSION_ID_LENGTH, SESSION_STATUSES, type SessionStatus, type SessionToClose } from "../core/session";
+import { describeProblem, ValidationError } from "../core/errors";
 
 /** The row as stored: the documented schema (README, "Recording sessions"). */
 export interface SessionEntity {
@@ -30,8 +31,6 @@ export interface SessionEntity {
 }
 
 export const SCHEMA_VERSION = 1;
-/** Real Graph session ids are ~1-2 k characters; a string column holds 32 k. */
-export const MAX_SESSION_ID_LENGTH = 16_384;
 const MAX_ERROR_MESSAGE_LENGTH = 1_000;
 
 /** A row as the Tables SDK returns it. */
@@ -115,7 +114,7 @@ function readColumnsToClose(entity: RawEntity, problems: string[]): SessionToClo
   try {
     workbook = parseWorkbookLocation(entity.workbook);
   } catch (error) {
-    problems.push(...(error instanceof ValidationError ? error.problems : ["workbook is invalid"]));
+    problems.push(...(error instanceof ValidationError ? error.problems.map(describeProblem) : ["workbook is invalid"]));
   }
 
   const status = entity.status as SessionStatus;

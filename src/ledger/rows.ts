@@ -1,9 +1,9 @@
 import type { TableClient } from "@azure/data-tables";
-import { ConcurrentUpdateError, MalformedRowError, SessionNotFoundError } from "../errors";
+import { ConcurrentUpdateError, MalformedRowError, SessionNotFoundError } from "../core/errors";
 import { decodeSessionToClose, TO_CLOSE, type RawEntity, type RowShape } from "./entity";
-import { partitionKeyFor, rowKeyFor } from "./keys";
-import { formatWorkbookLocation } from "./location";
-import type { SessionKey, SessionToClose } from "./models";
+import { partitionKeyFor, rowKeyFor } from "../core/keys";
+import { formatWorkbookLocation } from "../core/workbookLocation";
+import type { SessionKey, SessionToClose } from "../core/session";
 import { storageStatus } from "./tableClient";
 import { mergeIfUnchanged, type RowPatch } from "./transitions";
 

@@ -1,8 +1,10 @@
 import type { TableClient, TransactionAction } from "@azure/data-tables";
 import { storageStatus } from "./tableClient";
 import { truncateMessage } from "./entity";
-import type { RowTransition, SessionToClose, WriteResult } from "./models";
+import type { WriteResult } from "./models";
+import type { RowTransition, SessionToClose } from "../core/session";
 import { chunk, groupBy, mapConcurrent } from "../utils/concurrency";
+import type { ErrorInfo } from "../core/errors";
 
 /** Merge patch: the columns one transition changes. */
 export type RowPatch = Record<string, unknown> & { partitionKey: string; rowKey: string };
@@ -21,7 +23,7 @@ export function patchFor(row: SessionToClose, transition: RowTransition, now: Da
   }
 }
 
-export function errorColumns(error: { code: string; message: string }): Record<string, string> {
+export function errorColumns(error: ErrorInfo): Record<string, string> {
   return { lastErrorCode: error.code.slice(0, 200), lastErrorMessage: truncateMessage(error.message) };
 }
 

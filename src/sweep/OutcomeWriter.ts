@@ -1,14 +1,8 @@
 import type { SessionLedger } from "../ledger/SessionLedger";
-import type { RowTransition, SessionToClose } from "../ledger/models";
-import { recordTransitions } from "./closeRecordedSession";
-
-interface Pending {
-  row: SessionToClose;
-  transition: RowTransition;
-}
+import type { RowTransition, SessionToClose, TransitionRequest } from "../core/session";
 
 export interface OutcomeWriterOptions {
-  /** Longest an outcome waits to share a transaction with others. Default 500 ms. */
+  /** Longest an outcome waits to share a transaction with others. @default 500 */
   maxDelayMs?: number;
   /** A write failed (storage fault): the rows stay `closing` and are taken again after the lease. */
   onError: (error: unknown) => void;
@@ -24,7 +18,7 @@ const MAX_TRANSACTION_ROWS = 100;
  * lease.
  */
 export class OutcomeWriter {
-  private readonly buffers = new Map<string, Pending[]>();
+  private readonly buffers = new Map<string, TransitionRequest[]>();
   private readonly writing = new Set<Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
   private readonly maxDelayMs: number;
@@ -61,7 +55,7 @@ export class OutcomeWriter {
     const items = this.buffers.get(partition);
     this.buffers.delete(partition);
     if (!items || items.length === 0) return;
-    const done = recordTransitions(this.ledger, items).then(
+    const done = this.ledger.recordTransitions(items).then(
       () => undefined,
       (error: unknown) => this.options.onError(error),
     );

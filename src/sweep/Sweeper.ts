@@ -1,11 +1,12 @@
-import { formatWorkbookLocation, workbookKey } from "../ledger/location";
-import type { MalformedRow, SessionToClose } from "../ledger/models";
-import { MAX_TRANSACTION_OPERATIONS, PARALLEL_TRANSACTIONS } from "../ledger/transitions";
-import { DEFAULT_PAGE_SIZE } from "../ledger/SessionLedger";
-import { closeClaimed, type CloseDependencies } from "./closeRecordedSession";
+import type { RequestBudget } from "../core/budget";
+import type { SessionToClose } from "../core/session";
+import { formatWorkbookLocation, workbookKey } from "../core/workbookLocation";
+import type { MalformedRow } from "../ledger/models";
+import { closeClaimed, type CloseDependencies, type SendSlot } from "./closeRecordedSession";
 import { OutcomeWriter } from "./OutcomeWriter";
 import { emptySummary, type SweepCandidate, type SweepRequest, type SweepSummary } from "./models";
-import { WorkbookScheduler, type ItemResult, type SendGate } from "./WorkbookScheduler";
+import { WorkbookScheduler, type ItemResult } from "./WorkbookScheduler";
+import type { ErrorInfo } from "../core/errors";
 
 export interface SweeperSettings {
   /** STALE_AFTER */
@@ -15,36 +16,40 @@ export interface SweeperSettings {
   /** SWEEP_CONCURRENCY */
   concurrency: number;
   /** EXCEL_BUDGET_REQUESTS / EXCEL_BUDGET_WINDOW */
-  tenantBudget: { requests: number; windowMs: number };
-  /** Rows read per page. Default DEFAULT_PAGE_SIZE (500). */
+  tenantBudget: RequestBudget;
+  /** Rows read per page. @default the ledger's page size */
   pageSize?: number;
 }
 
-/** Structured logging, as InvocationContext offers it. */
+/** Structured logging, as the app's loggers offer it: a message and its details. */
 export interface SweepLogger {
   log(message: string, details: Record<string, unknown>): void;
   warn(message: string, details: Record<string, unknown>): void;
+}
+
+export interface SweeperOptions {
+  /** @default no logging */
+  logger?: SweepLogger;
+  /** @default the system clock */
+  clock?: () => Date;
+}
+
+export interface SweepRunOptions {
+  /** Called about once a second while the sweep runs, with the counts so far. @default none */
+  onProgress?: (summary: Readonly<SweepSummary>) => void;
+  /**
+   * Ends the sweep early (an operator's Ctrl-C, an HTTP answer that must go out): nothing new is
+   * claimed, rows claimed but not yet tried are given back, requests under way finish and their
+   * outcomes are written. @default the time budget alone
+   */
+  abortSignal?: AbortSignal;
 }
 
 const MAX_CANDIDATES = 1_000;
 /** Rows claimed and waiting per SWEEP_CONCURRENCY slot before claims pause (1,024 at the default 128). */
 const CLAIMED_AHEAD_PER_SLOT = 8;
 
-export interface SweeperOptions {
-  logger?: SweepLogger;
-  clock?: () => Date;
-}
-
-export interface RunOptions {
-  /** Called about once a second while the sweep runs, with the counts so far. */
-  onProgress?: (summary: Readonly<SweepSummary>) => void;
-  /**
-   * Ends the sweep early (an operator's Ctrl-C): nothing new is claimed, rows claimed but not yet
-   * tried are given back, requests under way finish and their outcomes are written.
-   */
-  signal?: AbortSignal;
-}
-
+/** A claimed row on its way through the scheduler. */
 interface Work {
   readonly tenant: string;
   readonly workbook: string;
@@ -75,208 +80,256 @@ export class Sweeper {
     this.clock = options.clock ?? (() => new Date());
   }
 
-  async run(request: SweepRequest = {}, runOptions: RunOptions = {}): Promise<SweepSummary> {
-    const started = this.clock().getTime();
-    const deadline = started + this.settings.timeBudgetMs;
-    const dryRun = request.dryRun ?? false;
-    const summary = emptySummary(dryRun);
-    const candidates: SweepCandidate[] = [];
-    const limit = request.limit ?? Infinity;
-    const pageSize = this.settings.pageSize ?? DEFAULT_PAGE_SIZE;
-    const background: Promise<void>[] = [];
-    const fault = (error: unknown) => {
-      summary.error ??= describeFault(error);
-    };
+  run(request: SweepRequest = {}, options: SweepRunOptions = {}): Promise<SweepSummary> {
+    return new SweepRun(this.deps, this.settings, request, options, this.clock, this.logger).execute();
+  }
+}
+
+/**
+ * One sweep's state in one place: its counters, its writer, its scheduler, and its one stop
+ * signal — the caller's, the time budget's, or a storage fault's, whichever fires first.
+ */
+class SweepRun {
+  private readonly summary: SweepSummary;
+  private readonly candidates: SweepCandidate[] = [];
+  /** Gives-back under way: awaited before the summary is final. */
+  private readonly background: Promise<void>[] = [];
+  /** Claimed rows per user (partition) not finished yet: a user's outcomes are written when it reaches 0. */
+  private readonly outstanding = new Map<string, number>();
+  private readonly started: number;
+  private readonly deadline: number;
+  private readonly timeBudget: AbortSignal;
+  private readonly fault = new AbortController();
+  private readonly stop: AbortSignal;
+  private readonly writer: OutcomeWriter;
+  private readonly scheduler: WorkbookScheduler<Work>;
+  private readonly limit: number;
+  private accepted = 0;
+
+  constructor(
+    private readonly deps: CloseDependencies,
+    private readonly settings: SweeperSettings,
+    private readonly request: SweepRequest,
+    private readonly options: SweepRunOptions,
+    private readonly clock: () => Date,
+    private readonly logger: SweepLogger | undefined,
+  ) {
+    this.started = clock().getTime();
+    this.deadline = this.started + settings.timeBudgetMs;
+    this.summary = emptySummary(request.dryRun ?? false);
+    this.limit = request.limit ?? Infinity;
+    this.timeBudget = AbortSignal.timeout(settings.timeBudgetMs);
+    this.stop = AbortSignal.any([this.timeBudget, this.fault.signal, ...(options.abortSignal ? [options.abortSignal] : [])]);
     // A failed write means storage is failing: stop sending closes whose 204 could not be recorded.
-    const writer = new OutcomeWriter(this.deps.ledger, {
-      onError: (error) => {
-        fault(error);
-        scheduler.stop();
-      },
-    });
-
-    const scheduler = new WorkbookScheduler<Work>({
-      concurrency: this.settings.concurrency,
-      tenantBudget: this.settings.tenantBudget,
-      deadline,
+    this.writer = new OutcomeWriter(deps.ledger, { onError: (error) => this.fail(error) });
+    this.scheduler = new WorkbookScheduler<Work>({
+      concurrency: settings.concurrency,
+      tenantBudget: settings.tenantBudget,
+      deadline: this.deadline,
+      signal: this.stop,
       now: () => this.clock().getTime(),
-      run: (work, beforeSend) => this.attempt(work, summary, writer, beforeSend, outstanding),
-      onDeferred: (items, until) => {
-        summary.deferred += items.length;
-        summary.claimed -= items.length;
-        for (const item of items) settle(outstanding, writer, item.claimed.partitionKey);
-        background.push(this.giveBack(items, new Date(until)));
-      },
-      onLeft: (items) => {
-        summary.skipped += items.length;
-        summary.claimed -= items.length;
-        for (const item of items) settle(outstanding, writer, item.claimed.partitionKey);
-        background.push(this.giveBack(items));
-      },
-      onError: fault,
+      run: (work, waitForSendSlot) => this.attempt(work, waitForSendSlot),
+      onDeferred: (items, until) => this.returnUntried(items, { nextAttemptAt: new Date(until), count: "deferred" }),
+      onLeft: (items) => this.returnUntried(items, { count: "skipped" }),
+      onError: (error) => this.fail(error),
     });
-
-    const stopOnAbort = () => scheduler.stop();
-    runOptions.signal?.addEventListener("abort", stopOnAbort, { once: true });
-    if (runOptions.signal?.aborted) scheduler.stop();
-    const progress = runOptions.onProgress;
-    const ticker = progress ? setInterval(() => progress({ ...summary, durationMs: this.clock().getTime() - started }), 1_000) : undefined;
-    let accepted = 0;
-    // However many workbooks it takes, no new claim while this many rows are claimed and waiting:
-    // enough for every slot's workbook to hold several sessions (a crashed service leaves a few per
-    // workbook), few enough that a dead sweeper's leases hold back little.
-    const maxClaimedAhead = CLAIMED_AHEAD_PER_SLOT * this.settings.concurrency;
-    /** Claimed rows per user not finished yet: a user's outcomes are written when it reaches 0. */
-    const outstanding = new Map<string, number>();
-    try {
-      const now = this.clock();
-      const pages = this.deps.ledger.listStale(request.olderThanMs ?? this.settings.staleAfterMs, {
-        now,
-        pageSize,
-        withoutAssertion: dryRun,
-        ...(request.userId !== undefined && { userId: request.userId }),
-      });
-      for await (const page of pages) {
-        summary.scanned += page.rows.length + page.malformed.length;
-        if (page.malformed.length > 0) await this.handleMalformed(page.malformed, dryRun, summary);
-        const due: SessionToClose[] = [];
-        for (const row of page.rows) {
-          const notYet = row.nextAttemptAt !== undefined && row.nextAttemptAt.getTime() > now.getTime();
-          if (notYet || accepted >= limit || scheduler.isStopped || this.clock().getTime() >= deadline) {
-            summary.skipped++;
-            continue;
-          }
-          accepted++;
-          summary.stale++;
-          if (dryRun) {
-            if (candidates.length < MAX_CANDIDATES) candidates.push(candidateOf(row));
-          } else {
-            due.push(row);
-          }
-        }
-        // Claim just ahead of need, whole users at a time (rows come sorted by user, so a user's
-        // claims share a transaction, and several users' transactions go out together), until there
-        // are enough workbooks to keep every slot busy: few rows are held `closing` at once, for a
-        // dead sweeper's lease to delay or another sweeper to miss.
-        let next = 0;
-        while (next < due.length && !scheduler.isStopped) {
-          const freeSlots = await scheduler.waitForDemand(maxClaimedAhead);
-          if (scheduler.isStopped) break;
-          const chunk = nextUsers(due, next, freeSlots);
-          next += chunk.length;
-          await this.claim(chunk, scheduler, summary, outstanding);
-        }
-        summary.skipped += due.length - next;
-        if (scheduler.isStopped || accepted >= limit) break;
-      }
-    } catch (error) {
-      fault(error);
-      scheduler.stop();
-    }
-    await scheduler.drain();
-    await writer.flush();
-    await Promise.all(background);
-    if (ticker) clearInterval(ticker);
-    runOptions.signal?.removeEventListener("abort", stopOnAbort);
-
-    summary.stoppedEarly = scheduler.stoppedByDeadline || summary.error !== undefined || runOptions.signal?.aborted === true;
-    summary.durationMs = this.clock().getTime() - started;
-    if (dryRun) summary.candidates = candidates;
-    return summary;
   }
 
-  private async claim(due: SessionToClose[], scheduler: WorkbookScheduler<Work>, summary: SweepSummary, outstanding: Map<string, number>): Promise<void> {
+  async execute(): Promise<SweepSummary> {
+    const progress = this.options.onProgress;
+    const ticker = progress ? setInterval(() => progress({ ...this.summary, durationMs: this.elapsed() }), 1_000) : undefined;
+    try {
+      await this.readPages();
+    } catch (error) {
+      this.fail(error);
+    }
+    await this.scheduler.drain();
+    await this.writer.flush();
+    await Promise.all(this.background);
+    if (ticker) clearInterval(ticker);
+    this.summary.stoppedEarly = this.stop.aborted;
+    this.summary.durationMs = this.elapsed();
+    if (this.summary.dryRun) this.summary.candidates = this.candidates;
+    return this.summary;
+  }
+
+  private elapsed(): number {
+    return this.clock().getTime() - this.started;
+  }
+
+  /** A storage fault: the first one is the summary's error, and the sweep stops. */
+  private fail(error: unknown): void {
+    this.summary.error ??= describeFault(error);
+    this.fault.abort(error);
+  }
+
+  private async readPages(): Promise<void> {
+    const now = this.clock();
+    const pages = this.deps.ledger.listStale(this.request.olderThanMs ?? this.settings.staleAfterMs, {
+      now,
+      pageSize: this.settings.pageSize ?? this.deps.ledger.pageSize,
+      withoutAssertion: this.summary.dryRun,
+      ...(this.request.userId !== undefined && { userId: this.request.userId }),
+    });
+    for await (const page of pages) {
+      this.summary.scanned += page.rows.length + page.malformed.length;
+      if (page.malformed.length > 0) await this.handleMalformed(page.malformed);
+      const due = this.dueRows(page.rows, now);
+      const claimed = await this.claimAhead(due);
+      this.summary.skipped += due.length - claimed;
+      if (this.stop.aborted || this.accepted >= this.limit) break;
+    }
+  }
+
+  /** The page's rows to try now (a dry run lists them instead); the rest are counted as skipped. */
+  private dueRows(rows: readonly SessionToClose[], now: Date): SessionToClose[] {
+    const due: SessionToClose[] = [];
+    for (const row of rows) {
+      const notYet = row.nextAttemptAt !== undefined && row.nextAttemptAt.getTime() > now.getTime();
+      // The budget is also read on the sweep's own clock, which tests may move by hand.
+      if (notYet || this.accepted >= this.limit || this.stop.aborted || this.clock().getTime() >= this.deadline) {
+        this.summary.skipped++;
+        continue;
+      }
+      this.accepted++;
+      this.summary.stale++;
+      if (!this.summary.dryRun) due.push(row);
+      else if (this.candidates.length < MAX_CANDIDATES) this.candidates.push(candidateOf(row));
+    }
+    return due;
+  }
+
+  /**
+   * Claims just ahead of need, whole users at a time (rows come sorted by user, so a user's claims
+   * share a transaction, and several users' transactions go out together), until there are enough
+   * workbooks to keep every slot busy: few rows are held `closing` at once, for a dead sweeper's
+   * lease to delay or another sweeper to miss. Returns how many of `due` it took up.
+   */
+  private async claimAhead(due: readonly SessionToClose[]): Promise<number> {
+    // However many workbooks it takes, no new claim while this many rows are claimed and waiting.
+    const maxClaimedAhead = CLAIMED_AHEAD_PER_SLOT * this.settings.concurrency;
+    let next = 0;
+    while (next < due.length && !this.stop.aborted) {
+      const freeSlots = await this.scheduler.waitForDemand(maxClaimedAhead);
+      if (this.stop.aborted) break;
+      const chunk = nextUsers(due, next, freeSlots, this.deps.ledger.writeBatching);
+      next += chunk.length;
+      await this.claim(chunk);
+    }
+    return next;
+  }
+
+  private async claim(due: SessionToClose[]): Promise<void> {
     // Rows of a tenant Graph asked to wait are not claimed: their next attempt is set to the wait's end.
     const rows: SessionToClose[] = [];
     const held = new Map<number, SessionToClose[]>();
     for (const row of due) {
-      const until = scheduler.heldBackUntil(row.tenantId);
+      const until = this.scheduler.heldBackUntil(row.tenantId);
       if (until === undefined) rows.push(row);
       else if (held.has(until)) held.get(until)!.push(row);
       else held.set(until, [row]);
     }
     for (const [until, waiting] of held) {
-      summary.deferred += waiting.length;
-      await this.giveBack(waiting.map((row) => ({ claimed: row, original: row })), new Date(until));
+      this.giveBack(
+        waiting.map((row) => ({ claimed: row, original: row })),
+        { nextAttemptAt: new Date(until), count: "deferred" },
+      );
     }
     if (rows.length === 0) return;
     const results = await this.deps.ledger.claimMany(rows, { leaseMs: this.deps.leaseMs });
     const claimed: Work[] = [];
     results.forEach((result, i) => {
       if (!result.claimed) {
-        summary.lostRaces++;
+        this.summary.lostRaces++;
         return;
       }
       const original = rows[i]!;
       claimed.push({ tenant: original.tenantId, workbook: workbookKey(original.workbook, original.userId), claimed: result.row, original });
     });
-    summary.claimed += claimed.length;
-    if (scheduler.isStopped) {
-      // The deadline passed while claiming: give them straight back.
-      summary.claimed -= claimed.length;
-      summary.skipped += claimed.length;
-      await this.giveBack(claimed);
+    if (this.stop.aborted) {
+      // The sweep stopped while claiming: give them straight back.
+      this.giveBack(claimed, { count: "skipped" });
       return;
     }
     for (const work of claimed) {
-      outstanding.set(work.claimed.partitionKey, (outstanding.get(work.claimed.partitionKey) ?? 0) + 1);
-      scheduler.add(work);
+      const user = work.claimed.partitionKey;
+      this.outstanding.set(user, (this.outstanding.get(user) ?? 0) + 1);
+      this.scheduler.add(work);
     }
   }
 
-  private async attempt(work: Work, summary: SweepSummary, writer: OutcomeWriter, beforeSend: SendGate, outstanding: Map<string, number>): Promise<ItemResult> {
-    const { outcome, transition, sent } = await closeClaimed(work.claimed, work.original, this.deps, { beforeSend });
-    if (sent) summary.graphRequests++;
-    summary[transition.to === "retry" ? "retry" : transition.to]++;
-    writer.add(work.claimed, transition);
-    settle(outstanding, writer, work.claimed.partitionKey);
+  private async attempt(work: Work, waitForSendSlot: SendSlot): Promise<ItemResult> {
+    this.summary.claimed++;
+    const { outcome, transition, sent } = await closeClaimed(work.claimed, work.original, this.deps, { waitForSendSlot });
+    if (sent) this.summary.graphRequests++;
+    this.summary[transition.to]++;
+    this.writer.add(work.claimed, transition);
+    this.settle(work.claimed.partitionKey);
     return outcome.kind === "retry" && outcome.cooldown ? { cooldownUntil: outcome.retryAt.getTime() } : {};
   }
 
-  private async handleMalformed(rows: MalformedRow[], dryRun: boolean, summary: SweepSummary): Promise<void> {
-    this.logger?.warn("Malformed ledger rows", { rows: rows.map((m) => ({ partitionKey: m.partitionKey, rowKey: m.rowKey, problems: m.problems })) });
-    if (dryRun) summary.malformed += rows.length;
-    else summary.malformed += (await this.deps.ledger.markMalformed(rows)).filter((r) => r.written).length;
+  /** One of a user's claimed rows is done: once none is left, the user's outcomes are written at once. */
+  private settle(partitionKey: string): void {
+    const left = (this.outstanding.get(partitionKey) ?? 1) - 1;
+    if (left > 0) {
+      this.outstanding.set(partitionKey, left);
+      return;
+    }
+    this.outstanding.delete(partitionKey);
+    this.writer.writePartition(partitionKey);
   }
 
-  /** Claimed rows this sweep will not try: back as they were (with a cooldown, if Graph set one). */
-  private async giveBack(items: readonly Pick<Work, "claimed" | "original">[], nextAttemptAt?: Date): Promise<void> {
-    try {
-      await this.deps.ledger.releaseClaims(items, nextAttemptAt ? { nextAttemptAt } : {});
-    } catch (error) {
-      // They stay `closing` under their lease and are taken again once it runs out.
-      this.logger?.warn("Could not give back untried rows", { rows: items.length, error: describeFault(error) });
-    }
+  private async handleMalformed(rows: MalformedRow[]): Promise<void> {
+    this.logger?.warn("Malformed ledger rows", { rows: rows.map((m) => ({ partitionKey: m.partitionKey, rowKey: m.rowKey, problems: m.problems })) });
+    if (this.summary.dryRun) this.summary.malformed += rows.length;
+    else this.summary.malformed += (await this.deps.ledger.markMalformed(rows)).filter((r) => r.written).length;
+  }
+
+  /** Claimed rows the scheduler held and will not run: their users settle, and they go back untried. */
+  private returnUntried(items: readonly Work[], how: { count: "skipped" | "deferred"; nextAttemptAt?: Date }): void {
+    for (const item of items) this.settle(item.claimed.partitionKey);
+    this.giveBack(items, how);
+  }
+
+  /**
+   * Rows this sweep will not try: back as they were (with a cooldown, if Graph set one), counted as
+   * `skipped` or `deferred`.
+   */
+  private giveBack(items: readonly Pick<Work, "claimed" | "original">[], how: { count: "skipped" | "deferred"; nextAttemptAt?: Date }): void {
+    this.summary[how.count] += items.length;
+    const released = this.deps.ledger.releaseClaims(items, how.nextAttemptAt ? { nextAttemptAt: how.nextAttemptAt } : {}).then(
+      () => undefined,
+      (error: unknown) => {
+        // They stay `closing` under their lease and are taken again once it runs out.
+        this.logger?.warn("Could not give back untried rows", { rows: items.length, error: describeFault(error) });
+      },
+    );
+    this.background.push(released);
   }
 }
+
 /**
  * The rows of the users from `from` on (rows come sorted by partition, i.e. by user; at most one
  * transaction's worth of a user's at once): whole users until their workbooks would fill
  * `freeSlots`, at least one, and no more users than the ledger writes transactions at once.
  */
-function nextUsers(rows: readonly SessionToClose[], from: number, freeSlots: number): SessionToClose[] {
+function nextUsers(
+  rows: readonly SessionToClose[],
+  from: number,
+  freeSlots: number,
+  batching: { rowsPerTransaction: number; transactionsInParallel: number },
+): SessionToClose[] {
   const workbooks = new Set<string>();
   let end = from;
-  for (let users = 0; end < rows.length && users < PARALLEL_TRANSACTIONS && (users === 0 || workbooks.size < freeSlots); users++) {
+  for (let users = 0; end < rows.length && users < batching.transactionsInParallel && (users === 0 || workbooks.size < freeSlots); users++) {
     const partition = rows[end]!.partitionKey;
     const start = end;
-    while (end < rows.length && end - start < MAX_TRANSACTION_OPERATIONS && rows[end]!.partitionKey === partition) {
+    while (end < rows.length && end - start < batching.rowsPerTransaction && rows[end]!.partitionKey === partition) {
       workbooks.add(workbookKey(rows[end]!.workbook, rows[end]!.userId));
       end++;
     }
   }
   return rows.slice(from, end);
-}
-
-/** One of a user's claimed rows is done: once none is left, the user's outcomes are written at once. */
-function settle(outstanding: Map<string, number>, writer: OutcomeWriter, partitionKey: string): void {
-  const left = (outstanding.get(partitionKey) ?? 1) - 1;
-  if (left > 0) {
-    outstanding.set(partitionKey, left);
-    return;
-  }
-  outstanding.delete(partitionKey);
-  writer.writePartition(partitionKey);
 }
 
 function candidateOf(row: SessionToClose): SweepCandidate {
@@ -291,7 +344,7 @@ function candidateOf(row: SessionToClose): SweepCandidate {
 }
 
 /** A fault's code and message, for the summary: storage and network errors carry no secrets. */
-export function describeFault(error: unknown): { code: string; message: string } {
+export function describeFault(error: unknown): ErrorInfo {
   if (error instanceof Error) {
     const code = (error as { code?: unknown }).code;
     return { code: typeof code === "string" ? code : error.name, message: error.message.split("\n")[0]!.slice(0, 300) };

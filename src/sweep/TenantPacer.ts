@@ -1,3 +1,5 @@
+import type { RequestBudget } from "../core/budget";
+
 /**
  * Keeps each tenant's Graph requests under its budget (Excel: 1,500 per 10 s per app per tenant)
  * with a sliding window, and holds a tenant back while Graph's Retry-After cooldown runs.
@@ -5,9 +7,9 @@
  */
 export class TenantPacer {
   private readonly tenants = new Map<string, { sent: number[]; head: number; pausedUntil: number }>();
-  private readonly budget: { requests: number; windowMs: number };
+  private readonly budget: RequestBudget;
 
-  constructor(budget: { requests: number; windowMs: number }) {
+  constructor(budget: RequestBudget) {
     // Graph counts a request when it arrives, a little after we count it: a request leaves our
     // window a margin later than it leaves Graph's, so jitter in transit cannot add up to a 429.
     // 2.5% of the window (at least 250 ms): 250 ms of Excel's 10 s.

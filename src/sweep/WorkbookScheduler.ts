@@ -17,20 +17,23 @@ export interface ItemResult {
   cooldownUntil?: number;
 }
 
-/** Awaited by an item right before its Graph request: a paced slot, or not before `retryAt`. */
-export type SendGate = () => Promise<{ send: true } | { send: false; retryAt: Date }>;
+import type { SendSlot } from "./closeRecordedSession";
+import type { RequestBudget } from "../core/budget";
 
 export interface WorkbookSchedulerOptions<T extends ScheduledItem> {
   concurrency: number;
-  tenantBudget: { requests: number; windowMs: number };
-  /** No item starts after this time (epoch ms). */
+  tenantBudget: RequestBudget;
+  /** The end of the sweep's time budget (epoch ms): no wait is started that would outlast it. */
   deadline: number;
-  run: (item: T, beforeSend: SendGate) => Promise<ItemResult>;
+  /** The sweep's one stop signal (its caller's, its time budget's, a fault's): nothing new starts once it fires. */
+  signal: AbortSignal;
+  /** Runs an item; it awaits `waitForSendSlot` right before its Graph request. */
+  run: (item: T, waitForSendSlot: SendSlot) => Promise<ItemResult>;
   /** Items that will not run in this sweep because Graph asked their tenant to wait past the deadline. */
   onDeferred: (items: T[], until: number) => void;
   /** Items that will not run in this sweep for want of time, or because the scheduler stopped. */
   onLeft: (items: T[]) => void;
-  /** A run that threw: the scheduler stops starting work. */
+  /** A run that threw; the caller decides whether that stops the sweep (through `signal`). */
   onError: (error: unknown, item: T) => void;
   now?: () => number;
 }
@@ -66,22 +69,15 @@ export class WorkbookScheduler<T extends ScheduledItem> {
   private timerAt = Infinity;
   private waiters: (() => void)[] = [];
   private nextTenant = 0;
-  private readonly deadlineTimer: NodeJS.Timeout;
-  private reachedDeadline = false;
 
   constructor(private readonly options: WorkbookSchedulerOptions<T>) {
     this.pacer = new TenantPacer(options.tenantBudget);
     this.now = options.now ?? Date.now;
-    this.deadlineTimer = setTimeout(() => {
-      this.reachedDeadline = true;
-      this.stop();
-    }, Math.max(0, options.deadline - this.now()));
+    if (options.signal.aborted) this.stop();
+    else options.signal.addEventListener("abort", this.onAbort, { once: true });
   }
 
-  /** True when the deadline stopped the scheduler with work left. */
-  get stoppedByDeadline(): boolean {
-    return this.reachedDeadline;
-  }
+  private readonly onAbort = (): void => this.stop();
 
   /**
    * When Graph has asked `tenant` to wait longer than this sweep should hold rows for it (a long
@@ -129,11 +125,10 @@ export class WorkbookScheduler<T extends ScheduledItem> {
   }
 
   /** Stops starting items; what waits goes to onLeft. Items in flight finish. */
-  stop(): void {
+  private stop(): void {
     if (this.stopped) return;
     this.stopped = true;
     this.clearTimer();
-    clearTimeout(this.deadlineTimer);
     const left: T[] = [];
     for (const workbook of this.workbooks.values()) left.push(...workbook.items.splice(0));
     this.queued = 0;
@@ -146,6 +141,7 @@ export class WorkbookScheduler<T extends ScheduledItem> {
     while (this.inFlight > 0 || (this.queued > 0 && !this.stopped)) {
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
+    this.options.signal.removeEventListener("abort", this.onAbort);
     this.stop();
   }
 
@@ -194,7 +190,7 @@ export class WorkbookScheduler<T extends ScheduledItem> {
     this.inFlight++;
     tenant.unsent++;
     let gated = false;
-    const beforeSend: SendGate = async () => {
+    const waitForSendSlot: SendSlot = async () => {
       if (!gated) {
         gated = true;
         tenant.unsent--;
@@ -202,15 +198,12 @@ export class WorkbookScheduler<T extends ScheduledItem> {
       return this.sendSlot(tenantId);
     };
     void this.options
-      .run(item, beforeSend)
+      .run(item, waitForSendSlot)
       .then(
         (result) => {
           if (result.cooldownUntil !== undefined) this.pacer.pause(tenantId, result.cooldownUntil);
         },
-        (error: unknown) => {
-          this.options.onError(error, item);
-          this.stop();
-        },
+        (error: unknown) => this.options.onError(error, item),
       )
       .finally(() => {
         if (!gated) tenant.unsent--;

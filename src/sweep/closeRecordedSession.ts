@@ -1,9 +1,10 @@
 import type { DelegatedCredentials } from "../auth/DelegatedCredentials";
-import type { CloseAttempt, CloseOutcome } from "../graph/CloseOutcome";
-import type { CloseRequest, WorkbookSessionCloser } from "../graph/WorkbookSessionCloser";
+import type { CloseAttempt, CloseOutcome } from "../core/closeOutcome";
+import type { WorkbookSessionCloser } from "../graph/WorkbookSessionCloser";
 import type { SessionLedger } from "../ledger/SessionLedger";
-import { isTerminal, type RowTransition, type SessionToClose } from "../ledger/models";
+import type { RowTransition, SessionToClose } from "../core/session";
 import { transitionFor } from "./outcomeTransition";
+import { Codes } from "../core/codes";
 
 /** What closing needs: the ledger, the users' credentials and the Graph client. */
 export interface CloseDependencies {
@@ -16,36 +17,39 @@ export interface CloseDependencies {
   maxAttempts: number;
 }
 
+/** What one attempt on a claimed row came to, and the state the row takes for it (not yet written). */
+export interface CloseResult extends CloseAttempt {
+  readonly transition: RowTransition;
+}
+
 /**
+ * A close of one recorded session (the queue trigger's path):
  * - `lostRace`: the row changed before we claimed it (a heartbeat, another sweeper): nothing sent.
- * - otherwise the attempt's outcome, the state written, and whether the write landed. `recorded`
- *   is false when the row changed under us after the call and the change already says enough.
+ * - otherwise the attempt's result, and whether its transition was written. `recorded` is false
+ *   when the row changed under us after the call and the change already says enough.
  */
 export type CloseReport =
   | { readonly result: "lostRace"; readonly reason: "changed" | "gone" }
-  | {
-      readonly result: CloseOutcome["kind"];
-      readonly outcome: CloseOutcome;
-      readonly transition: RowTransition;
-      readonly recorded: boolean;
-      /** Whether a request went to Graph (not when the token or a refused location ended it first). */
-      readonly sent: boolean;
-    };
+  | (CloseResult & { readonly result: CloseOutcome["kind"]; readonly recorded: boolean });
+
+/**
+ * Waits for the sweep's turn to send to the row's tenant: a paced slot, or the time before which
+ * the request must not go out (the tenant's budget or cooldown outlasts this sweep).
+ */
+export type SendSlot = () => Promise<{ send: true } | { send: false; retryAt: Date }>;
+
+export interface CloseOptions {
+  /** The pacer's slot, awaited after every check and right before the request goes out. @default send at once */
+  waitForSendSlot?: SendSlot;
+}
 
 /** Claim → token → closeSession → mark, for one row (the queue trigger's path). */
-export async function closeRecordedSession(row: SessionToClose, deps: CloseDependencies, options: Pick<CloseRequest, "beforeSend"> = {}): Promise<CloseReport> {
+export async function closeRecordedSession(row: SessionToClose, deps: CloseDependencies, options: CloseOptions = {}): Promise<CloseReport> {
   const claim = await deps.ledger.claim(row, { leaseMs: deps.leaseMs });
   if (!claim.claimed) return { result: "lostRace", reason: claim.reason };
   const closed = await closeClaimed(claim.row, row, deps, options);
-  const [recorded] = await recordTransitions(deps.ledger, [{ row: claim.row, transition: closed.transition }]);
+  const [recorded] = await deps.ledger.recordTransitions([{ row: claim.row, transition: closed.transition }]);
   return { result: closed.outcome.kind, ...closed, recorded: recorded! };
-}
-
-/** What one attempt on a claimed row came to, and the state it calls for (not yet written). */
-export interface ClaimedAttempt {
-  readonly outcome: CloseOutcome;
-  readonly transition: RowTransition;
-  readonly sent: boolean;
 }
 
 /**
@@ -56,29 +60,37 @@ export async function closeClaimed(
   claimed: SessionToClose,
   original: SessionToClose,
   deps: Pick<CloseDependencies, "credentials" | "closer" | "maxAttempts">,
-  options: Pick<CloseRequest, "beforeSend"> = {},
-): Promise<ClaimedAttempt> {
+  options: CloseOptions = {},
+): Promise<CloseResult> {
   const attempt = await attemptClose(claimed, deps, options);
   const outcome = original.status === "closing" ? afterInterruptedClose(attempt.outcome) : attempt.outcome;
-  return { outcome, transition: transitionFor(outcome, claimed, deps.maxAttempts), sent: attempt.sent };
+  return { outcome, sent: attempt.sent, transition: transitionFor(outcome, claimed, deps.maxAttempts) };
 }
 
-/** Token, then closeSession, for a row this caller has claimed. */
-export async function attemptClose(
-  claimed: SessionToClose,
-  deps: Pick<CloseDependencies, "credentials" | "closer">,
-  options: Pick<CloseRequest, "beforeSend"> = {},
-): Promise<CloseAttempt> {
+/**
+ * The user's credential, the checks on where the request would go, then the sender's slot, then
+ * closeSession, for a row this caller has claimed. Pacing is the sweep's: the Graph client only
+ * checks and sends.
+ */
+export async function attemptClose(claimed: SessionToClose, deps: Pick<CloseDependencies, "credentials" | "closer">, options: CloseOptions = {}): Promise<CloseAttempt> {
   const credential = await deps.credentials.forRow(claimed);
   if (!credential.ok) return { outcome: credential.outcome, sent: false };
-  return deps.closer.close({
+  const checked = deps.closer.check({
     workbook: claimed.workbook,
     sessionId: claimed.sessionId,
     credential: credential.credential,
     scope: deps.credentials.scope,
     attempts: claimed.attempts,
-    ...options,
   });
+  if (!checked.ok) return { outcome: checked.outcome, sent: false };
+  if (options.waitForSendSlot) {
+    const slot = await options.waitForSendSlot();
+    if (!slot.send) {
+      const message = "Not sent: the tenant's request budget or cooldown outlasted this sweep.";
+      return { outcome: { kind: "retry", retryAt: slot.retryAt, cooldown: false, code: Codes.NotSent, message }, sent: false };
+    }
+  }
+  return { outcome: await deps.closer.send(checked.request), sent: true };
 }
 
 /**
@@ -90,28 +102,7 @@ function afterInterruptedClose(outcome: CloseOutcome): CloseOutcome {
   if (outcome.kind !== "expired" || outcome.status === undefined) return outcome;
   return {
     ...outcome,
-    code: "goneAfterInterruptedClose",
+    code: Codes.GoneAfterInterruptedClose,
     message: `The session was gone when a close interrupted by a stopped sweeper was retried; that attempt may have closed it (${outcome.code}).`,
   };
-}
-
-/**
- * Writes transitions on the claimed rows' ETags (batched by partition). Where a row changed
- * meanwhile (its producer released it, or our lease ran out and another sweeper took it), the row
- * is read again: a finished row is left as it is; a 204 we received is still the truth about the
- * session, so `closed` is written over a row that is not finished. Anything else is left to
- * whoever holds it. Returns, per item, whether our transition (or our `closed`) landed.
- */
-export async function recordTransitions(ledger: SessionLedger, items: readonly { row: SessionToClose; transition: RowTransition }[]): Promise<boolean[]> {
-  const results = await ledger.applyTransitions(items);
-  return Promise.all(
-    results.map(async (result, i) => {
-      if (result.written) return true;
-      const { row, transition } = items[i]!;
-      if (result.reason === "gone" || transition.to !== "closed") return false;
-      const current = await ledger.getToClose(row);
-      if (!current || isTerminal(current.status)) return false;
-      return (await ledger.markClosed(current)).written;
-    }),
-  );
 }

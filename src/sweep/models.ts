@@ -1,12 +1,13 @@
+import type { ErrorInfo } from "../core/errors";
 /** What one sweep is asked to do. Every field is optional. */
 export interface SweepRequest {
-  /** List what would be closed; claim nothing, write nothing, send nothing. Default false. */
+  /** List what would be closed; claim nothing, write nothing, send nothing. @default false */
   dryRun?: boolean;
-  /** Close sessions idle longer than this. Default: STALE_AFTER. */
+  /** Close sessions idle longer than this. @default STALE_AFTER */
   olderThanMs?: number;
-  /** Only this user's sessions (Entra object id). Default: every user. */
+  /** Only this user's sessions (Entra object id). @default every user */
   userId?: string;
-  /** Attempt at most this many sessions. Default: no limit. */
+  /** Attempt at most this many sessions. @default no limit */
   limit?: number;
 }
 
@@ -49,7 +50,7 @@ export interface SweepSummary {
   /** The time budget ran out (or a fault stopped the sweep) with rows left for the next run. */
   stoppedEarly: boolean;
   /** A storage fault that ended the sweep; rows are consistent, the next sweep carries on. */
-  error?: { code: string; message: string };
+  error?: ErrorInfo;
   /** Dry run only: the sessions that would be closed (at most 1,000). */
   candidates?: SweepCandidate[];
 }

@@ -1,5 +1,6 @@
-import type { CloseOutcome } from "../graph/CloseOutcome";
-import type { RowTransition, SessionToClose } from "../ledger/models";
+import type { CloseOutcome } from "../core/closeOutcome";
+import type { RowTransition, SessionToClose } from "../core/session";
+import type { ErrorInfo } from "../core/errors";
 
 /**
  * The row's next state for an attempt's outcome. `row` is the claimed row, its attempts counting
@@ -21,7 +22,7 @@ export function transitionFor(outcome: CloseOutcome, row: SessionToClose, maxAtt
   }
 }
 
-function errorOf(outcome: Exclude<CloseOutcome, { kind: "closed" }>): { code: string; message: string } {
+function errorOf(outcome: Exclude<CloseOutcome, { kind: "closed" }>): ErrorInfo {
   const status = outcome.status !== undefined ? ` (HTTP ${outcome.status}${outcome.requestId ? `, request-id ${outcome.requestId}` : ""})` : "";
   return { code: outcome.code, message: `${outcome.message}${status}` };
 }

@@ -1,9 +1,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, beforeEach, inject } from "vitest";
 import { loadConfig, SessionProducer, createSweeperServices, type SweeperConfig, type SweeperServices, type SessionRecord } from "../../src";
-import { loadTestCertificate, type TestCertificate } from "./certificate";
-import { startFakeAuthority, GRAPH_RESOURCE, type FakeAuthority } from "./fakeAuthority";
-import { startGraphEmulator, type GraphEmulator } from "./graphEmulator";
+import { loadTestCertificate, startStandIns, type FakeAuthority, type GraphEmulator, type TestCertificate } from "../../standins";
 import { uniqueTableName } from "./ledgerFixture";
 import { registerSecrets } from "./secretScan";
 
@@ -51,30 +49,18 @@ export interface OpenSessionOptions {
   recordOnly?: boolean;
 }
 
+/** The stand-ins on the run's one Azurite (globalSetup's), their secrets registered with the secret scan. */
 export async function startCloudFixture(): Promise<CloudFixture> {
-  const certificate = loadTestCertificate(inject("testCertificateDir"));
-  const authority = await startFakeAuthority({ certificate });
-  const emulator = await startGraphEmulator({ certificate, authority });
-  const clientSecret = `cs-${randomBytes(24).toString("base64url")}`;
-  const assertionKey = randomBytes(32);
-  authority.registerClient({ clientId: CLIENT_ID, clientSecret });
+  const standIns = await startStandIns({
+    certificate: loadTestCertificate(inject("testCertificateDir")),
+    storageConnectionString: inject("storageConnectionString"),
+    tenantId: HOME_TENANT,
+    clientId: CLIENT_ID,
+  });
+  const { certificate, authority, emulator, clientSecret, assertionKey, storageConnectionString: connectionString } = standIns;
   registerSecrets(authority.issuedTokens);
   registerSecrets([clientSecret, assertionKey.toString("base64")]);
-  const connectionString = inject("storageConnectionString");
-
-  const settings = (overrides: Record<string, string | undefined> = {}) => ({
-    AzureWebJobsStorage: connectionString,
-    GRAPH_BASE_URL: emulator.baseUrl,
-    GRAPH_SCOPE: `${GRAPH_RESOURCE}/Files.ReadWrite`,
-    AZURE_AUTHORITY_HOST: authority.authorityHost,
-    AZURE_DISABLE_INSTANCE_DISCOVERY: "true",
-    AZURE_TENANT_ID: HOME_TENANT,
-    AZURE_CLIENT_ID: CLIENT_ID,
-    AZURE_CLIENT_SECRET: clientSecret,
-    AZURE_ADDITIONALLY_ALLOWED_TENANTS: "*",
-    ASSERTION_ENCRYPTION_KEY: assertionKey.toString("base64"),
-    ...overrides,
-  });
+  const settings = (overrides: Record<string, string | undefined> = {}) => standIns.settings(overrides);
 
   return {
     certificate,
@@ -120,8 +106,7 @@ export async function startCloudFixture(): Promise<CloudFixture> {
       return createSweeperServices(config, { tokenMaxRetries: 0, ...(onStorageRequest && { onStorageRequest }) });
     },
     async close() {
-      await emulator.close();
-      await authority.close();
+      await standIns.close();
     },
   };
 }

@@ -1,7 +1,7 @@
 import type { TestProject } from "vitest/node";
 import "./providedContext";
-import { startAzurite, type AzuriteInstance } from "./azurite";
-import { makeTestCertificate } from "./certificate";
+import { startAzurite, type AzuriteInstance } from "../../standins/azurite";
+import { makeTestCertificate } from "../../standins/certificate";
 
 let azurite: AzuriteInstance | undefined;
 

@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { inject } from "vitest";
-import { SessionLedger, SessionProducer, createLedgerTableClient } from "../../src";
+import { SessionLedger, SessionProducer } from "../../src";
+import { createLedgerTableClient } from "../../src/ledger/tableClient";
 import type { TableClient } from "@azure/data-tables";
 
 /** A table name of its own for each test, so test files run in parallel against one Azurite. */

@@ -5,8 +5,8 @@
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { expect } from "vitest";
 import type { TableClient, TableEntityResult } from "@azure/data-tables";
-import { SESSION_STATUSES } from "../../src";
-import type { RecordedRequest } from "./graphEmulator";
+import { SESSION_STATUSES } from "../../src/core/session";
+import type { RecordedRequest } from "../../standins/graphEmulator";
 
 /** `SOAK=1`: larger random samples and more rounds (npm run test:soak). */
 export const SOAK = Boolean(process.env.SOAK);

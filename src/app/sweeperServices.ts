@@ -1,17 +1,20 @@
-import { AssertionCipher } from "./auth/AssertionCipher";
-import { DelegatedCredentials } from "./auth/DelegatedCredentials";
-import type { SweeperConfig } from "./config";
-import { WorkbookSessionCloser } from "./graph/WorkbookSessionCloser";
-import { SessionLedger } from "./ledger/SessionLedger";
-import type { CloseDependencies } from "./sweep/closeRecordedSession";
-import { Sweeper, type SweepLogger } from "./sweep/Sweeper";
+import { AssertionCipher } from "../core/AssertionCipher";
+import { classifyAuthorityError } from "../auth/authorityErrors";
+import { DelegatedCredentials } from "../auth/DelegatedCredentials";
+import type { SweeperConfig } from "../config";
+import { WorkbookSessionCloser } from "../graph/WorkbookSessionCloser";
+import { SessionLedger } from "../ledger/SessionLedger";
+import type { CloseDependencies } from "../sweep/closeRecordedSession";
+import { Sweeper, type SweepLogger } from "../sweep/Sweeper";
 
 export interface SweeperServicesOptions {
+  /** Where sweeps log when `newSweeper` is given no logger of its own. @default no logging */
   logger?: SweepLogger;
-  /** Called for every storage request (for request counts in benchmarks and tests). */
+  /** Called for every storage request (for request counts in benchmarks and tests). @default none */
   onStorageRequest?: (request: { method: string; url: string }) => void;
+  /** @default the system clock */
   clock?: () => Date;
-  /** Retries of the token client's HTTP pipeline. Default 3. */
+  /** Retries of the token client's HTTP pipeline. @default 3 */
   tokenMaxRetries?: number;
 }
 
@@ -31,7 +34,12 @@ export function createSweeperServices(config: SweeperConfig, options: SweeperSer
     clock,
     ...(options.onStorageRequest && { onRequest: options.onStorageRequest }),
   });
-  const closer = new WorkbookSessionCloser({ baseUrl: config.graph.baseUrl, requestTimeoutMs: config.graph.requestTimeoutMs, clock });
+  const closer = new WorkbookSessionCloser({
+    baseUrl: config.graph.baseUrl,
+    requestTimeoutMs: config.graph.requestTimeoutMs,
+    credentialErrorOutcome: classifyAuthorityError,
+    clock,
+  });
   const cipher = new AssertionCipher(config.auth.assertionKey);
   const newCredentials = () =>
     new DelegatedCredentials({

@@ -243,6 +243,193 @@ interface AuthInfo {
   reason?: string;
 }
 
+/** Stage 0: what the request asks, read from its method, path and headers alone. */
+interface GraphRoute {
+  method: string;
+  /** The request target exactly as received (undecoded, with any query). */
+  rawPath: string;
+  pathname: string;
+  /** Decoded path segments; undefined when one does not decode. */
+  segments: string[] | undefined;
+  kind: RequestKind;
+  /** The workbook of a session route (undefined for any other route). */
+  ref: WorkbookRef | undefined;
+  /** A workbook route that addresses the file by path (`/root:/…:/workbook/…`). */
+  pathAddressed: boolean;
+  /** The `workbook-session-id` header. */
+  sessionId: string | undefined;
+}
+
+/** The workbook a request names, in the terms of its token's tenant and user. */
+interface WorkbookTarget {
+  workbookKey: string | undefined;
+  /** `{tenant}|{workbookKey}`: sessions and the "ever opened" set are per tenant. */
+  scopeKey: string | undefined;
+  tenantId: string | undefined;
+  userId: string | undefined;
+}
+
+/** A request that passed authentication and authorization: a session operation by the token's user. */
+interface SessionOperation {
+  kind: Exclude<RequestKind, "other">;
+  claims: GraphTokenClaims;
+  workbookKey: string;
+  scopeKey: string;
+  sessionId: string | undefined;
+}
+
+type Authorization = { ok: true; operation: SessionOperation } | { ok: false; refusal: GraphErrorReply };
+
+/** An answer of the emulator's own making. */
+interface GraphSuccessReply {
+  status: number;
+  headers: Record<string, string>;
+  body?: string;
+}
+
+/** An error answer, sent in Graph's error shape. `headers` are sent too (content-type is Graph's). */
+interface GraphErrorReply {
+  status: number;
+  code: string;
+  message: string;
+  innerCode?: string;
+  headers?: Record<string, string>;
+}
+
+type GraphReply = GraphSuccessReply | GraphErrorReply;
+
+/** What Graph's front door adds to every answer; the same for each, so made once. */
+const AGS_DIAGNOSTIC = JSON.stringify({ ServerInfo: { DataCenter: "Local", Slice: "E", Ring: "0", ScaleUnit: "000", RoleInstance: "EMULATOR" } });
+
+function routeOf(req: IncomingMessage): GraphRoute {
+  const rawPath = req.url ?? "/";
+  const method = req.method ?? "GET";
+  const pathname = rawPath.split("?")[0] ?? "/";
+  const segments = splitPath(pathname);
+  let kind: RequestKind = "other";
+  let ref: WorkbookRef | undefined;
+  let pathAddressed = false;
+  if (segments && segments[0]?.toLowerCase() === "v1.0") {
+    const rest = segments.slice(1);
+    ref = parseWorkbookRef(rest);
+    const op = ref && ref.rest.length === 2 && ref.rest[0]!.toLowerCase() === "workbook" ? ref.rest[1]!.toLowerCase() : undefined;
+    if (op === "createsession") kind = "createSession";
+    else if (op === "refreshsession") kind = "refreshSession";
+    else if (op === "closesession") kind = "closeSession";
+    else ref = undefined;
+    pathAddressed = kind === "other" && /\/root:/i.test(pathname) && /\/workbook(\/|$)/i.test(pathname);
+  }
+  const sessionHeader = req.headers["workbook-session-id"];
+  const sessionId = Array.isArray(sessionHeader) ? sessionHeader[0] : sessionHeader;
+  return { method, rawPath, pathname, segments, kind, ref, pathAddressed, sessionId };
+}
+
+function targetOf(route: GraphRoute, auth: AuthInfo): WorkbookTarget {
+  const userId = auth.claims?.oid;
+  const tenantId = auth.claims?.tid;
+  const workbookKey = route.ref ? workbookKeyOf(route.ref, userId) : undefined;
+  const scopeKey = workbookKey !== undefined ? `${tenantId ?? "?"}|${workbookKey}` : undefined;
+  return { workbookKey, scopeKey, tenantId, userId };
+}
+
+/** Stage 3: authentication (401), authorization (403), the route (400) and the method (405). */
+function authorize(route: GraphRoute, auth: AuthInfo, target: WorkbookTarget): Authorization {
+  const refuse = (status: number, code: string, message: string): Authorization => ({ ok: false, refusal: { status, code, message } });
+  if (auth.kind === "none") return refuse(401, "InvalidAuthenticationToken", "Access token is empty.");
+  if (auth.kind === "invalid") {
+    const reason = auth.reason ?? "";
+    const message = reason.startsWith("expired")
+      ? "Access token has expired or is not yet valid."
+      : reason.startsWith("malformed")
+        ? "IDX14100: JWT is not well formed."
+        : "Access token validation failure. Invalid audience or signature.";
+    return refuse(401, "InvalidAuthenticationToken", message);
+  }
+  const claims = auth.claims!;
+  if (auth.kind === "app") {
+    return refuse(403, "accessDenied", "Application permissions are not supported for this API. Use a delegated token.");
+  }
+  const scopes = (claims.scp ?? "").split(" ").map((s) => s.toLowerCase());
+  if (!scopes.some((s) => FILE_SCOPES.has(s))) {
+    return refuse(403, "accessDenied", "The caller doesn't have permission to perform the action. Files.ReadWrite is required.");
+  }
+  if (route.pathAddressed) return refuse(403, "accessDenied", "Could not obtain a WAC access token.");
+  const { workbookKey, scopeKey } = target;
+  if (route.kind === "other" || !route.ref || workbookKey === undefined || scopeKey === undefined) {
+    const segment = route.segments?.[route.segments.length - 1] ?? route.pathname;
+    return refuse(400, "invalidRequest", `Invalid request: resource not found for the segment '${segment}'.`);
+  }
+  if (route.ref.form === "users" && route.ref.owner !== claims.oid.toLowerCase()) {
+    return refuse(403, "accessDenied", "Access denied. The caller cannot access another user's drive.");
+  }
+  if (route.method !== "POST") return refuse(405, "methodNotAllowed", "The HTTP method in the request is not allowed on the resource.");
+  return { ok: true, operation: { kind: route.kind, claims, workbookKey, scopeKey, sessionId: route.sessionId } };
+}
+
+/** createSession's `persistChanges` (missing: true), or the 400 for a body that is not what Graph takes. */
+function persistChangesOf(body: string): boolean | GraphErrorReply {
+  if (body.trim().length === 0) return true;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    return { status: 400, code: "invalidRequest", message: "The request body is not valid JSON.", innerCode: "badRequestUncategorized" };
+  }
+  const value = typeof parsed === "object" && parsed !== null ? (parsed as Record<string, unknown>).persistChanges : undefined;
+  if (value !== undefined && typeof value !== "boolean") {
+    return { status: 400, code: "invalidRequest", message: "persistChanges must be a boolean.", innerCode: "badRequestUncategorized" };
+  }
+  return typeof value === "boolean" ? value : true;
+}
+
+/**
+ * Stage 5: writes one request's answer with Graph's headers (`request-id`, `client-request-id`)
+ * and error shape, and notes on the request's record what was answered. Nothing is written to a
+ * connection already gone (a reset, or a hang answered by reset()).
+ */
+class GraphAnswer {
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly record: RecordedRequest,
+    private readonly requestId: string,
+    private readonly clientRequestId: string,
+  ) {}
+
+  reply(reply: GraphReply): void {
+    if ("code" in reply) this.error(reply);
+    else this.send(reply.status, reply.headers, reply.body);
+  }
+
+  private error(reply: GraphErrorReply): void {
+    this.record.errorCode = reply.code;
+    if (reply.innerCode !== undefined) this.record.innerErrorCode = reply.innerCode;
+    const innerError: Record<string, string> = {};
+    if (reply.innerCode !== undefined) innerError.code = reply.innerCode;
+    innerError.date = graphDate();
+    innerError["request-id"] = this.requestId;
+    innerError["client-request-id"] = this.clientRequestId;
+    const body = JSON.stringify({ error: { code: reply.code, message: reply.message, innerError } });
+    this.send(reply.status, { ...(reply.headers ?? {}), "content-type": GRAPH_JSON }, body);
+  }
+
+  private send(status: number, headers: Record<string, string>, body?: string): void {
+    if (this.res.destroyed || this.res.writableEnded) return;
+    this.record.status = status;
+    const all: Record<string, string | number> = {
+      "request-id": this.requestId,
+      "client-request-id": this.clientRequestId,
+      "x-ms-ags-diagnostic": AGS_DIAGNOSTIC,
+      "strict-transport-security": "max-age=31536000",
+      "cache-control": "no-store",
+      ...headers,
+    };
+    if (body !== undefined) all["content-length"] = Buffer.byteLength(body);
+    else if (status !== 204 && status !== 304) all["content-length"] = 0;
+    this.res.writeHead(status, all);
+    this.res.end(body);
+  }
+}
+
 export async function startGraphEmulator(options: GraphEmulatorOptions): Promise<GraphEmulator> {
   const emulator = new GraphEmulatorImpl(options);
   await emulator.listen();
@@ -474,42 +661,43 @@ class GraphEmulatorImpl implements GraphEmulator {
     return undefined;
   }
 
+  /**
+   * One request, in the order a real front door decides (see the file's comment): route it,
+   * authenticate it, record it, then answer from the first stage that decides: a fault rule, the
+   * tenant budget, authentication and authorization, the workbook action.
+   */
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const startedAt = Date.now();
     const generation = this.generation;
-    const rawPath = req.url ?? "/";
-    const method = req.method ?? "GET";
     const requestId = randomUUID();
-    const clientRequestId = req.headers["client-request-id"]?.toString() || requestId;
-    const pathname = rawPath.split("?")[0] ?? "/";
-    const segments = splitPath(pathname);
+    const route = routeOf(req);
     const auth = this.authenticate(req);
-    const userId = auth.claims?.oid;
+    const target = targetOf(route, auth);
+    const record = this.recordRequest(route, auth, target, requestId, startedAt);
+    this.trackInFlight(res, record, target.scopeKey, route.sessionId, generation);
+    this.countCloseAfterClosed(route, startedAt);
+    const answer = new GraphAnswer(res, record, requestId, req.headers["client-request-id"]?.toString() || requestId);
 
-    let kind: RequestKind = "other";
-    let ref: WorkbookRef | undefined;
-    let pathAddressed = false;
-    if (segments && segments[0]?.toLowerCase() === "v1.0") {
-      const rest = segments.slice(1);
-      ref = parseWorkbookRef(rest);
-      const op = ref && ref.rest.length === 2 && ref.rest[0]!.toLowerCase() === "workbook" ? ref.rest[1]!.toLowerCase() : undefined;
-      if (op === "createsession") kind = "createSession";
-      else if (op === "refreshsession") kind = "refreshSession";
-      else if (op === "closesession") kind = "closeSession";
-      else ref = undefined;
-      pathAddressed = kind === "other" && /\/root:/i.test(pathname) && /\/workbook(\/|$)/i.test(pathname);
-    }
-    const sessionHeader = req.headers["workbook-session-id"];
-    const sessionId = Array.isArray(sessionHeader) ? sessionHeader[0] : sessionHeader;
-    const workbookKey = ref ? workbookKeyOf(ref, userId) : undefined;
-    const tenantId = auth.claims?.tid;
-    const scopeKey = workbookKey !== undefined ? `${tenantId ?? "?"}|${workbookKey}` : undefined;
+    if (await this.applyFault(req, res, record, answer)) return;
+    if (await this.applyBudget(req, record, answer, target.tenantId, startedAt)) return;
 
+    const body = await this.drain(req);
+    await this.delay(this.behaviour.latencyMs);
+    if (res.destroyed) return;
+
+    const authorization = authorize(route, auth, target);
+    if (!authorization.ok) return answer.reply(authorization.refusal);
+    answer.reply(this.workbookAction(authorization.operation, body));
+  }
+
+  private recordRequest(route: GraphRoute, auth: AuthInfo, target: WorkbookTarget, requestId: string, startedAt: number): RecordedRequest {
+    const { workbookKey, tenantId, userId } = target;
+    const { sessionId } = route;
     const record: RecordedRequest = {
       seq: ++this.seq,
-      method,
-      path: rawPath,
-      kind,
+      method: route.method,
+      path: route.rawPath,
+      kind: route.kind,
       ...(workbookKey !== undefined ? { workbookKey } : {}),
       ...(sessionId !== undefined ? { sessionId } : {}),
       ...(tenantId !== undefined ? { tenantId } : {}),
@@ -520,8 +708,11 @@ class GraphEmulatorImpl implements GraphEmulator {
       startedAt,
     };
     this.requests.push(record);
+    return record;
+  }
 
-    // Concurrency accounting: from arrival until the answer is sent or the connection ends.
+  /** Concurrency accounting: from arrival until the answer is sent or the connection ends. */
+  private trackInFlight(res: ServerResponse, record: RecordedRequest, scopeKey: string | undefined, sessionId: string | undefined, generation: number): void {
     const bump = (map: Map<string, number>, key: string | undefined, delta: number): number => {
       if (key === undefined) return 0;
       const n = (map.get(key) ?? 0) + delta;
@@ -543,171 +734,117 @@ class GraphEmulatorImpl implements GraphEmulator {
     };
     res.on("finish", finish);
     res.on("close", finish);
+  }
 
-    if (kind === "closeSession" && sessionId !== undefined) {
-      const s = this.sessions.get(sessionId);
-      if (s?.closedAnsweredAt !== undefined && s.closedAnsweredAt <= startedAt) this.closesAfterClosed++;
-    }
+  private countCloseAfterClosed(route: GraphRoute, startedAt: number): void {
+    if (route.kind !== "closeSession" || route.sessionId === undefined) return;
+    const s = this.sessions.get(route.sessionId);
+    if (s?.closedAnsweredAt !== undefined && s.closedAnsweredAt <= startedAt) this.closesAfterClosed++;
+  }
 
-    const baseHeaders: Record<string, string> = {
-      "request-id": requestId,
-      "client-request-id": clientRequestId,
-      "x-ms-ags-diagnostic": JSON.stringify({ ServerInfo: { DataCenter: "Local", Slice: "E", Ring: "0", ScaleUnit: "000", RoleInstance: "EMULATOR" } }),
-      "strict-transport-security": "max-age=31536000",
-      "cache-control": "no-store",
-    };
-    const sendError = (status: number, code: string, message: string, innerCode?: string, extra: Record<string, string> = {}) => {
-      record.errorCode = code;
-      if (innerCode !== undefined) record.innerErrorCode = innerCode;
-      const innerError: Record<string, string> = {};
-      if (innerCode !== undefined) innerError.code = innerCode;
-      innerError.date = graphDate();
-      innerError["request-id"] = requestId;
-      innerError["client-request-id"] = clientRequestId;
-      send(status, { ...extra, "content-type": GRAPH_JSON }, JSON.stringify({ error: { code, message, innerError } }));
-    };
-    const send = (status: number, headers: Record<string, string>, body?: string) => {
-      if (res.destroyed || res.writableEnded) return;
-      record.status = status;
-      const all: Record<string, string | number> = { ...baseHeaders, ...headers };
-      if (body !== undefined) all["content-length"] = Buffer.byteLength(body);
-      else if (status !== 204 && status !== 304) all["content-length"] = 0;
-      res.writeHead(status, all);
-      res.end(body);
-    };
-
-    // 1. Fault rules.
+  /** Stage 1: a fault rule that matches answers instead of the emulator. True when it did. */
+  private async applyFault(req: IncomingMessage, res: ServerResponse, record: RecordedRequest, answer: GraphAnswer): Promise<boolean> {
     const fault = this.findFault(record);
-    if (fault) {
-      const action = fault.rule.action;
-      if (action === "reset") {
-        record.fault = "reset";
-        req.socket.destroy();
-        return;
-      }
-      if (action === "hang") {
-        record.fault = "hang";
-        this.hung.add(res);
-        req.resume();
-        return;
-      }
-      record.fault = "status";
-      await this.drain(req);
-      await this.delay(this.behaviour.latencyMs);
-      const headers = { ...(action.headers ?? {}) };
-      const hasContentType = Object.keys(headers).some((h) => h.toLowerCase() === "content-type");
-      let body: string | undefined;
-      if (typeof action.body === "string") body = action.body;
-      else if (action.body !== undefined) {
-        body = JSON.stringify(action.body);
-        if (!hasContentType) headers["content-type"] = GRAPH_JSON;
-      } else if (action.status >= 400) {
-        const d = DEFAULT_ERRORS[action.status] ?? { code: "generalException", message: "An error occurred." };
-        return sendError(action.status, d.code, d.message, undefined, headers);
-      }
-      return send(action.status, headers, body);
+    if (!fault) return false;
+    const action = fault.rule.action;
+    if (action === "reset") {
+      record.fault = "reset";
+      req.socket.destroy();
+      return true;
     }
-
-    // 2. Per-tenant budget (Excel: per app per tenant).
-    const retryAfter = this.overBudget(tenantId, startedAt);
-    if (retryAfter !== undefined) {
-      record.fault = "budget";
-      await this.drain(req);
-      await this.delay(this.behaviour.latencyMs);
-      return sendError(429, "tooManyRequests", "The app or user has been throttled.", "tooManyRequestsUncategorized", {
-        "retry-after": String(retryAfter),
-      });
+    if (action === "hang") {
+      record.fault = "hang";
+      this.hung.add(res);
+      req.resume();
+      return true;
     }
-
-    const body = await this.drain(req);
+    record.fault = "status";
+    await this.drain(req);
     await this.delay(this.behaviour.latencyMs);
-    if (res.destroyed) return;
+    const headers = { ...(action.headers ?? {}) };
+    const hasContentType = Object.keys(headers).some((h) => h.toLowerCase() === "content-type");
+    let body: string | undefined;
+    if (typeof action.body === "string") body = action.body;
+    else if (action.body !== undefined) {
+      body = JSON.stringify(action.body);
+      if (!hasContentType) headers["content-type"] = GRAPH_JSON;
+    } else if (action.status >= 400) {
+      const d = DEFAULT_ERRORS[action.status] ?? { code: "generalException", message: "An error occurred." };
+      answer.reply({ status: action.status, code: d.code, message: d.message, headers });
+      return true;
+    }
+    answer.reply({ status: action.status, headers, ...(body !== undefined ? { body } : {}) });
+    return true;
+  }
 
-    // 3. Authentication and authorization.
-    if (auth.kind === "none") return sendError(401, "InvalidAuthenticationToken", "Access token is empty.");
-    if (auth.kind === "invalid") {
-      const reason = auth.reason ?? "";
-      const message = reason.startsWith("expired")
-        ? "Access token has expired or is not yet valid."
-        : reason.startsWith("malformed")
-          ? "IDX14100: JWT is not well formed."
-          : "Access token validation failure. Invalid audience or signature.";
-      return sendError(401, "InvalidAuthenticationToken", message);
-    }
-    const claims = auth.claims!;
-    if (auth.kind === "app") {
-      return sendError(403, "accessDenied", "Application permissions are not supported for this API. Use a delegated token.");
-    }
-    const scopes = (claims.scp ?? "").split(" ").map((s) => s.toLowerCase());
-    if (!scopes.some((s) => FILE_SCOPES.has(s))) {
-      return sendError(403, "accessDenied", "The caller doesn't have permission to perform the action. Files.ReadWrite is required.");
-    }
-    if (pathAddressed) return sendError(403, "accessDenied", "Could not obtain a WAC access token.");
-    if (kind === "other" || !ref || workbookKey === undefined || scopeKey === undefined) {
-      const segment = segments?.[segments.length - 1] ?? pathname;
-      return sendError(400, "invalidRequest", `Invalid request: resource not found for the segment '${segment}'.`);
-    }
-    if (ref.form === "users" && ref.owner !== claims.oid.toLowerCase()) {
-      return sendError(403, "accessDenied", "Access denied. The caller cannot access another user's drive.");
-    }
-    if (method !== "POST") return sendError(405, "methodNotAllowed", "The HTTP method in the request is not allowed on the resource.");
+  /** Stage 2: the per-tenant budget (Excel: per app per tenant). True when it answered 429. */
+  private async applyBudget(req: IncomingMessage, record: RecordedRequest, answer: GraphAnswer, tenantId: string | undefined, startedAt: number): Promise<boolean> {
+    const retryAfter = this.overBudget(tenantId, startedAt);
+    if (retryAfter === undefined) return false;
+    record.fault = "budget";
+    await this.drain(req);
+    await this.delay(this.behaviour.latencyMs);
+    answer.reply({
+      status: 429,
+      code: "tooManyRequests",
+      message: "The app or user has been throttled.",
+      innerCode: "tooManyRequestsUncategorized",
+      headers: { "retry-after": String(retryAfter) },
+    });
+    return true;
+  }
 
-    // 4. Session semantics.
-    if (kind === "createSession") {
-      let persistChanges = true;
-      if (body.trim().length > 0) {
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(body);
-        } catch {
-          return sendError(400, "invalidRequest", "The request body is not valid JSON.", "badRequestUncategorized");
-        }
-        const value = typeof parsed === "object" && parsed !== null ? (parsed as Record<string, unknown>).persistChanges : undefined;
-        if (value !== undefined && typeof value !== "boolean") {
-          return sendError(400, "invalidRequest", "persistChanges must be a boolean.", "badRequestUncategorized");
-        }
-        if (typeof value === "boolean") persistChanges = value;
-      }
+  /** Stage 4: the session semantics of an authorized createSession, refreshSession or closeSession. */
+  private workbookAction(operation: SessionOperation, body: string): GraphReply {
+    const { claims, workbookKey, scopeKey, sessionId } = operation;
+    if (operation.kind === "createSession") {
+      const persistChanges = persistChangesOf(body);
+      if (typeof persistChanges !== "boolean") return persistChanges;
       const session = this.createSession(claims.tid, claims.oid, workbookKey, persistChanges);
-      return send(
-        201,
-        { "content-type": GRAPH_JSON },
-        JSON.stringify({
+      return {
+        status: 201,
+        headers: { "content-type": GRAPH_JSON },
+        body: JSON.stringify({
           "@odata.context": `${this.baseUrl}/$metadata#microsoft.graph.workbookSessionInfo`,
           id: session.id,
           persistChanges: session.persistChanges,
         }),
-      );
+      };
     }
 
     if (sessionId === undefined || sessionId.length === 0) {
-      return sendError(400, "invalidRequest", "The request is malformed or incorrect: the workbook-session-id header is required.", "badRequestUncategorized");
+      return {
+        status: 400,
+        code: "invalidRequest",
+        message: "The request is malformed or incorrect: the workbook-session-id header is required.",
+        innerCode: "badRequestUncategorized",
+      };
     }
-    if (!this.workbooks.has(scopeKey)) return sendError(404, "itemNotFound", "The resource could not be found.");
+    if (!this.workbooks.has(scopeKey)) return { status: 404, code: "itemNotFound", message: "The resource could not be found." };
     const session = this.sessions.get(sessionId);
     if (!session || session.scopeKey !== scopeKey || this.stateOf(session) !== "open") {
-      return sendError(
-        404,
-        "notFound",
-        "The session specified in the request does not exist or is invalid due to a transient error.",
-        "invalidSessionReCreatable",
-      );
+      return {
+        status: 404,
+        code: "notFound",
+        message: "The session specified in the request does not exist or is invalid due to a transient error.",
+        innerCode: "invalidSessionReCreatable",
+      };
     }
     if (session.userId !== claims.oid.toLowerCase()) {
-      return sendError(
-        403,
-        "accessDenied",
-        "The session specified in the request is invalid due to an authentication error.",
-        "invalidSessionAuthentication",
-      );
+      return {
+        status: 403,
+        code: "accessDenied",
+        message: "The session specified in the request is invalid due to an authentication error.",
+        innerCode: "invalidSessionAuthentication",
+      };
     }
-    if (kind === "refreshSession") {
+    if (operation.kind === "refreshSession") {
       session.lastActivity = Date.now();
-      return send(204, {});
+      return { status: 204, headers: {} };
     }
     session.state = "closed";
     session.closedAnsweredAt = Date.now();
-    send(204, {});
+    return { status: 204, headers: {} };
   }
 
   private drain(req: IncomingMessage): Promise<string> {

@@ -1,5 +1,5 @@
 /**
- * Runs the built app under test/support/functionsWorker.cjs, a stand-in for the Functions Node
+ * Runs the built app under standins/functionsWorker.cjs, a stand-in for the Functions Node
  * worker, in a plain `node` process whose environment is the app settings: what the host indexes,
  * and what it receives from an invocation.
  */
@@ -38,7 +38,8 @@ export interface RunningWorker {
   stop(): Promise<void>;
 }
 
-const PROJECT_ROOT = resolve(__dirname, "..", "..");
+/** This repository (standins/ sits at its top): the default app, built into dist/. */
+const PROJECT_ROOT = resolve(__dirname, "..");
 
 /** Starts the stand-in worker over `appDirectory` (default: this project, built) with exactly `settings` as app settings. */
 export async function startFunctionsWorker(settings: Record<string, string | undefined>, appDirectory = PROJECT_ROOT): Promise<RunningWorker> {

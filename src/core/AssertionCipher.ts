@@ -1,9 +1,10 @@
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
-import { SweeperError } from "../errors";
+import { SweeperError } from "./errors";
+import { Codes } from "./codes";
 
 /** A stored assertion could not be decrypted: wrong key, tampered, or copied from another row. */
 export class AssertionDecryptionError extends SweeperError {
-  readonly code = "AssertionUnreadable";
+  readonly code = Codes.AssertionUnreadable;
   constructor() {
     super("The stored user assertion cannot be decrypted with the configured key (rotated key, tampering, or a row copied from elsewhere).");
   }

@@ -1,8 +1,8 @@
-import type { SweeperServices } from "../createSweeper";
-import { SessionNotFoundError } from "../errors";
-import { isTerminal } from "../ledger/models";
+import type { SweeperServices } from "./sweeperServices";
+import { SessionNotFoundError } from "../core/errors";
+import { isTerminal } from "../core/session";
 import { closeRecordedSession, type CloseReport } from "../sweep/closeRecordedSession";
-import type { CloseRequestMessage } from "./closeRequestMessage";
+import type { CloseRequestMessage } from "../core/closeRequestMessage";
 
 /**
  * What a close request came to. `alreadyFinished`, `inProgress` and `scheduled` are no-ops: a

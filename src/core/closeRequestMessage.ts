@@ -1,7 +1,7 @@
-import { ValidationError } from "../errors";
-import { MAX_SESSION_ID_LENGTH } from "../ledger/entity";
-import { isGuid } from "../ledger/keys";
-import type { SessionKey } from "../ledger/models";
+import { ValidationError, type InputProblem } from "./errors";
+import { MAX_SESSION_ID_LENGTH } from "./session";
+import { isGuid } from "./keys";
+import type { SessionKey } from "./session";
 
 /**
  * A close request, as other services put it on the close queue (JSON):
@@ -10,6 +10,9 @@ import type { SessionKey } from "../ledger/models";
 export interface CloseRequestMessage extends SessionKey {
   requestedBy?: string;
 }
+
+/** The close queue's name unless CLOSE_QUEUE says otherwise: producers and the sweeper agree on it. */
+export const DEFAULT_CLOSE_QUEUE = "workbook-session-close";
 
 /** Queue messages are at most 64 KiB; a session id is at most 16,384 characters. */
 const MAX_MESSAGE_CHARS = 65_536;
@@ -23,18 +26,18 @@ const FIELDS = ["tenantId", "userId", "sessionId", "requestedBy"];
 export function parseCloseRequestMessage(message: unknown): CloseRequestMessage {
   const value = typeof message === "string" || Buffer.isBuffer(message) ? fromText(message.toString()) : message;
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new ValidationError(["the message must be a JSON object with tenantId, userId and sessionId"]);
+    throw new ValidationError([{ field: "message", message: "must be a JSON object with tenantId, userId and sessionId" }]);
   }
   const fields = value as Record<string, unknown>;
-  const problems: string[] = [];
+  const problems: InputProblem[] = [];
   const unknown = Object.keys(fields).filter((key) => !FIELDS.includes(key));
-  if (unknown.length > 0) problems.push(`unknown field${unknown.length > 1 ? "s" : ""} ${unknown.slice(0, 5).map((k) => JSON.stringify(k.slice(0, 40))).join(", ")}; allowed: ${FIELDS.join(", ")}`);
-  if (!isGuid(fields.tenantId)) problems.push("tenantId must be the tenant's GUID");
-  if (!isGuid(fields.userId)) problems.push("userId must be the user's Entra object id (a GUID)");
-  if (typeof fields.sessionId !== "string" || fields.sessionId.length === 0) problems.push("sessionId must be a non-empty string");
-  else if (fields.sessionId.length > MAX_SESSION_ID_LENGTH) problems.push(`sessionId is longer than ${MAX_SESSION_ID_LENGTH} characters`);
+  if (unknown.length > 0) problems.push({ field: "body", message: `has unknown field${unknown.length > 1 ? "s" : ""} ${unknown.slice(0, 5).map((k) => JSON.stringify(k.slice(0, 40))).join(", ")}; allowed: ${FIELDS.join(", ")}` });
+  if (!isGuid(fields.tenantId)) problems.push({ field: "tenantId", message: "must be the tenant's GUID" });
+  if (!isGuid(fields.userId)) problems.push({ field: "userId", message: "must be the user's Entra object id (a GUID)" });
+  if (typeof fields.sessionId !== "string" || fields.sessionId.length === 0) problems.push({ field: "sessionId", message: "must be a non-empty string" });
+  else if (fields.sessionId.length > MAX_SESSION_ID_LENGTH) problems.push({ field: "sessionId", message: `is longer than ${MAX_SESSION_ID_LENGTH} characters` });
   if (fields.requestedBy !== undefined && (typeof fields.requestedBy !== "string" || fields.requestedBy.length > 200)) {
-    problems.push("requestedBy must be a string of at most 200 characters");
+    problems.push({ field: "requestedBy", message: "must be a string of at most 200 characters" });
   }
   if (problems.length > 0) throw new ValidationError(problems);
   return {
@@ -51,13 +54,13 @@ export function formatCloseRequestMessage(request: CloseRequestMessage): string 
 }
 
 function fromText(text: string): unknown {
-  if (text.length > MAX_MESSAGE_CHARS) throw new ValidationError([`the message is longer than ${MAX_MESSAGE_CHARS} characters`]);
+  if (text.length > MAX_MESSAGE_CHARS) throw new ValidationError([{ field: "message", message: `is longer than ${MAX_MESSAGE_CHARS} characters` }]);
   const trimmed = text.trim();
   if (trimmed.startsWith("{") || trimmed.startsWith("[") || trimmed.startsWith('"')) {
     try {
       return JSON.parse(trimmed);
     } catch {
-      throw new ValidationError(["the message is not valid JSON"]);
+      throw new ValidationError([{ field: "message", message: "is not valid JSON" }]);
     }
   }
   if (/^[A-Za-z0-9+/]+={0,2}$/.test(trimmed) && trimmed.length % 4 === 0) {
@@ -65,8 +68,8 @@ function fromText(text: string): unknown {
     try {
       return JSON.parse(decoded);
     } catch {
-      throw new ValidationError(["the message is Base64, but not of JSON"]);
+      throw new ValidationError([{ field: "message", message: "is Base64, but not of JSON" }]);
     }
   }
-  throw new ValidationError(["the message is neither JSON nor Base64-encoded JSON"]);
+  throw new ValidationError([{ field: "message", message: "is neither JSON nor Base64-encoded JSON" }]);
 }

@@ -1,5 +1,5 @@
-import type { SweeperServices } from "../createSweeper";
-import type { RunOptions, SweepLogger } from "../sweep/Sweeper";
+import type { SweeperServices } from "./sweeperServices";
+import type { SweepLogger, SweepRunOptions } from "../sweep/Sweeper";
 import type { SweepRequest, SweepSummary } from "../sweep/models";
 
 /** Where a sweep was started from, for the summary line. */
@@ -14,7 +14,7 @@ export async function runLoggedSweep(
   request: SweepRequest,
   logger: SweepLogger,
   trigger: SweepTrigger,
-  runOptions: RunOptions = {},
+  runOptions: SweepRunOptions = {},
 ): Promise<SweepSummary> {
   const summary = await services.newSweeper(logger).run(request, runOptions);
   const { candidates, ...counts } = summary;

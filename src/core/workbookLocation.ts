@@ -1,4 +1,4 @@
-import { ValidationError } from "../errors";
+import { ValidationError } from "./errors";
 
 /**
  * Where a workbook is, in one of the four forms Graph addresses a drive item by id. Path-addressed
@@ -44,9 +44,9 @@ export const WORKBOOK_FORMS = [
 /** Parses and validates a workbook location; throws ValidationError saying what is wrong. */
 export function parseWorkbookLocation(text: unknown): WorkbookLocation {
   if (typeof text !== "string" || text.length === 0) {
-    throw new ValidationError([`workbook must be a non-empty string in one of the forms ${WORKBOOK_FORMS.join(", ")}`]);
+    throw new ValidationError([{ field: "workbook", message: `must be a non-empty string in one of the forms ${WORKBOOK_FORMS.join(", ")}` }]);
   }
-  if (text.length > 1_000) throw new ValidationError(["workbook is longer than 1,000 characters"]);
+  if (text.length > 1_000) throw new ValidationError([{ field: "workbook", message: "is longer than 1,000 characters" }]);
   for (const form of FORMS) {
     const match = form.pattern.exec(text);
     if (!match) continue;
@@ -54,12 +54,12 @@ export function parseWorkbookLocation(text: unknown): WorkbookLocation {
     const bad = ids.filter((id) => !isSafeIdSegment(id));
     if (bad.length > 0) {
       throw new ValidationError([
-        `workbook has an id that is not a plain Graph id (letters, digits and ! . _ , = @ + $ -, no '..'): ${bad.map(quote).join(", ")}`,
+        { field: "workbook", message: `has an id that is not a plain Graph id (letters, digits and ! . _ , = @ + $ -, no '..'): ${bad.map(quote).join(", ")}` },
       ]);
     }
     return form.build(ids);
   }
-  throw new ValidationError([`workbook ${quote(text)} is not one of the forms ${WORKBOOK_FORMS.join(", ")}`]);
+  throw new ValidationError([{ field: "workbook", message: `${quote(text)} is not one of the forms ${WORKBOOK_FORMS.join(", ")}` }]);
 }
 
 export function isSafeIdSegment(id: string): boolean {

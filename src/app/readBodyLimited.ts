@@ -1,4 +1,4 @@
-import { ValidationError } from "../errors";
+import { ValidationError } from "../core/errors";
 
 /**
  * Reads a request body as text, refusing it as soon as it passes `maxBytes`: an oversize body is
@@ -15,13 +15,13 @@ export async function readBodyLimited(body: ReadableStream<Uint8Array> | null, m
     size += value.byteLength;
     if (size > maxBytes) {
       await reader.cancel().catch(() => undefined);
-      throw new ValidationError([`the body is larger than ${maxBytes} bytes`]);
+      throw new ValidationError([{ field: "body", message: `is larger than ${maxBytes} bytes` }]);
     }
     chunks.push(value);
   }
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(Buffer.concat(chunks));
   } catch {
-    throw new ValidationError(["the body is not UTF-8 text"]);
+    throw new ValidationError([{ field: "body", message: "is not UTF-8 text" }]);
   }
 }

@@ -1,3 +1,14 @@
+import { Codes } from "./codes";
+
+/**
+ * A code and a message: why an attempt did not close a session (a row's `lastErrorCode` and
+ * `lastErrorMessage`), or what ended a sweep. Never carries a token or an assertion.
+ */
+export interface ErrorInfo {
+  readonly code: string;
+  readonly message: string;
+}
+
 /**
  * Every error this package throws on purpose carries a stable `code`, so callers branch on the
  * code and never on message text. Messages name what was wrong and never carry tokens or secrets.
@@ -15,7 +26,7 @@ export abstract class SweeperError extends Error {
  * settings; the message lists every problem, so one start-up reports all of them.
  */
 export class ConfigurationError extends SweeperError {
-  readonly code = "InvalidConfiguration";
+  readonly code = Codes.InvalidConfiguration;
   readonly settings: readonly string[];
   constructor(readonly problems: readonly { setting: string; message: string }[]) {
     super(`Invalid configuration: ${problems.map((p) => `${p.setting} ${p.message}`).join("; ")}`);
@@ -23,17 +34,34 @@ export class ConfigurationError extends SweeperError {
   }
 }
 
-/** Input from outside (a producer call, a row, a message, a request) does not have the expected shape. */
+/**
+ * One thing wrong with an input: the field it concerns (`tenantId`, `workbook`; `body` or `message`
+ * for the input as a whole) and what is wrong with it, as a phrase that follows the field's name.
+ */
+export interface InputProblem {
+  readonly field: string;
+  readonly message: string;
+}
+
+/** `tenantId must be the tenant's GUID`: a problem as one line of text. */
+export function describeProblem(problem: InputProblem): string {
+  return `${problem.field} ${problem.message}`;
+}
+
+/**
+ * Input from outside (a producer call, a message, a request, CLI flags) does not have the expected
+ * shape; `problems` names every field at fault.
+ */
 export class ValidationError extends SweeperError {
-  readonly code = "InvalidInput";
-  constructor(readonly problems: readonly string[]) {
-    super(problems.join("; "));
+  readonly code: string = Codes.InvalidInput;
+  constructor(readonly problems: readonly InputProblem[]) {
+    super(problems.map(describeProblem).join("; "));
   }
 }
 
 /** The session's row does not exist (never recorded, or purged). */
 export class SessionNotFoundError extends SweeperError {
-  readonly code = "SessionNotFound";
+  readonly code = Codes.SessionNotFound;
   constructor(readonly sessionId: string) {
     super("No recorded session with this id for this user.");
   }
@@ -44,7 +72,7 @@ export class SessionNotFoundError extends SweeperError {
  * The producing service must stop using the session and open a new one.
  */
 export class SessionNotOpenError extends SweeperError {
-  readonly code = "SessionNotOpen";
+  readonly code = Codes.SessionNotOpen;
   constructor(readonly status: string) {
     super(`The session is ${status}; it can no longer be used or kept alive.`);
   }
@@ -52,7 +80,7 @@ export class SessionNotOpenError extends SweeperError {
 
 /** A conditional write kept losing to concurrent writers; nothing was changed by this call. */
 export class ConcurrentUpdateError extends SweeperError {
-  readonly code = "ConcurrentUpdate";
+  readonly code = Codes.ConcurrentUpdate;
   constructor(attempts: number) {
     super(`The row changed under ${attempts} consecutive attempts; giving up.`);
   }
@@ -60,7 +88,7 @@ export class ConcurrentUpdateError extends SweeperError {
 
 /** A producer recorded a session id that is already recorded for another workbook or is no longer open. */
 export class SessionAlreadyRecordedError extends SweeperError {
-  readonly code = "SessionAlreadyRecorded";
+  readonly code = Codes.SessionAlreadyRecorded;
   constructor(readonly status: string) {
     super(`This session id is already recorded (status ${status}) with different details.`);
   }
@@ -68,7 +96,7 @@ export class SessionAlreadyRecordedError extends SweeperError {
 
 /** A ledger row could not be decoded; `problems` says what was wrong with it. */
 export class MalformedRowError extends SweeperError {
-  readonly code = "MalformedRow";
+  readonly code = Codes.MalformedRow;
   constructor(readonly problems: readonly string[]) {
     super(`The ledger row is malformed: ${problems.join("; ")}`);
   }

@@ -12,9 +12,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "v
 import { OnBehalfOfCredential, type AccessToken, type TokenCredential } from "@azure/identity";
 import { Client, GraphError, ResponseType, RetryHandlerOptions } from "@microsoft/microsoft-graph-client";
 import { TokenCredentialAuthenticationProvider } from "@microsoft/microsoft-graph-client/authProviders/azureTokenCredentials";
-import { loadTestCertificate, type TestCertificate } from "./certificate";
-import { startFakeAuthority, type FakeAuthority } from "./fakeAuthority";
-import { startGraphEmulator, type GraphEmulator } from "./graphEmulator";
+import { loadTestCertificate, type TestCertificate } from "../standins/certificate";
+import { startFakeAuthority, type FakeAuthority } from "../standins/fakeAuthority";
+import { startGraphEmulator, type GraphEmulator } from "../standins/graphEmulator";
 
 const TENANT = "11111111-1111-4111-8111-111111111111";
 const OTHER_TENANT = "22222222-2222-4222-8222-222222222222";

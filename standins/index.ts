@@ -1,0 +1,28 @@
+/**
+ * Local stand-ins for the cloud services the app talks to, independent of the app itself (nothing
+ * here imports from src/): what the tests, the bench and the demo run against. README.md says
+ * what each one stands in for and how faithful it is.
+ */
+export { startStandIns, type StandIns, type StandInsOptions } from "./startStandIns";
+export { startAzurite, AzuriteStartError, type AzuriteInstance, type StartAzuriteOptions } from "./azurite";
+export { loadTestCertificate, makeTestCertificate, trustedCertificateOrRerun, type TestCertificate } from "./certificate";
+export { LocalHttpsServer } from "./localHttpsServer";
+export {
+  GRAPH_RESOURCE,
+  startFakeAuthority,
+  type FailRule,
+  type FakeAuthority,
+  type FakeAuthorityOptions,
+  type GraphTokenClaims,
+  type TokenRequestRecord,
+} from "./fakeAuthority";
+export {
+  startGraphEmulator,
+  type EmulatorBehaviour,
+  type FaultRule,
+  type GraphEmulator,
+  type GraphEmulatorOptions,
+  type RecordedRequest,
+  type SessionState,
+} from "./graphEmulator";
+export { startFunctionsWorker, type InvocationOutcome, type RunningWorker } from "./functionsWorker";
