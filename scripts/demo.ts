@@ -93,18 +93,21 @@ async function main(): Promise<void> {
       console.log(`  ${request.method} …${request.path.slice(request.path.indexOf("/workbook"))}  ${request.status}  ${request.errorCode ?? ""} (${names.get(request.userId ?? "")})`);
     }
 
-    console.log("\nEvery row afterwards:");
+    // Finished sessions have left the live table for their week's history table.
+    const finished = new Set<string>();
+    for await (const page of ledger.listHistory()) for (const row of page.rows) finished.add(row.sessionId);
+    console.log(`\nEvery row afterwards (live table ${TABLE}; history ${(await ledger.history.tableNames()).join(", ")}):`);
     const rows: SessionRecord[] = [];
     for await (const page of ledger.listAll()) rows.push(...page.rows);
     rows.sort((a, b) => (stories.get(a.sessionId)?.order ?? 0) - (stories.get(b.sessionId)?.order ?? 0));
-    console.log(`  ${"user".padEnd(6)} ${"status".padEnd(8)} ${"att".padEnd(3)} ${"workbook".padEnd(46)} detail`);
+    console.log(`  ${"user".padEnd(6)} ${"table".padEnd(7)} ${"status".padEnd(8)} ${"att".padEnd(3)} ${"workbook".padEnd(46)} detail`);
     for (const row of rows) {
       const detail = row.status === "closed"
         ? `closed by ${row.closedBy}`
         : row.lastError
           ? `${row.lastError.code}${row.nextAttemptAt && row.status === "open" ? `, next attempt ${row.nextAttemptAt.toISOString().slice(11, 19)}` : ""}`
           : row.status === "open" ? "left alone: it is alive" : "";
-      console.log(`  ${(names.get(row.userId) ?? "?").padEnd(6)} ${row.status.padEnd(8)} ${String(row.attempts).padEnd(3)} ${short(formatWorkbookLocation(row.workbook), 46).padEnd(46)} ${detail}  (${stories.get(row.sessionId)?.story})`);
+      console.log(`  ${(names.get(row.userId) ?? "?").padEnd(6)} ${(finished.has(row.sessionId) ? "history" : "live").padEnd(7)} ${row.status.padEnd(8)} ${String(row.attempts).padEnd(3)} ${short(formatWorkbookLocation(row.workbook), 46).padEnd(46)} ${detail}  (${stories.get(row.sessionId)?.story})`);
     }
     console.log(`\nGraph sessions still open: ${rows.filter((r) => emulator.sessionState(r.sessionId) === "open").length} (the live one and the throttled one, retried by the next sweep).`);
   } finally {

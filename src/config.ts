@@ -110,7 +110,8 @@ export function loadConfig(settings: Settings = process.env): SweeperConfig {
   const config: SweeperConfig = {
     storage: {
       connectionString: reader.connectionString("AzureWebJobsStorage"),
-      tableName: reader.matching("SESSIONS_TABLE", TABLE_NAME, "a table name: 3-63 letters or digits, starting with a letter"),
+      // History tables add `History2026W49` (14 characters) to the name, within Table Storage's 63.
+      tableName: reader.matching("SESSIONS_TABLE", TABLE_NAME, "a table name: 3-49 letters or digits, starting with a letter (its weeks of history add 14)"),
       closeQueueName: reader.matching("CLOSE_QUEUE", QUEUE_NAME, QUEUE_NAME_FORM),
     },
     sweep: {
@@ -180,7 +181,7 @@ export function readBindingSettings(settings: Settings = process.env): BindingSe
   };
 }
 
-const TABLE_NAME = /^[A-Za-z][A-Za-z0-9]{2,62}$/;
+const TABLE_NAME = /^[A-Za-z][A-Za-z0-9]{2,48}$/;
 const QUEUE_NAME = /^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$/;
 const QUEUE_NAME_FORM = "a queue name: 3-63 lowercase letters, digits and single hyphens";
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -41,7 +41,7 @@ describe("timer trigger", () => {
 });
 
 describe("purge timer", () => {
-  it("deletes finished rows past retention and marks rows the sweep cannot see", async () => {
+  it("drops history past retention, and marks and moves rows the sweep cannot see", async () => {
     const released = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/p1", idleMinutes: 0 });
     await table.producer.release(released.row);
     const broken = await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/p2", idleMinutes: 0 });
@@ -50,7 +50,7 @@ describe("purge timer", () => {
     await handlers.purgeTimer(timerInfo(false), context);
     expect(lines.find((l) => l.event === "Malformed ledger rows marked failed")?.level).toBe("warning");
     expect(lines.at(-1)?.details).toMatchObject({ malformed: 1 });
-    expect(await table.services.ledger.client.getEntity(broken.row.partitionKey, broken.row.rowKey)).toMatchObject({ status: "failed", lastErrorCode: "MalformedRow" });
+    expect(await table.services.ledger.history.storedEntity(broken.row)).toMatchObject({ status: "failed", lastErrorCode: "MalformedRow" });
     // The released row is recent: kept until TERMINAL_RETENTION has passed.
     expect((await table.services.ledger.get(released.row))?.status).toBe("closed");
   });

@@ -113,7 +113,9 @@ describe("listStale", () => {
       expect(storageRequests).toHaveLength(1);
       return new URL(storageRequests[0]!.url).searchParams;
     };
-    const toClose = ["PartitionKey", "RowKey", "tenantId", "userId", "sessionId", "workbook", "lastActivityAt", "status", "attempts", "nextAttemptAt", "leaseUntil"];
+    const toClose = ["PartitionKey", "RowKey", "tenantId", "userId", "sessionId", "workbook", "lastActivityAt", "status", "attempts", "nextAttemptAt", "leaseUntil",
+      // and what history keeps of a finished session
+      "createdAt", "persistChanges", "recordedBy", "lastErrorCode", "lastErrorMessage", "closedAt", "closedBy", "finishedAt"];
     const sweep = await queryOf(false);
     expect(sweep.get("$select")?.split(",").sort()).toEqual([...toClose, "assertion"].sort());
     expect(sweep.get("$top")).toBe(String(DEFAULT_PAGE_SIZE));
@@ -171,7 +173,8 @@ describe("listStale", () => {
 
     const results = await ledger.markMalformed(malformed);
     expect(results.every((r) => r.written)).toBe(true);
-    const after = await client.getEntity<Record<string, unknown>>(base.partitionKey, rowKeyFor("b"));
+    // Marked failed, it has moved to history as it was stored.
+    const after = await ledger.history.storedEntity({ partitionKey: base.partitionKey, rowKey: rowKeyFor("b") });
     expect(after).toMatchObject({ status: "failed", lastErrorCode: "MalformedRow" });
     expect((await collect(ledger.listStale(MINUTE))).malformed).toEqual([]);
   });
@@ -266,7 +269,7 @@ describe("producer", () => {
     expect(released).toMatchObject({ status: "closed" });
     expect(await ledger.get(row)).toMatchObject({ status: "closed", closedBy: "producer" });
     const twice = await producer.release(row);
-    expect(twice.etag).toBe(released.etag);
+    expect(twice).toMatchObject({ sessionId: released.sessionId, status: "closed", closedBy: "producer" });
     expect((await ledger.get(row))?.status).toBe("closed");
   });
 });
@@ -317,19 +320,76 @@ describe("batched transitions", () => {
   });
 });
 
-describe("purgeTerminal", () => {
-  it("deletes only terminal rows older than the retention", async () => {
-    const { ledger, producer, clock } = await createLedgerFixture();
+describe("history", () => {
+  it("a finished session leaves the live table for its week's history table, without its assertion", async () => {
+    const { ledger, producer, tableName } = await createLedgerFixture();
+    const row = await producer.record(recordInput({ recordedBy: "invoice-generator" }));
+    const claim = await ledger.claim(row, { leaseMs: MINUTE });
+    if (!claim.claimed) throw new Error("not claimed");
+    const [recorded] = await ledger.recordTransitions([{ row: claim.row, transition: { to: "expired", error: { code: "itemNotFound", message: "gone" } } }]);
+    expect(recorded).toBe(true);
+
+    expect((await collect(ledger.listStale(0))).rows).toEqual([]);
+    expect(await ledger.history.tableNames()).toEqual([`${tableName}History2026W48`]);
+    const stored = await ledger.history.storedEntity(row);
+    expect(stored).toMatchObject({
+      schemaVersion: 2,
+      status: "expired",
+      lastErrorCode: "itemNotFound",
+      attempts: 1,
+      recordedBy: "invoice-generator",
+      sessionId: row.sessionId,
+      workbook: "/drives/b!drive-1/items/01ITEM",
+    });
+    expect(stored!.assertion).toBeUndefined();
+    expect((stored!.finishedAt as Date).toISOString()).toBe("2026-11-23T12:00:00.000Z");
+    expect(await ledger.get(row)).toMatchObject({ status: "expired", lastError: { code: "itemNotFound" } });
+  });
+
+  it("a move cut short after the outcome was written is finished by the next sweep's query, counted once", async () => {
+    const { ledger, producer } = await createLedgerFixture();
+    const row = await producer.record(recordInput());
+    const claim = await ledger.claim(row, { leaseMs: MINUTE });
+    if (!claim.claimed) throw new Error("not claimed");
+    // Step 1 alone: the outcome written on the live row, then the writer died.
+    expect((await ledger.applyTransitions([{ row: claim.row, transition: { to: "closed" } }]))[0]!.written).toBe(true);
+
+    const { rows } = await collect(ledger.listStale(2 * MINUTE));
+    expect(rows.map((r) => [r.sessionId, r.status])).toEqual([[row.sessionId, "closed"]]);
+    expect(await ledger.moveFinished(rows)).toBe(1);
+    // Again: nothing left to move, and history holds it once.
+    expect(await ledger.moveFinished(rows)).toBe(0);
+    expect((await collect(ledger.listStale(2 * MINUTE))).rows).toEqual([]);
+    const everywhere = (await collect(ledger.listAll())).rows.filter((r) => r.sessionId === row.sessionId);
+    expect(everywhere).toEqual([expect.objectContaining({ status: "closed", closedBy: "sweeper" })]);
+  });
+
+  it("touch of a session that finished says it is not open; release of one is a no-op", async () => {
+    const { ledger, producer } = await createLedgerFixture();
+    const row = await producer.record(recordInput());
+    const claim = await ledger.claim(row, { leaseMs: MINUTE });
+    if (!claim.claimed) throw new Error("not claimed");
+    await ledger.markClosed(claim.row);
+    await expect(producer.touch(row)).rejects.toBeInstanceOf(SessionNotOpenError);
+    expect(await producer.release(row)).toMatchObject({ status: "closed", closedBy: "sweeper" });
+  });
+});
+
+describe("purgeHistory", () => {
+  it("drops whole weeks of history older than the retention, never a live row", async () => {
+    const { ledger, producer, clock, tableName } = await createLedgerFixture();
+    // The fixture's clock starts on Monday 2026-11-23: week 48 ends on Monday 30th.
     const old = await producer.record(recordInput());
     await producer.release(old);
     const open = await producer.record(recordInput());
-    clock.advance(8 * 24 * 60 * MINUTE);
+    clock.advance(15 * 24 * 60 * MINUTE);
     const recent = await producer.record(recordInput());
     await producer.release(recent);
+    expect(await ledger.history.tableNames()).toEqual([`${tableName}History2026W48`, `${tableName}History2026W50`]);
 
-    expect(await ledger.purgeTerminal(7 * 24 * 60 * MINUTE)).toEqual({ deleted: 1 });
+    expect(await ledger.purgeHistory(7 * 24 * 60 * MINUTE)).toEqual({ droppedTables: [`${tableName}History2026W48`] });
     expect(await ledger.get(old)).toBeUndefined();
-    expect(await ledger.get(open)).toBeDefined();
+    expect((await ledger.get(open))?.status).toBe("open");
     expect((await ledger.get(recent))?.status).toBe("closed");
   });
 });

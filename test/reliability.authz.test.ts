@@ -110,7 +110,7 @@ describe("only the row's own user", () => {
 
     const summary = await table.services.newSweeper().run();
 
-    const rows = new Map((await rawEntities(table.services.ledger.client)).map((e) => [`${e.partitionKey}|${e.rowKey}`, e]));
+    const rows = new Map((await rawEntities(table.services.ledger)).map((e) => [`${e.partitionKey}|${e.rowKey}`, e]));
     const final = (r: { partitionKey: string; rowKey: string }) => rows.get(`${r.partitionKey}|${r.rowKey}`)!;
     expect(final(withBobsAssertion)).toMatchObject({ status: "failed", lastErrorCode: "AssertionUserMismatch" });
     expect(final(copied.row)).toMatchObject({ status: "failed", lastErrorCode: "AssertionUnreadable" });

@@ -115,7 +115,7 @@ describe("three sweepers at once over one table", () => {
       expect(stats.closesAfterClosed).toBe(0);
 
       // Every row ends right, and the ledger agrees with the summaries.
-      const entities = (await rawEntities(table.services.ledger.client)).filter((e) => ids.has(e.sessionId as string));
+      const entities = (await rawEntities(table.services.ledger)).filter((e) => ids.has(e.sessionId as string));
       expect(entities).toHaveLength(count);
       expect(entities.filter((e) => e.status === "closed" && e.closedBy === "sweeper")).toHaveLength(sum("closed"));
       expect(entities.every((e) => e.attempts === 1)).toBe(true);
@@ -138,7 +138,7 @@ class SteppedLedger extends SessionLedger {
       afterClaim?: (rows: readonly SessionToClose[], results: readonly ClaimResult[]) => Promise<void>;
     },
   ) {
-    super(base.client);
+    super(base.client, base.history);
   }
 
   override async *listStale(olderThanMs: number, options: ListStaleOptions = {}): AsyncIterableIterator<LedgerPage<SessionToClose>> {
@@ -220,7 +220,7 @@ describe("live sessions", () => {
     const next = await own.services.newSweeper().run();
     expect(next).toMatchObject({ scanned: 0, closed: 0 });
     for (const id of touchedAfterRead) expect(cloud.emulator.sessionState(id)).toBe("open");
-    expectClosedOnlyWith204(await rawEntities(own.services.ledger.client), cloud.emulator.requests);
+    expectClosedOnlyWith204(await rawEntities(own.services.ledger), cloud.emulator.requests);
   });
 
   it("producers heartbeating while three sweepers run: every session is either kept alive or closed, never both", async () => {
@@ -287,7 +287,7 @@ describe("live sessions", () => {
     expect(stats.maxConcurrentPerSession).toBe(1);
     expect(stats.closesAfterClosed).toBe(0);
     const mine = new Set([...live, ...abandoned].map((o) => o.sessionId));
-    const entities = (await rawEntities(table.services.ledger.client)).filter((e) => mine.has(e.sessionId as string));
+    const entities = (await rawEntities(table.services.ledger)).filter((e) => mine.has(e.sessionId as string));
     expect(entities).toHaveLength(mine.size);
     expectConsistentRows(entities);
     expectClosedOnlyWith204(entities, cloud.emulator.requests);

@@ -71,7 +71,16 @@ it(`survives ${KILLS} SIGKILLs in sweeps over ${SESSIONS} sessions: none lost, n
   }
 
   const rows = new Map<string, SessionRecord>();
-  for await (const page of table.services.ledger.listAll()) for (const row of page.rows) rows.set(row.sessionId, row);
+  const places = new Map<string, number>();
+  for await (const page of table.services.ledger.listAll()) {
+    for (const row of page.rows) {
+      rows.set(row.sessionId, row);
+      places.set(row.sessionId, (places.get(row.sessionId) ?? 0) + 1);
+    }
+  }
+  // Kills land between the steps of moves to history too: still every session in exactly one place.
+  expect([...places.entries()].filter(([, count]) => count !== 1)).toEqual([]);
+  expect((await table.services.ledger.history.tableNames()).length).toBeGreaterThan(0);
   const answered204 = new Set(cloud.emulator.requests.filter((r) => r.status === 204).map((r) => r.sessionId));
 
   for (const { sessionId } of opened) {

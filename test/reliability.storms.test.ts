@@ -55,7 +55,7 @@ function expectOneRequestPerSession(summary: SweepSummary, requests: readonly Re
 }
 
 async function expectLedgerSound(table: TableFixture): Promise<void> {
-  const entities = await rawEntities(table.services.ledger.client);
+  const entities = await rawEntities(table.services.ledger);
   expectConsistentRows(entities);
   expectClosedOnlyWith204(entities, cloud.emulator.requests);
 }

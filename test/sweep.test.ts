@@ -177,7 +177,7 @@ describe("sweep", () => {
     const summary = await table.services.newSweeper().run();
     expect(summary).toMatchObject({ scanned: 2, closed: 1, malformed: 1 });
     expect(cloud.emulator.requests.map((r) => r.sessionId)).toEqual([good.sessionId]);
-    const evil = await table.services.ledger.client.getEntity<Record<string, unknown>>(partitionKeyFor(HOME_TENANT, userId), rowKeyFor("evil"));
+    const evil = await table.services.ledger.history.storedEntity({ partitionKey: partitionKeyFor(HOME_TENANT, userId), rowKey: rowKeyFor("evil") });
     expect(evil).toMatchObject({ status: "failed", lastErrorCode: "MalformedRow" });
   });
 

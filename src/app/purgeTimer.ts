@@ -6,14 +6,15 @@ import { invocationLogger } from "./logging";
 const MAX_LISTED_ROWS = 50;
 
 /**
- * Daily (PURGE_SCHEDULE), apart from the sweep: deletes finished rows older than
- * TERMINAL_RETENTION, and marks rows the sweep cannot see because they do not decode.
+ * Daily (PURGE_SCHEDULE), apart from the sweep: drops the weeks of history older than
+ * TERMINAL_RETENTION, moves finished rows a crash left in the live table, and marks rows that do
+ * not decode.
  */
 export async function purgeTimer(_timer: Timer, context: InvocationContext): Promise<void> {
   const logger = invocationLogger(context);
   const { ledger, config } = appServices(logger);
   const started = Date.now();
-  const { deleted } = await ledger.purgeTerminal(config.sweep.terminalRetentionMs);
+  const { droppedTables } = await ledger.purgeHistory(config.sweep.terminalRetentionMs);
   const audit = await ledger.auditMalformed();
   if (audit.rows.length > 0) {
     logger.warn("Malformed ledger rows marked failed", {
@@ -21,9 +22,10 @@ export async function purgeTimer(_timer: Timer, context: InvocationContext): Pro
     });
   }
   logger.log("Purge finished", {
-    deleted,
+    droppedTables,
     scanned: audit.scanned,
     malformed: audit.marked,
+    moved: audit.moved,
     retentionMs: config.sweep.terminalRetentionMs,
     durationMs: Date.now() - started,
   });

@@ -45,6 +45,7 @@ const SUMMARY_FIELDS = [
   "malformed",
   "skipped",
   "deferred",
+  "moved",
   "graphRequests",
   "durationMs",
   "stoppedEarly",

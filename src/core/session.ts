@@ -53,6 +53,15 @@ export interface SessionToClose {
   readonly leaseUntil?: Date;
   /** The user's assertion, encrypted at rest; empty once the row is terminal. Not read by a dry run. */
   readonly encryptedAssertion?: string;
+  // What history keeps of a finished session, read alongside and never a reason to refuse a row.
+  readonly createdAt?: Date;
+  readonly persistChanges?: boolean;
+  readonly recordedBy?: string;
+  readonly lastError?: ErrorInfo;
+  readonly closedAt?: Date;
+  readonly closedBy?: "sweeper" | "producer";
+  /** When the row was written finished (closed, expired, failed): the week of history it moves to. */
+  readonly finishedAt?: Date;
 }
 
 /** The state change a sweeper makes to a claimed row. */

@@ -1,11 +1,12 @@
 import { odata, type TableClient } from "@azure/data-tables";
 import { Codes } from "../core/codes";
-import { EVERY_COLUMN, TO_CLOSE, TO_CLOSE_WITHOUT_ASSERTION, type RowShape } from "./entity";
+import { EVERY_COLUMN, TO_CLOSE, TO_CLOSE_WITHOUT_ASSERTION, type RawEntity, type RowShape } from "./entity";
 import { type ClaimResult, type LedgerPage, type MalformedRow, type SessionRecord, type WriteResult } from "./models";
 import { isTerminal, TERMINAL_STATUSES, type RowTransition, type SessionKey, type SessionStatus, type SessionToClose, type TransitionRequest } from "../core/session";
 import { readRow } from "./rows";
-import { createLedgerTableClient, pagesWithTable, type LedgerClientOptions } from "./tableClient";
-import { errorColumns, MAX_TRANSACTION_OPERATIONS, mergeIfUnchanged, PARALLEL_TRANSACTIONS, patchFor, writeConditionally, type ConditionalWrite } from "./transitions";
+import { LedgerHistory } from "./history";
+import { createLedgerServiceClient, createLedgerTableClient, pagesWithTable, type LedgerClientOptions } from "./tableClient";
+import { errorColumns, MAX_TRANSACTION_OPERATIONS, mergeIfUnchanged, PARALLEL_TRANSACTIONS, patchFor, rowAfter, writeConditionally } from "./transitions";
 import type { ErrorInfo } from "../core/errors";
 
 /**
@@ -41,6 +42,14 @@ export interface ListStaleOptions {
  * heartbeat or another sweeper that got there first always wins, and this side sees it as a
  * lost race rather than an error.
  */
+/** Finished rows left in the live table by a move to history cut short. */
+const FINISHED = odata`status eq ${"closed"} or status eq ${"expired"} or status eq ${"failed"}`;
+
+function withFinishedAt(row: SessionToClose & { finishedAt?: Date }): SessionToClose & { finishedAt: Date } {
+  // A finished row written before finishedAt existed moves by the time it was found.
+  return { ...row, finishedAt: row.finishedAt ?? new Date() };
+}
+
 export class SessionLedger {
   readonly client: TableClient;
   private readonly clock: () => Date;
@@ -53,14 +62,23 @@ export class SessionLedger {
    */
   readonly writeBatching = { rowsPerTransaction: MAX_TRANSACTION_OPERATIONS, transactionsInParallel: PARALLEL_TRANSACTIONS } as const;
 
-  constructor(client: TableClient, options: SessionLedgerOptions = {}) {
+  /** Where finished sessions go: a table per ISO week (`<table>History<YYYY>W<WW>`). */
+  readonly history: LedgerHistory;
+
+  constructor(client: TableClient, history: LedgerHistory, options: SessionLedgerOptions = {}) {
     this.client = client;
+    this.history = history;
     this.clock = options.clock ?? (() => new Date());
     this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
   }
 
   static fromConnectionString(connectionString: string, tableName: string, options: SessionLedgerOptions = {}): SessionLedger {
-    return new SessionLedger(createLedgerTableClient(connectionString, tableName, options), options);
+    const client = createLedgerTableClient(connectionString, tableName, options);
+    const history = new LedgerHistory(client, {
+      service: createLedgerServiceClient(connectionString, options),
+      client: (name) => createLedgerTableClient(connectionString, name, options),
+    });
+    return new SessionLedger(client, history, options);
   }
 
   /**
@@ -72,16 +90,16 @@ export class SessionLedger {
   }
 
   /** Every column of one row; undefined when there is none. A malformed row throws MalformedRowError. */
-  get(key: SessionKey): Promise<SessionRecord | undefined> {
-    return readRow(this.client, key, EVERY_COLUMN);
+  async get(key: SessionKey): Promise<SessionRecord | undefined> {
+    return (await readRow(this.client, key, EVERY_COLUMN)) ?? this.history.find(key, EVERY_COLUMN);
   }
 
   /**
    * What a sweeper needs of one row to close its session, read and judged as the stale query
    * reads it; undefined when there is no such row. A malformed row throws MalformedRowError.
    */
-  getToClose(key: SessionKey): Promise<SessionToClose | undefined> {
-    return readRow(this.client, key, TO_CLOSE);
+  async getToClose(key: SessionKey): Promise<SessionToClose | undefined> {
+    return (await readRow(this.client, key, TO_CLOSE)) ?? this.history.find(key, TO_CLOSE);
   }
 
   /**
@@ -89,21 +107,34 @@ export class SessionLedger {
    * activity is older than `olderThanMs`, and `closing` rows whose claim lease has run out (their
    * sweeper died). Rows that fail to decode come back in `malformed`, never as an exception.
    * Rows with a future `nextAttemptAt` are included: the caller decides (and counts) what to skip.
-   * Only the columns to close are read (`SessionToClose`).
+   * Finished rows still in the live table (a move to history cut short by a crash) are included
+   * too, for the caller to `moveFinished`. Only the columns to close are read (`SessionToClose`).
    */
   async *listStale(olderThanMs: number, options: ListStaleOptions = {}): AsyncIterableIterator<LedgerPage<SessionToClose>> {
     const now = options.now ?? this.clock();
     const cutoff = new Date(now.getTime() - olderThanMs);
-    const filter =
-      options.userId === undefined
-        ? odata`(status eq ${"open"} and lastActivityAt lt ${cutoff}) or (status eq ${"closing"} and leaseUntil lt ${now})`
-        : odata`userId eq ${options.userId} and ((status eq ${"open"} and lastActivityAt lt ${cutoff}) or (status eq ${"closing"} and leaseUntil lt ${now}))`;
+    const due = `${odata`(status eq ${"open"} and lastActivityAt lt ${cutoff}) or (status eq ${"closing"} and leaseUntil lt ${now})`} or ${FINISHED}`;
+    const filter = options.userId === undefined ? due : `${odata`userId eq ${options.userId}`} and (${due})`;
     yield* this.query(options.withoutAssertion ? TO_CLOSE_WITHOUT_ASSERTION : TO_CLOSE, { filter, pageSize: options.pageSize ?? this.pageSize });
   }
 
-  /** Every row, every column, a page at a time (for operators and the demo). */
+  /** Every session, every column, a page at a time: the live table's, then history's (for operators and the demo). */
   async *listAll(options: { pageSize?: number } = {}): AsyncIterableIterator<LedgerPage> {
     yield* this.query(EVERY_COLUMN, { pageSize: options.pageSize ?? this.pageSize });
+    yield* this.listHistory(options);
+  }
+
+  /** Every finished session in history, oldest week first, a page at a time. */
+  async *listHistory(options: { pageSize?: number } = {}): AsyncIterableIterator<LedgerPage> {
+    for await (const page of this.history.pages(options.pageSize ?? this.pageSize)) {
+      const result: LedgerPage = { rows: [], malformed: [] };
+      for (const entity of page) {
+        const decoded = EVERY_COLUMN.decode(entity as RawEntity);
+        if (decoded.ok) result.rows.push(decoded.row);
+        else result.malformed.push(decoded.malformed);
+      }
+      yield result;
+    }
   }
 
   private async *query<Row extends SessionToClose>(shape: RowShape<Row>, options: { filter?: string; pageSize: number }): AsyncIterableIterator<LedgerPage<Row>> {
@@ -170,16 +201,26 @@ export class SessionLedger {
     );
   }
 
+  /** Closed (Graph answered 204): written, then moved to history. */
   markClosed(row: SessionToClose): Promise<WriteResult> {
-    return this.applyTransition(row, { to: "closed" });
+    return this.finish(row, { to: "closed" });
   }
 
+  /** Expired (Graph says the session is gone): written, then moved to history. */
   markExpired(row: SessionToClose, error: ErrorInfo): Promise<WriteResult> {
-    return this.applyTransition(row, { to: "expired", error });
+    return this.finish(row, { to: "expired", error });
   }
 
+  /** Failed (it cannot be closed): written, then moved to history. */
   markFailed(row: SessionToClose, error: ErrorInfo): Promise<WriteResult> {
-    return this.applyTransition(row, { to: "failed", error });
+    return this.finish(row, { to: "failed", error });
+  }
+
+  private async finish(row: SessionToClose, transition: RowTransition): Promise<WriteResult> {
+    const now = this.clock();
+    const result = await this.applyTransition(row, transition, now);
+    if (result.written) await this.moveFinished([rowAfter(row, transition, now)]);
+    return result;
   }
 
   /** Back to `open`, not to be tried before `at`. */
@@ -188,16 +229,15 @@ export class SessionLedger {
   }
 
   /** One transition of a claimed row, conditional on its ETag. */
-  applyTransition(row: SessionToClose, transition: RowTransition): Promise<WriteResult> {
-    return mergeIfUnchanged(this.client, patchFor(row, transition, this.clock()), row.etag);
+  applyTransition(row: SessionToClose, transition: RowTransition, now = this.clock()): Promise<WriteResult> {
+    return mergeIfUnchanged(this.client, patchFor(row, transition, now), row.etag);
   }
 
   /**
    * Many transitions at once: a transaction per partition and 100 rows, falling back to single
    * writes in a chunk where one row changed. Results are in the order of `requests`.
    */
-  applyTransitions(requests: readonly TransitionRequest[]): Promise<WriteResult[]> {
-    const now = this.clock();
+  applyTransitions(requests: readonly TransitionRequest[], now = this.clock()): Promise<WriteResult[]> {
     return writeConditionally(
       this.client,
       requests.map(({ row, transition }) => ({ action: "merge", patch: patchFor(row, transition, now), etag: row.etag })),
@@ -212,26 +252,45 @@ export class SessionLedger {
    * whoever holds it. Returns, per item, whether our transition (or our `closed`) landed.
    */
   async recordTransitions(requests: readonly TransitionRequest[]): Promise<boolean[]> {
-    const results = await this.applyTransitions(requests);
-    return Promise.all(
+    const now = this.clock();
+    const results = await this.applyTransitions(requests, now);
+    const finished: SessionToClose[] = [];
+    const recorded = await Promise.all(
       results.map(async (result, i) => {
-        if (result.written) return true;
         const { row, transition } = requests[i]!;
+        if (result.written) {
+          finished.push(rowAfter(row, transition, now));
+          return true;
+        }
         if (result.reason === "gone" || transition.to !== "closed") return false;
-        const current = await this.getToClose(row);
+        const current = await readRow(this.client, row, TO_CLOSE);
         if (!current || isTerminal(current.status)) return false;
-        return (await this.markClosed(current)).written;
+        const closedAt = this.clock();
+        if (!(await this.applyTransition(current, { to: "closed" }, closedAt)).written) return false;
+        finished.push(rowAfter(current, { to: "closed" }, closedAt));
+        return true;
       }),
     );
+    // Then the finished ones leave the live table; a crash before this leaves them for the next sweep.
+    await this.moveFinished(finished);
+    return recorded;
+  }
+
+  /**
+   * Moves finished rows (written `closed`, `expired` or `failed`, with their `finishedAt`) to
+   * history; others are left alone. Returns how many left the live table.
+   */
+  moveFinished(rows: readonly SessionToClose[]): Promise<number> {
+    return this.history.move(rows.filter((row): row is SessionToClose & { finishedAt: Date } => isTerminal(row.status)).map(withFinishedAt));
   }
 
   /**
    * A row the sweeper cannot decode cannot be closed: it is marked `failed` with what was wrong,
    * so operators see it and it is not read again by every sweep. Conditional like every write.
    */
-  markMalformed(rows: readonly MalformedRow[]): Promise<WriteResult[]> {
+  async markMalformed(rows: readonly MalformedRow[]): Promise<WriteResult[]> {
     const now = this.clock();
-    return writeConditionally(
+    const results = await writeConditionally(
       this.client,
       rows.map((row) => ({
         action: "merge",
@@ -240,12 +299,15 @@ export class SessionLedger {
           rowKey: row.rowKey,
           status: "failed",
           updatedAt: now,
+          finishedAt: now,
           assertion: "",
           ...errorColumns({ code: Codes.MalformedRow, message: row.problems.join("; ") }),
         },
         etag: row.etag,
       })),
     );
+    await this.history.moveAsStored(rows.filter((_, i) => results[i]!.written), now);
+    return results;
   }
 
   /**
@@ -254,42 +316,36 @@ export class SessionLedger {
    * finished, and marks them `failed` (MalformedRow) with what was wrong, so they show up for an
    * operator. Malformed means what it means to a sweep: the columns to close do not decode (a bad
    * column a sweeper never reads does not stop it closing the session, so it is not marked here
-   * either). A full scan: the purge timer runs it daily, not every sweep.
+   * either). Finished rows still in the live table are moved to history. A scan of the live table:
+   * the daily maintenance runs it, not every sweep.
    */
-  async auditMalformed(): Promise<{ scanned: number; marked: number; rows: MalformedRow[] }> {
+  async auditMalformed(): Promise<{ scanned: number; marked: number; moved: number; rows: MalformedRow[] }> {
     let scanned = 0;
     let marked = 0;
     const rows: MalformedRow[] = [];
+    let moved = 0;
     for await (const page of this.query(TO_CLOSE_WITHOUT_ASSERTION, { pageSize: this.pageSize })) {
       scanned += page.rows.length + page.malformed.length;
+      // What a move to history cut short left behind.
+      moved += await this.moveFinished(page.rows);
+      const finishedMalformed = page.malformed.filter((row) => TERMINAL_STATUSES.includes(row.storedStatus as SessionStatus));
+      moved += await this.history.moveAsStored(finishedMalformed, this.clock());
       const unfinished = page.malformed.filter((row) => !TERMINAL_STATUSES.includes(row.storedStatus as SessionStatus));
       if (unfinished.length === 0) continue;
       rows.push(...unfinished);
       marked += (await this.markMalformed(unfinished)).filter((r) => r.written).length;
     }
-    return { scanned, marked, rows };
+    return { scanned, marked, moved, rows };
   }
 
   /**
-   * Deletes `closed`, `expired` and `failed` rows last changed before `retentionMs` ago. Terminal
-   * rows are never written again (release and record leave them as they are), so the deletes need
-   * no ETag.
+   * Drops the history tables whose week ended more than `retentionMs` ago: history goes a whole
+   * table at a time, never row by row.
    */
-  async purgeTerminal(retentionMs: number, options: { now?: Date } = {}): Promise<{ deleted: number }> {
+  async purgeHistory(retentionMs: number, options: { now?: Date } = {}): Promise<{ droppedTables: string[] }> {
     const cutoff = new Date((options.now ?? this.clock()).getTime() - retentionMs);
-    const filter = odata`(status eq ${"closed"} or status eq ${"expired"} or status eq ${"failed"}) and updatedAt lt ${cutoff}`;
-    const pages = pagesWithTable(this.client, () =>
-      this.client.listEntities<Record<string, unknown>>({ queryOptions: { filter, select: ["PartitionKey", "RowKey"] } }).byPage({ maxPageSize: this.pageSize }),
-    );
-    let deleted = 0;
-    for await (const page of pages) {
-      const writes: ConditionalWrite[] = page.map((entity) => ({
-        action: "delete",
-        patch: { partitionKey: entity.partitionKey!, rowKey: entity.rowKey! },
-      }));
-      for (const result of await writeConditionally(this.client, writes)) if (result.written) deleted++;
-    }
-    return { deleted };
+    return { droppedTables: await this.history.purge(cutoff) };
   }
+
 }
 

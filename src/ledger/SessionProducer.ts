@@ -1,13 +1,14 @@
 import type { TableClient } from "@azure/data-tables";
-import { SessionAlreadyRecordedError, SessionNotOpenError, ValidationError, type InputProblem } from "../core/errors";
-import { decodeEntity, EVERY_COLUMN, SCHEMA_VERSION, type SessionEntity } from "./entity";
+import { SessionAlreadyRecordedError, SessionNotFoundError, SessionNotOpenError, ValidationError, type InputProblem } from "../core/errors";
+import { LedgerHistory } from "./history";
+import { decodeEntity, EVERY_COLUMN, SCHEMA_VERSION, TO_CLOSE, type SessionEntity } from "./entity";
 import { MAX_SESSION_ID_LENGTH } from "../core/session";
 import { isGuid } from "../core/keys";
 import { formatWorkbookLocation, parseWorkbookLocation } from "../core/workbookLocation";
 import { type SessionRecord } from "./models";
 import { isTerminal, type SessionKey, type SessionToClose } from "../core/session";
 import { keysOf, readRow, updateWithRetry } from "./rows";
-import { createLedgerTableClient, storageStatus, withTable, type LedgerClientOptions } from "./tableClient";
+import { createLedgerServiceClient, createLedgerTableClient, storageStatus, withTable, type LedgerClientOptions } from "./tableClient";
 import { QueueClient, type QueueSendMessageResponse } from "@azure/storage-queue";
 import { AssertionCipher } from "../core/AssertionCipher";
 import { DEFAULT_CLOSE_QUEUE, formatCloseRequestMessage, parseCloseRequestMessage } from "../core/closeRequestMessage";
@@ -58,14 +59,16 @@ export class SessionProducer {
   private readonly clock: () => Date;
   private readonly cipher: AssertionCipher;
   private readonly closeQueue: QueueClient | undefined;
+  private readonly history: LedgerHistory | undefined;
   private queueCreating: Promise<void> | undefined;
 
   constructor(
     readonly client: TableClient,
-    options: SessionProducerOptions,
+    options: SessionProducerOptions & { history?: LedgerHistory },
   ) {
     this.clock = options.clock ?? (() => new Date());
     this.closeQueue = options.closeQueue;
+    this.history = options.history;
     this.cipher = new AssertionCipher(typeof options.assertionKey === "string" ? Buffer.from(options.assertionKey, "base64") : options.assertionKey);
   }
 
@@ -76,7 +79,12 @@ export class SessionProducer {
     options: SessionProducerOptions & { closeQueueName?: string },
   ): SessionProducer {
     const closeQueue = options.closeQueue ?? new QueueClient(connectionString, options.closeQueueName ?? DEFAULT_CLOSE_QUEUE);
-    return new SessionProducer(createLedgerTableClient(connectionString, tableName, options), { ...options, closeQueue });
+    const client = createLedgerTableClient(connectionString, tableName, options);
+    const history = new LedgerHistory(client, {
+      service: createLedgerServiceClient(connectionString, options),
+      client: (name) => createLedgerTableClient(connectionString, name, options),
+    });
+    return new SessionProducer(client, { ...options, closeQueue, history });
   }
 
   /**
@@ -106,11 +114,17 @@ export class SessionProducer {
    * to save a read); throws SessionNotOpenError once a sweeper has claimed or finished the row.
    * Returns the row as a sweeper sees it (the columns it reads), to pass as `known` next time.
    */
-  touch(key: SessionKey, options: TouchOptions = {}): Promise<SessionToClose> {
+  async touch(key: SessionKey, options: TouchOptions = {}): Promise<SessionToClose> {
     if (options.userAssertion !== undefined) {
       const problem = assertionProblem(options.userAssertion);
       if (problem) throw new ValidationError([problem]);
     }
+    return this.orFinished(key, () => this.heartbeat(key, options), (finished) => {
+      throw new SessionNotOpenError(finished.status);
+    });
+  }
+
+  private heartbeat(key: SessionKey, options: TouchOptions): Promise<SessionToClose> {
     return updateWithRetry(
       this.client,
       key,
@@ -131,17 +145,40 @@ export class SessionProducer {
    * The service closed the session itself (Graph answered its closeSession with 204). Idempotent:
    * a row already closed, expired or failed is left as it is. Returns the row as a sweeper sees it.
    */
-  release(key: SessionKey, options: Pick<TouchOptions, "known"> = {}): Promise<SessionToClose> {
-    return updateWithRetry(
-      this.client,
+  async release(key: SessionKey, options: Pick<TouchOptions, "known"> = {}): Promise<SessionToClose> {
+    const released = await this.orFinished(
       key,
-      (row) => {
-        if (isTerminal(row.status)) return undefined;
-        const now = this.clock();
-        return { status: "closed", closedAt: now, closedBy: "producer", updatedAt: now, assertion: "" };
-      },
-      options,
+      () =>
+        updateWithRetry(
+          this.client,
+          key,
+          (row) => {
+            if (isTerminal(row.status)) return undefined;
+            const now = this.clock();
+            return { status: "closed", closedAt: now, closedBy: "producer", updatedAt: now, finishedAt: now, assertion: "" };
+          },
+          options,
+        ),
+      (finished) => finished,
     );
+    // Then it leaves the live table; if this process dies first, the next sweep moves it.
+    if (isTerminal(released.status) && released.finishedAt) await this.history?.move([{ ...released, finishedAt: released.finishedAt }]);
+    return released;
+  }
+
+  /**
+   * Runs `live` on the session's live row; where there is none because the session finished and
+   * moved to history, answers with `finished` of the history row instead of SessionNotFoundError.
+   */
+  private async orFinished(key: SessionKey, live: () => Promise<SessionToClose>, finished: (row: SessionToClose) => SessionToClose): Promise<SessionToClose> {
+    try {
+      return await live();
+    } catch (error) {
+      if (!(error instanceof SessionNotFoundError) || !this.history) throw error;
+      const moved = await this.history.find(key, TO_CLOSE);
+      if (!moved) throw error;
+      return finished(moved);
+    }
   }
 
   /**

@@ -45,6 +45,8 @@ export type Decoded<Row> = { ok: true; row: Row } | { ok: false; malformed: Malf
  */
 export const COLUMNS_TO_CLOSE: readonly string[] = [
   "PartitionKey", "RowKey", "tenantId", "userId", "sessionId", "workbook", "lastActivityAt", "status", "attempts", "nextAttemptAt", "leaseUntil",
+  // What history keeps; read leniently: a bad value here never refuses a row.
+  ...["createdAt", "persistChanges", "recordedBy", "lastErrorCode", "lastErrorMessage", "closedAt", "closedBy", "finishedAt"],
 ];
 
 /** How a row is read: the columns asked for (every one when absent) and how they are decoded. */
@@ -133,6 +135,7 @@ function readColumnsToClose(entity: RawEntity, problems: string[]): SessionToClo
   }
   if (sessionId && entity.rowKey !== rowKeyFor(sessionId)) problems.push("RowKey does not match sessionId");
   const assertion = optionalString(entity.assertion);
+  const history = historyColumns(entity);
 
   if (problems.length > problemsBefore || !tenantId || !userId || !sessionId || !workbook || !lastActivityAt) return undefined;
   return {
@@ -149,6 +152,26 @@ function readColumnsToClose(entity: RawEntity, problems: string[]): SessionToClo
     ...(nextAttemptAt && { nextAttemptAt }),
     ...(leaseUntil && { leaseUntil }),
     ...(assertion && { encryptedAssertion: assertion }),
+    ...history,
+  };
+}
+
+/** The columns history keeps, where they are well formed; anything else is left out, not refused. */
+function historyColumns(entity: RawEntity): Partial<SessionToClose> {
+  const date = (value: unknown) => (value instanceof Date && !Number.isNaN(value.getTime()) ? value : undefined);
+  const createdAt = date(entity.createdAt);
+  const closedAt = date(entity.closedAt);
+  const finishedAt = date(entity.finishedAt);
+  const recordedBy = optionalString(entity.recordedBy);
+  const lastErrorCode = optionalString(entity.lastErrorCode);
+  return {
+    ...(createdAt && { createdAt }),
+    ...(typeof entity.persistChanges === "boolean" && { persistChanges: entity.persistChanges }),
+    ...(recordedBy && { recordedBy }),
+    ...(lastErrorCode && { lastError: { code: lastErrorCode, message: optionalString(entity.lastErrorMessage) ?? "" } }),
+    ...(closedAt && { closedAt }),
+    ...((entity.closedBy === "sweeper" || entity.closedBy === "producer") && { closedBy: entity.closedBy }),
+    ...(finishedAt && { finishedAt }),
   };
 }
 

@@ -1,4 +1,4 @@
-import { TableClient, type TableServiceClientOptions } from "@azure/data-tables";
+import { TableClient, TableServiceClient, type TableServiceClientOptions } from "@azure/data-tables";
 import { isRestError, type PipelinePolicy } from "@azure/core-rest-pipeline";
 
 export interface LedgerClientOptions {
@@ -11,6 +11,15 @@ export interface LedgerClientOptions {
  * (Azurite); a real account is always https.
  */
 export function createLedgerTableClient(connectionString: string, tableName: string, options: LedgerClientOptions = {}): TableClient {
+  return TableClient.fromConnectionString(connectionString, tableName, ledgerClientOptions(connectionString, options));
+}
+
+/** The account's table service, for the history tables' names; the same rules as the ledger's client. */
+export function createLedgerServiceClient(connectionString: string, options: LedgerClientOptions = {}): TableServiceClient {
+  return TableServiceClient.fromConnectionString(connectionString, ledgerClientOptions(connectionString, options));
+}
+
+function ledgerClientOptions(connectionString: string, options: LedgerClientOptions): TableServiceClientOptions {
   const clientOptions: TableServiceClientOptions = {
     allowInsecureConnection: isLoopbackEmulator(connectionString),
   };
@@ -25,7 +34,7 @@ export function createLedgerTableClient(connectionString: string, tableName: str
     };
     clientOptions.additionalPolicies = [{ policy: counter, position: "perRetry" }];
   }
-  return TableClient.fromConnectionString(connectionString, tableName, clientOptions);
+  return clientOptions;
 }
 
 export function isLoopbackEmulator(connectionString: string): boolean {

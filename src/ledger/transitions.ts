@@ -9,15 +9,28 @@ import type { ErrorInfo } from "../core/errors";
 /** Merge patch: the columns one transition changes. */
 export type RowPatch = Record<string, unknown> & { partitionKey: string; rowKey: string };
 
+/** A claimed row as it is once `transition` is written at `now` (what history keeps of it, if it is finished). */
+export function rowAfter(row: SessionToClose, transition: RowTransition, now: Date): SessionToClose {
+  switch (transition.to) {
+    case "closed":
+      return { ...row, status: "closed", closedAt: now, closedBy: "sweeper", finishedAt: now };
+    case "expired":
+    case "failed":
+      return { ...row, status: transition.to, lastError: transition.error, finishedAt: now };
+    case "retry":
+      return { ...row, status: "open", nextAttemptAt: transition.at, lastError: transition.error };
+  }
+}
+
 /** The columns a transition writes. Terminal states wipe the stored assertion: it is no longer needed. */
 export function patchFor(row: SessionToClose, transition: RowTransition, now: Date): RowPatch {
   const base = { partitionKey: row.partitionKey, rowKey: row.rowKey, updatedAt: now };
   switch (transition.to) {
     case "closed":
-      return { ...base, status: "closed", closedAt: now, closedBy: "sweeper", assertion: "" };
+      return { ...base, status: "closed", closedAt: now, closedBy: "sweeper", finishedAt: now, assertion: "" };
     case "expired":
     case "failed":
-      return { ...base, status: transition.to, ...errorColumns(transition.error), assertion: "" };
+      return { ...base, status: transition.to, ...errorColumns(transition.error), finishedAt: now, assertion: "" };
     case "retry":
       return { ...base, status: "open", nextAttemptAt: transition.at, ...errorColumns(transition.error) };
   }
@@ -50,7 +63,11 @@ export function notWritten(error: unknown): Extract<WriteResult, { written: fals
  * unconditional: the SDK's transactions take no ETag for them, so they are only for rows that no
  * writer changes any more (terminal rows).
  */
-export type ConditionalWrite = { action: "merge"; patch: RowPatch; etag: string } | { action: "delete"; patch: RowPatch };
+export type ConditionalWrite =
+  | { action: "merge"; patch: RowPatch; etag: string }
+  | { action: "delete"; patch: RowPatch }
+  /** The whole row as given, whatever was there (history rows: writing one again writes the same). */
+  | { action: "upsert"; patch: RowPatch };
 
 /** Table Storage's limit on operations in one entity-group transaction. */
 export const MAX_TRANSACTION_OPERATIONS = 100;
@@ -93,11 +110,17 @@ export async function writeConditionally(
 }
 
 function transactionAction(write: ConditionalWrite): TransactionAction {
-  return write.action === "delete" ? ["delete", write.patch] : ["update", write.patch, "Merge", { etag: write.etag }];
+  if (write.action === "delete") return ["delete", write.patch];
+  if (write.action === "upsert") return ["upsert", write.patch, "Replace"];
+  return ["update", write.patch, "Merge", { etag: write.etag }];
 }
 
 async function writeOne(client: TableClient, write: ConditionalWrite): Promise<WriteResult> {
   if (write.action === "merge") return mergeIfUnchanged(client, write.patch, write.etag);
+  if (write.action === "upsert") {
+    const response = await client.upsertEntity(write.patch, "Replace");
+    return { written: true, etag: response.etag ?? "" };
+  }
   try {
     await client.deleteEntity(write.patch.partitionKey, write.patch.rowKey);
     return { written: true, etag: "" };

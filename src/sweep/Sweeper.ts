@@ -1,5 +1,5 @@
 import type { RequestBudget } from "../core/budget";
-import type { SessionToClose } from "../core/session";
+import { isTerminal, type SessionStatus, type SessionToClose } from "../core/session";
 import { formatWorkbookLocation, workbookKey } from "../core/workbookLocation";
 import type { MalformedRow } from "../ledger/models";
 import { closeClaimed, type CloseDependencies, type SendSlot } from "./closeRecordedSession";
@@ -174,7 +174,12 @@ class SweepRun {
     for await (const page of pages) {
       this.summary.scanned += page.rows.length + page.malformed.length;
       if (page.malformed.length > 0) await this.handleMalformed(page.malformed);
-      const due = this.dueRows(page.rows, now);
+      const finished = page.rows.filter((row) => isTerminal(row.status));
+      if (finished.length > 0 && !this.summary.dryRun) this.summary.moved += await this.deps.ledger.moveFinished(finished);
+      const due = this.dueRows(
+        page.rows.filter((row) => !isTerminal(row.status)),
+        now,
+      );
       const claimed = await this.claimAhead(due);
       this.summary.skipped += due.length - claimed;
       if (this.stop.aborted || this.accepted >= this.limit) break;
@@ -280,9 +285,14 @@ class SweepRun {
   }
 
   private async handleMalformed(rows: MalformedRow[]): Promise<void> {
-    this.logger?.warn("Malformed ledger rows", { rows: rows.map((m) => ({ partitionKey: m.partitionKey, rowKey: m.rowKey, problems: m.problems })) });
-    if (this.summary.dryRun) this.summary.malformed += rows.length;
-    else this.summary.malformed += (await this.deps.ledger.markMalformed(rows)).filter((r) => r.written).length;
+    // A finished row that does not decode was finished already: it only moves to history, as stored.
+    const finished = rows.filter((row) => isTerminal(row.storedStatus as SessionStatus));
+    const unfinished = rows.filter((row) => !finished.includes(row));
+    if (finished.length > 0 && !this.summary.dryRun) this.summary.moved += await this.deps.ledger.history.moveAsStored(finished, this.clock());
+    if (unfinished.length === 0) return;
+    this.logger?.warn("Malformed ledger rows", { rows: unfinished.map((m) => ({ partitionKey: m.partitionKey, rowKey: m.rowKey, problems: m.problems })) });
+    if (this.summary.dryRun) this.summary.malformed += unfinished.length;
+    else this.summary.malformed += (await this.deps.ledger.markMalformed(unfinished)).filter((r) => r.written).length;
   }
 
   /** Claimed rows the scheduler held and will not run: their users settle, and they go back untried. */

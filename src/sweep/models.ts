@@ -44,6 +44,8 @@ export interface SweepSummary {
   skipped: number;
   /** Rows not tried because Graph asked their tenant to wait past this sweep; their next attempt is set to the end of the wait. */
   deferred: number;
+  /** Finished rows an earlier run left in the live table (a crash mid-move) that this sweep moved to history. */
+  moved: number;
   /** Graph requests sent. */
   graphRequests: number;
   durationMs: number;
@@ -69,6 +71,7 @@ export function emptySummary(dryRun: boolean): SweepSummary {
     malformed: 0,
     skipped: 0,
     deferred: 0,
+    moved: 0,
     graphRequests: 0,
     durationMs: 0,
     stoppedEarly: false,

@@ -4,7 +4,8 @@
  */
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { expect } from "vitest";
-import type { TableClient, TableEntityResult } from "@azure/data-tables";
+import type { TableEntityResult } from "@azure/data-tables";
+import type { SessionLedger } from "../../src/ledger/SessionLedger";
 import { SESSION_STATUSES } from "../../src/core/session";
 import type { RecordedRequest } from "../../standins/graphEmulator";
 
@@ -20,10 +21,11 @@ export { invocation, timerInfo, postSweep, type LogLine } from "./functionsHost"
 
 export type RawEntity = TableEntityResult<Record<string, unknown>>;
 
-/** Every entity of a table, as stored (no decoding). */
-export async function rawEntities(client: TableClient): Promise<RawEntity[]> {
+/** Every entity of a ledger as stored (no decoding): the live table's, then its history's. */
+export async function rawEntities(ledger: SessionLedger): Promise<RawEntity[]> {
   const all: RawEntity[] = [];
-  for await (const entity of client.listEntities<Record<string, unknown>>()) all.push(entity);
+  for await (const entity of ledger.client.listEntities<Record<string, unknown>>()) all.push(entity);
+  for await (const page of ledger.history.pages(1_000)) all.push(...(page as RawEntity[]));
   return all;
 }
 
@@ -37,7 +39,11 @@ export function rowProblems(entity: RawEntity): string[] {
   const isDate = (v: unknown) => v instanceof Date && !Number.isNaN(v.getTime());
   if (!(SESSION_STATUSES as readonly string[]).includes(status)) problems.push(`status ${String(status)}`);
   if (typeof entity.attempts !== "number" || !Number.isInteger(entity.attempts) || entity.attempts < 0) problems.push("attempts");
-  for (const column of ["createdAt", "lastActivityAt", "updatedAt"]) if (!isDate(entity[column])) problems.push(`${column} not a date`);
+  for (const column of ["createdAt", "lastActivityAt"]) if (!isDate(entity[column])) problems.push(`${column} not a date`);
+  const finished = status === "closed" || status === "expired" || status === "failed";
+  // A finished row carries when it finished (its week of history); a live row when it last changed.
+  if (finished && !isDate(entity.finishedAt)) problems.push("finished row without finishedAt");
+  if (!finished && !isDate(entity.updatedAt)) problems.push("updatedAt not a date");
   const assertion = entity.assertion;
   switch (status) {
     case "open":
@@ -50,13 +56,13 @@ export function rowProblems(entity: RawEntity): string[] {
     case "closed":
       if (!isDate(entity.closedAt)) problems.push("closed row without closedAt");
       if (entity.closedBy !== "sweeper" && entity.closedBy !== "producer") problems.push("closed row without closedBy");
-      if (assertion !== "") problems.push("closed row still holds an assertion");
+      if (assertion !== "" && assertion !== undefined) problems.push("closed row still holds an assertion");
       break;
     case "expired":
     case "failed":
       if (typeof entity.lastErrorCode !== "string" || entity.lastErrorCode === "") problems.push(`${status} row without lastErrorCode`);
       if (typeof entity.lastErrorMessage !== "string" || entity.lastErrorMessage === "") problems.push(`${status} row without lastErrorMessage`);
-      if (assertion !== "") problems.push(`${status} row still holds an assertion`);
+      if (assertion !== "" && assertion !== undefined) problems.push(`${status} row still holds an assertion`);
       break;
   }
   return problems;

@@ -1,0 +1,212 @@
+import type { TableClient, TableServiceClient } from "@azure/data-tables";
+import { formatWorkbookLocation } from "../core/workbookLocation";
+import { isTerminal, type SessionToClose } from "../core/session";
+import type { SessionKey } from "../core/session";
+import type { RowShape, SessionEntity } from "./entity";
+import { readRow } from "./rows";
+import { withTable } from "./tableClient";
+import { writeConditionally, type ConditionalWrite, type RowPatch } from "./transitions";
+
+/**
+ * Finished sessions leave the live table for a history table of the ISO week they finished in:
+ * `<SESSIONS_TABLE>History<YYYY>W<WW>`, e.g. `WorkbookSessionsHistory2026W49`. A sweep's query
+ * then reads only what is alive, however long the history is kept, and history is dropped a whole
+ * week at a time (Azure's table design guide: "high-volume delete" by table).
+ */
+export const HISTORY_TABLE_INFIX = "History";
+/** What the week adds to the live table's name: `History2026W49`. */
+export const HISTORY_NAME_SUFFIX_LENGTH = HISTORY_TABLE_INFIX.length + "2026W49".length;
+
+/** The ISO-8601 week (Monday to Sunday, UTC) a time falls in. */
+export function isoWeekOf(at: Date): { year: number; week: number } {
+  const day = new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), at.getUTCDate()));
+  // The week's Thursday decides its year.
+  const dayOfWeek = day.getUTCDay() || 7;
+  day.setUTCDate(day.getUTCDate() + 4 - dayOfWeek);
+  const yearStart = Date.UTC(day.getUTCFullYear(), 0, 1);
+  return { year: day.getUTCFullYear(), week: Math.ceil(((day.getTime() - yearStart) / 86_400_000 + 1) / 7) };
+}
+
+export function historyTableName(liveTable: string, finishedAt: Date): string {
+  const { year, week } = isoWeekOf(finishedAt);
+  return `${liveTable}${HISTORY_TABLE_INFIX}${year}W${String(week).padStart(2, "0")}`;
+}
+
+/** When the week a history table holds ends (the next Monday, 00:00 UTC); undefined for another table's name. */
+export function historyWeekEnd(liveTable: string, tableName: string): Date | undefined {
+  const match = new RegExp(`^${liveTable}${HISTORY_TABLE_INFIX}(\\d{4})W(\\d{2})$`).exec(tableName);
+  if (!match) return undefined;
+  const year = Number(match[1]);
+  const week = Number(match[2]);
+  // Monday of ISO week 1 is the Monday on or before January 4th.
+  const jan4 = new Date(Date.UTC(year, 0, 4));
+  const week1Monday = jan4.getTime() - ((jan4.getUTCDay() || 7) - 1) * 86_400_000;
+  return new Date(week1Monday + week * 7 * 86_400_000);
+}
+
+/**
+ * A finished session as history keeps it: what operators and the status view need, never the
+ * assertion. Times are as the live row had them.
+ */
+export type HistoryEntity = Pick<
+  SessionEntity,
+  "partitionKey" | "rowKey" | "schemaVersion" | "tenantId" | "userId" | "sessionId" | "workbook" | "status" | "attempts" | "lastActivityAt"
+> &
+  Partial<Pick<SessionEntity, "createdAt" | "persistChanges" | "recordedBy" | "lastErrorCode" | "lastErrorMessage" | "closedAt" | "closedBy">> & {
+    /** When the live row was written finished: the week whose table holds it. */
+    finishedAt: Date;
+  };
+
+export const HISTORY_SCHEMA_VERSION = 2;
+
+/** The history row of a finished live row, as read (its `finishedAt` set by the write that finished it). */
+export function historyEntityOf(row: SessionToClose & { readonly finishedAt: Date }): HistoryEntity {
+  return {
+    partitionKey: row.partitionKey,
+    rowKey: row.rowKey,
+    schemaVersion: HISTORY_SCHEMA_VERSION,
+    tenantId: row.tenantId,
+    userId: row.userId,
+    sessionId: row.sessionId,
+    workbook: formatWorkbookLocation(row.workbook),
+    status: row.status,
+    attempts: row.attempts,
+    lastActivityAt: row.lastActivityAt,
+    finishedAt: row.finishedAt,
+    ...(row.createdAt && { createdAt: row.createdAt }),
+    ...(row.persistChanges !== undefined && { persistChanges: row.persistChanges }),
+    ...(row.recordedBy && { recordedBy: row.recordedBy }),
+    ...(row.lastError && { lastErrorCode: row.lastError.code, lastErrorMessage: row.lastError.message }),
+    ...(row.closedAt && { closedAt: row.closedAt }),
+    ...(row.closedBy && { closedBy: row.closedBy }),
+  };
+}
+
+/**
+ * Moves finished rows from the live table to history, in idempotent steps, each safe to repeat
+ * after a crash: (1) the live row was already written finished (the outcome, counted once, by
+ * whoever finished it); (2) its history row is written whole (an upsert: writing it again writes
+ * the same); (3) the live row is deleted (a row already gone is fine). A crash after (1) or (2)
+ * leaves a finished row in the live table, which the next sweep or the daily maintenance finds and
+ * moves: a session ends in exactly one place, once.
+ */
+export class LedgerHistory {
+  private readonly clients = new Map<string, TableClient>();
+
+  constructor(
+    private readonly live: TableClient,
+    private readonly tables: { readonly service: TableServiceClient; readonly client: (tableName: string) => TableClient },
+  ) {}
+
+  /** Moves finished rows (each with its `finishedAt`); returns how many live rows it removed. */
+  async move(rows: readonly (SessionToClose & { readonly finishedAt: Date })[]): Promise<number> {
+    const finished = rows.filter((row) => isTerminal(row.status));
+    if (finished.length === 0) return 0;
+    const byTable = new Map<string, HistoryEntity[]>();
+    for (const row of finished) {
+      const name = historyTableName(this.live.tableName, row.finishedAt);
+      const list = byTable.get(name) ?? [];
+      list.push(historyEntityOf(row));
+      byTable.set(name, list);
+    }
+    for (const [name, entities] of byTable) {
+      const client = this.client(name);
+      // The first row of a week creates its table.
+      await withTable(client, () => writeConditionally(client, entities.map((entity): ConditionalWrite => ({ action: "upsert", patch: { ...entity } }))));
+    }
+    // Finished rows are never written again (release and record leave them alone), so the deletes need no ETag.
+    const deleted = await writeConditionally(
+      this.live,
+      finished.map((row): ConditionalWrite => ({ action: "delete", patch: { partitionKey: row.partitionKey, rowKey: row.rowKey } })),
+    );
+    return deleted.filter((result) => result.written).length;
+  }
+
+  /** A session's history row in `shape`, newest week first; undefined when there is none. */
+  async find<Row>(key: SessionKey, shape: RowShape<Row>): Promise<Row | undefined> {
+    for (const name of (await this.tableNames()).reverse()) {
+      const row = await readRow(this.client(name), key, shape);
+      if (row !== undefined) return row;
+    }
+    return undefined;
+  }
+
+  /** A row of history exactly as stored (no decoding), newest week first; undefined when there is none. */
+  async storedEntity(keys: { partitionKey: string; rowKey: string }): Promise<Record<string, unknown> | undefined> {
+    for (const name of (await this.tableNames()).reverse()) {
+      try {
+        return await this.client(name).getEntity<Record<string, unknown>>(keys.partitionKey, keys.rowKey);
+      } catch (error) {
+        if ((error as { statusCode?: number }).statusCode !== 404) throw error;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Moves rows that do not decode, copied as they are stored (less the assertion), once they are
+   * written finished: the week is their `finishedAt`, or `now` where that is missing.
+   */
+  async moveAsStored(rows: readonly { partitionKey: string; rowKey: string }[], now: Date): Promise<number> {
+    const byTable = new Map<string, Record<string, unknown>[]>();
+    const copied: { partitionKey: string; rowKey: string }[] = [];
+    for (const key of rows) {
+      let stored: Record<string, unknown>;
+      try {
+        stored = await this.live.getEntity<Record<string, unknown>>(key.partitionKey, key.rowKey);
+      } catch (error) {
+        if ((error as { statusCode?: number }).statusCode === 404) continue;
+        throw error;
+      }
+      const { etag: _etag, timestamp: _timestamp, "odata.metadata": _metadata, assertion: _assertion, ...columns } = stored as Record<string, unknown>;
+      const finishedAt = columns.finishedAt instanceof Date ? columns.finishedAt : now;
+      const name = historyTableName(this.live.tableName, finishedAt);
+      byTable.set(name, [...(byTable.get(name) ?? []), { ...columns, finishedAt, partitionKey: key.partitionKey, rowKey: key.rowKey }]);
+      copied.push(key);
+    }
+    for (const [name, entities] of byTable) {
+      const client = this.client(name);
+      await withTable(client, () => writeConditionally(client, entities.map((entity): ConditionalWrite => ({ action: "upsert", patch: entity as RowPatch }))));
+    }
+    const deleted = await writeConditionally(this.live, copied.map((key): ConditionalWrite => ({ action: "delete", patch: { ...key } })));
+    return deleted.filter((result) => result.written).length;
+  }
+
+  /** Every history row, table by table (oldest week first), a page at a time. */
+  async *pages(pageSize: number): AsyncIterableIterator<Record<string, unknown>[]> {
+    for (const name of await this.tableNames()) {
+      for await (const page of this.client(name).listEntities<Record<string, unknown>>().byPage({ maxPageSize: pageSize })) yield page;
+    }
+  }
+
+  /** The history tables, oldest week first. */
+  async tableNames(): Promise<string[]> {
+    const prefix = `${this.live.tableName}${HISTORY_TABLE_INFIX}`;
+    const names: string[] = [];
+    const service = this.tables.service;
+    // Table names compare as strings: everything from the prefix to the prefix followed by '{' (after 'z').
+    for await (const table of service.listTables({ queryOptions: { filter: `TableName ge '${prefix}' and TableName lt '${prefix}{'` } })) {
+      if (table.name && historyWeekEnd(this.live.tableName, table.name)) names.push(table.name);
+    }
+    return names.sort();
+  }
+
+  /** Drops every history table whose week ended before `cutoff`: a whole week at a time. */
+  async purge(cutoff: Date): Promise<string[]> {
+    const dropped: string[] = [];
+    for (const name of await this.tableNames()) {
+      const end = historyWeekEnd(this.live.tableName, name)!;
+      if (end.getTime() > cutoff.getTime()) continue;
+      await this.client(name).deleteTable();
+      this.clients.delete(name);
+      dropped.push(name);
+    }
+    return dropped;
+  }
+
+  private client(name: string): TableClient {
+    let client = this.clients.get(name);
+    if (!client) this.clients.set(name, (client = this.tables.client(name)));
+    return client;
+  }
+}
