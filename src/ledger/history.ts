@@ -6,6 +6,7 @@ import type { RowShape, SessionEntity } from "./entity";
 import { readRow } from "./rows";
 import { withTable } from "./tableClient";
 import { writeConditionally, type ConditionalWrite, type RowPatch } from "./transitions";
+import { groupBy } from "../utils/concurrency";
 
 /**
  * Finished sessions leave the live table for a history table of the ISO week they finished in:
@@ -100,26 +101,9 @@ export class LedgerHistory {
 
   /** Moves finished rows (each with its `finishedAt`); returns how many live rows it removed. */
   async move(rows: readonly (SessionToClose & { readonly finishedAt: Date })[]): Promise<number> {
-    const finished = rows.filter((row) => isTerminal(row.status));
-    if (finished.length === 0) return 0;
-    const byTable = new Map<string, HistoryEntity[]>();
-    for (const row of finished) {
-      const name = historyTableName(this.live.tableName, row.finishedAt);
-      const list = byTable.get(name) ?? [];
-      list.push(historyEntityOf(row));
-      byTable.set(name, list);
-    }
-    for (const [name, entities] of byTable) {
-      const client = this.client(name);
-      // The first row of a week creates its table.
-      await withTable(client, () => writeConditionally(client, entities.map((entity): ConditionalWrite => ({ action: "upsert", patch: { ...entity } }))));
-    }
-    // Finished rows are never written again (release and record leave them alone), so the deletes need no ETag.
-    const deleted = await writeConditionally(
-      this.live,
-      finished.map((row): ConditionalWrite => ({ action: "delete", patch: { partitionKey: row.partitionKey, rowKey: row.rowKey } })),
+    return this.relocate(
+      rows.filter((row) => isTerminal(row.status)).map((row) => ({ table: historyTableName(this.live.tableName, row.finishedAt), entity: { ...historyEntityOf(row) } })),
     );
-    return deleted.filter((result) => result.written).length;
   }
 
   /** A session's history row in `shape`, newest week first; undefined when there is none. */
@@ -148,8 +132,7 @@ export class LedgerHistory {
    * written finished: the week is their `finishedAt`, or `now` where that is missing.
    */
   async moveAsStored(rows: readonly { partitionKey: string; rowKey: string }[], now: Date): Promise<number> {
-    const byTable = new Map<string, Record<string, unknown>[]>();
-    const copied: { partitionKey: string; rowKey: string }[] = [];
+    const entries: { table: string; entity: RowPatch }[] = [];
     for (const key of rows) {
       let stored: Record<string, unknown>;
       try {
@@ -158,17 +141,29 @@ export class LedgerHistory {
         if ((error as { statusCode?: number }).statusCode === 404) continue;
         throw error;
       }
-      const { etag: _etag, timestamp: _timestamp, "odata.metadata": _metadata, assertion: _assertion, ...columns } = stored as Record<string, unknown>;
+      const { etag: _etag, timestamp: _timestamp, "odata.metadata": _metadata, assertion: _assertion, ...columns } = stored;
       const finishedAt = columns.finishedAt instanceof Date ? columns.finishedAt : now;
-      const name = historyTableName(this.live.tableName, finishedAt);
-      byTable.set(name, [...(byTable.get(name) ?? []), { ...columns, finishedAt, partitionKey: key.partitionKey, rowKey: key.rowKey }]);
-      copied.push(key);
+      entries.push({ table: historyTableName(this.live.tableName, finishedAt), entity: { ...columns, finishedAt, partitionKey: key.partitionKey, rowKey: key.rowKey } });
     }
-    for (const [name, entities] of byTable) {
+    return this.relocate(entries);
+  }
+
+  /**
+   * Steps (2) and (3) of a move: each history row written whole into its week's table (the week's
+   * first row creates it), then the live rows deleted. Finished rows are never written again
+   * (release and record leave them alone), so the deletes need no ETag. Returns how many live rows
+   * it removed.
+   */
+  private async relocate(entries: readonly { table: string; entity: RowPatch }[]): Promise<number> {
+    if (entries.length === 0) return 0;
+    for (const [name, group] of groupBy(entries, (entry) => entry.table)) {
       const client = this.client(name);
-      await withTable(client, () => writeConditionally(client, entities.map((entity): ConditionalWrite => ({ action: "upsert", patch: entity as RowPatch }))));
+      await withTable(client, () => writeConditionally(client, group.map(({ entity }): ConditionalWrite => ({ action: "upsert", patch: entity }))));
     }
-    const deleted = await writeConditionally(this.live, copied.map((key): ConditionalWrite => ({ action: "delete", patch: { ...key } })));
+    const deleted = await writeConditionally(
+      this.live,
+      entries.map(({ entity }): ConditionalWrite => ({ action: "delete", patch: { partitionKey: entity.partitionKey, rowKey: entity.rowKey } })),
+    );
     return deleted.filter((result) => result.written).length;
   }
 
