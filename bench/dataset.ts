@@ -7,6 +7,9 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { TableClient, type TransactionAction } from "@azure/data-tables";
 import { AssertionCipher } from "../src/core/AssertionCipher";
+import { Codes } from "../src/core/codes";
+import { historyTableName, type HistoryEntity } from "../src/ledger/history";
+import { END_OF_TIME } from "../src/ledger/liveness";
 import { SCHEMA_VERSION, type SessionEntity } from "../src/ledger/entity";
 import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { isLoopbackEmulator } from "../src/ledger/tableClient";
@@ -132,6 +135,9 @@ export async function seedTable(env: BenchEnvironment, plan: DatasetPlan, tableN
       persistChanges: true,
       createdAt,
       lastActivityAt,
+      // Liveness by the service's clock (src/ledger/liveness.ts): a stale row silent since lastActivityAt.
+      heartbeatSeenAt: row.kind === "fresh" ? END_OF_TIME : lastActivityAt,
+      leaseSeconds: 0,
       updatedAt: lastActivityAt,
       status: row.kind === "closed" ? "closed" : "open",
       attempts: 0,
@@ -181,6 +187,8 @@ export async function seedScanTable(env: BenchEnvironment, plan: DatasetPlan, ta
         persistChanges: true,
         createdAt,
         lastActivityAt,
+        heartbeatSeenAt: lastActivityAt,
+        leaseSeconds: 0,
         updatedAt: lastActivityAt,
         status: "open",
         attempts: 0,
@@ -194,8 +202,73 @@ export async function seedScanTable(env: BenchEnvironment, plan: DatasetPlan, ta
   return { seedMs: performance.now() - started };
 }
 
+/** How far back the history scenario's finished sessions go: a week, so two weekly tables (this week's and the last). */
+export const HISTORY_SPAN_MS = 7 * 24 * 3_600_000;
+
+export interface SeededHistory {
+  /** The history tables written, oldest week first. */
+  readonly tables: readonly string[];
+  readonly rows: number;
+  readonly seedMs: number;
+}
+
+/**
+ * `count` finished sessions in the history of the ledger whose live table is `liveTable`, as the
+ * app's move to history writes them (`HistoryEntity`, into `historyTableName(liveTable, finishedAt)`):
+ * finished evenly over the last week, so in this ISO week's table and the last one's, spread over
+ * the plan's users (one partition each), most closed by their producer, some by a sweeper, a few
+ * expired or failed. No Graph session behind any of them: nothing reads them but a scan of history.
+ */
+export async function seedHistory(env: BenchEnvironment, plan: DatasetPlan, liveTable: string, count: number, now = new Date()): Promise<SeededHistory> {
+  const started = performance.now();
+  const clients = new Map<string, TableClient>();
+  const batch = 20_000;
+  for (let from = 0; from < count; from += batch) {
+    const byTable = new Map<string, HistoryEntity[]>();
+    for (let i = from; i < Math.min(count, from + batch); i++) {
+      const user = plan.users[i % plan.users.length]!;
+      const sessionId = graphLikeSessionId();
+      const finishedAt = new Date(now.getTime() - Math.floor(((i + 0.5) / count) * HISTORY_SPAN_MS));
+      const lastActivityAt = new Date(finishedAt.getTime() - 20 * 60_000);
+      const kind = i % 20;
+      const status = kind === 18 ? "expired" : kind === 19 ? "failed" : "closed";
+      const entity: HistoryEntity = {
+        partitionKey: partitionKeyFor(user.tenantId, user.userId),
+        rowKey: rowKeyFor(sessionId),
+        schemaVersion: SCHEMA_VERSION,
+        tenantId: user.tenantId,
+        userId: user.userId,
+        sessionId,
+        workbook: `/drives/b!u${user.index}/items/wb${Math.floor(i / plan.users.length) % 5}`,
+        status,
+        attempts: status === "closed" && kind < 14 ? 0 : 1,
+        lastActivityAt,
+        finishedAt,
+        createdAt: new Date(lastActivityAt.getTime() - 30 * 60_000),
+        persistChanges: true,
+        recordedBy: "bench",
+        ...(status === "closed" && { closedAt: finishedAt, closedBy: kind < 14 ? "producer" : "sweeper" }),
+        ...(status === "failed" && { lastErrorCode: Codes.AssertionUnreadable, lastErrorMessage: "The stored assertion could not be decrypted." }),
+      };
+      const table = historyTableName(liveTable, finishedAt);
+      let rows = byTable.get(table);
+      if (!rows) byTable.set(table, (rows = []));
+      rows.push(entity);
+    }
+    for (const [table, rows] of byTable) {
+      let client = clients.get(table);
+      if (!client) {
+        clients.set(table, (client = tableClientFor(env.connectionString, table)));
+        await client.createTable();
+      }
+      await insertAll(client, rows);
+    }
+  }
+  return { tables: [...clients.keys()].sort(), rows: count, seedMs: performance.now() - started };
+}
+
 /** Inserts in transactions of ≤ 100 rows of one partition, 8 at a time; returns each row's ETag. */
-async function insertAll(client: TableClient, entities: readonly SessionEntity[]): Promise<string[]> {
+async function insertAll(client: TableClient, entities: readonly (SessionEntity | HistoryEntity)[]): Promise<string[]> {
   const indexed = entities.map((entity, index) => ({ entity, index }));
   const chunks = [...groupBy(indexed, (e) => e.entity.partitionKey).values()].flatMap((group) => chunk(group, 100));
   const etags = new Array<string>(entities.length);

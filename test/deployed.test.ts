@@ -12,7 +12,7 @@ import { TableClient, TableServiceClient } from "@azure/data-tables";
 import { QueueClient } from "@azure/storage-queue";
 import { afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import { DEFAULT_SETTINGS, SessionProducer } from "../src";
-import { useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture } from "./support/cloudFixture";
+import { silence, useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture } from "./support/cloudFixture";
 import { parseLogLine } from "./support/functionsHost";
 import { httpInput, queueInput, startFunctionsWorker, timerInput, type RunningWorker } from "../standins/functionsWorker";
 import { uniqueTableName } from "./support/ledgerFixture";
@@ -140,11 +140,13 @@ describe("a first run on a storage account without the ledger", () => {
     // A stale session and a row the sweep cannot read, so a line carries nested values.
     const userId = newUserId();
     const sessionId = cloud.emulator.openSession({ tenantId: HOME_TENANT, userId, workbook: "/drives/d/items/first" });
-    const past = SessionProducer.fromConnectionString(connectionString(), tableName, { assertionKey: cloud.assertionKey, clock: () => new Date(Date.now() - 600_000) });
+    const past = SessionProducer.fromConnectionString(connectionString(), tableName, { assertionKey: cloud.assertionKey });
     const assertion = cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId, audience: CLIENT_ID });
-    await past.record({ tenantId: HOME_TENANT, userId, sessionId, workbook: "/drives/d/items/first", recordedBy: "test", userAssertion: assertion });
+    const staleRow = await past.record({ tenantId: HOME_TENANT, userId, sessionId, workbook: "/drives/d/items/first", recordedBy: "test", userAssertion: assertion });
+    await silence(past.client, staleRow, 600_000);
     const broken = await past.record({ tenantId: HOME_TENANT, userId: newUserId(), sessionId: "broken", workbook: "/drives/d/items/b", recordedBy: "test", userAssertion: assertion });
     const client = TableClient.fromConnectionString(connectionString(), tableName, { allowInsecureConnection: true });
+    await silence(past.client, broken, 600_000);
     await client.updateEntity({ partitionKey: broken.partitionKey, rowKey: broken.rowKey, attempts: "many" }, "Merge");
 
     const second = await worker.invoke("sweepTimer", timerInput(true));

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { app } from "@azure/functions";
 import { SessionNotFoundError, SessionProducer, type SweepSummary } from "../src";
 import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
-import { installAppSettings, useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { installAppSettings, silence, useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { importHandlers, type FunctionHandlers } from "./support/functionsHost";
 import { invocation, postSweep, rawEntities } from "./support/reliability";
 
@@ -99,8 +99,10 @@ describe("only the row's own user", () => {
       workbook: "/me/drive/items/alice-book",
       status: "open",
       attempts: 0,
+      schemaVersion: 2,
       createdAt: new Date(Date.now() - 600_000),
-      lastActivityAt: new Date(Date.now() - 600_000),
+      heartbeatSeenAt: new Date(Date.now() - 600_000),
+      leaseSeconds: 0,
     };
     await table.services.ledger.client.createEntity(forged);
     // 6. A user of another tenant with the same object id as A.
@@ -167,9 +169,15 @@ describe("only the row's own user", () => {
 });
 
 /** A producer whose clock is `minutes` away from now (negative: in the past). */
-function producerAt(minutes: number): SessionProducer {
-  return SessionProducer.fromConnectionString(cloud.settings().AzureWebJobsStorage!, table.tableName, {
-    assertionKey: cloud.assertionKey,
-    clock: () => new Date(Date.now() + minutes * 60_000),
-  });
+/** A producer whose sessions have been silent for `minutes` (by the service's clock) once recorded. */
+function producerAt(minutes: number): Pick<SessionProducer, "record"> {
+  const producer = SessionProducer.fromConnectionString(cloud.settings().AzureWebJobsStorage!, table.tableName, { assertionKey: cloud.assertionKey });
+  return {
+    async record(input) {
+      const row = await producer.record(input);
+      if (minutes >= 0) return row;
+      await silence(producer.client, row, -minutes * 60_000);
+      return (await table.services.ledger.get(row))!;
+    },
+  };
 }

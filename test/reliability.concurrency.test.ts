@@ -138,7 +138,7 @@ class SteppedLedger extends SessionLedger {
       afterClaim?: (rows: readonly SessionToClose[], results: readonly ClaimResult[]) => Promise<void>;
     },
   ) {
-    super(base.client, base.history);
+    super(base.client, base.history, { serviceTime: base.serviceTime });
   }
 
   override async *listStale(olderThanMs: number, options: ListStaleOptions = {}): AsyncIterableIterator<LedgerPage<SessionToClose>> {

@@ -96,7 +96,7 @@ describe("malformed rows the stale query cannot see", () => {
   it.each([
     ["status in capitals", { status: "OPEN" }],
     ["status not a string", { status: 1 }],
-    ["lastActivityAt missing", { lastActivityAt: undefined }],
+    ["heartbeatSeenAt missing", { heartbeatSeenAt: undefined }],
     ["a closing row without leaseUntil", { status: "closing", attempts: 1 }],
   ])("a row with %s is marked failed (MalformedRow) by the audit, and the sweep stays clean", async (_name, change) => {
     const { keys } = await writeRow(change);
@@ -149,7 +149,7 @@ describe("rows bad only in columns a sweeper does not read", () => {
   });
 
   it("a close request closes such a row too", async () => {
-    const { sessionId, userId } = await writeRow({ createdAt: "yesterday", lastActivityAt: new Date() });
+    const { sessionId, userId } = await writeRow({ createdAt: "yesterday", heartbeatSeenAt: new Date("9999-12-31T00:00:00Z") });
     const result = await handleCloseRequest(table.services, { tenantId: HOME_TENANT, userId, sessionId });
     expect(result).toMatchObject({ result: "attempted", report: { result: "closed" } });
     expect(cloud.emulator.sessionState(sessionId)).toBe("closed");
@@ -170,8 +170,11 @@ async function writeRow(change: Record<string, unknown>) {
     workbook: "/drives/gap/items/x",
     status: "open",
     attempts: 0,
+    schemaVersion: 2,
     createdAt: past,
-    lastActivityAt: past,
+    // Silent for an hour by the service's clock (liveness.ts).
+    heartbeatSeenAt: past,
+    leaseSeconds: 0,
     assertion: new AssertionCipher(cloud.assertionKey).encrypt(cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId, audience: CLIENT_ID }), keys),
     ...change,
   };

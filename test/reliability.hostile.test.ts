@@ -429,14 +429,16 @@ function materialize(spec: RowSpec, index: number, people: Person[], cipher: Ass
     : `cluster=PS2&session=15.fake-${index}-${Math.random().toString(36).slice(2)}`;
 
   const entity: Record<string, unknown> = {
-    schemaVersion: 1,
+    schemaVersion: 2,
     tenantId: owner.tenantId,
     userId: owner.userId,
     sessionId,
     workbook,
     persistChanges: true,
     createdAt: past,
-    lastActivityAt: past,
+    // Silent since `past` by the service's clock (liveness.ts): as a sweeper's write leaves it.
+    heartbeatSeenAt: past,
+    leaseSeconds: 0,
     updatedAt: past,
     status: "open",
     attempts: 0,
@@ -455,11 +457,11 @@ function materialize(spec: RowSpec, index: number, people: Person[], cipher: Ass
       case "persistMissing": delete entity.persistChanges; break;
       case "updatedMissing": delete entity.updatedAt; break;
       case "recordedByNumber": entity.recordedBy = 42; break;
-      case "ancientActivity": entity.lastActivityAt = new Date("1601-01-01T00:00:00Z"); entity.createdAt = new Date("1601-01-01T00:00:00Z"); break;
+      case "ancientActivity": entity.heartbeatSeenAt = new Date("1601-01-01T00:00:00Z"); entity.createdAt = new Date("1601-01-01T00:00:00Z"); break;
       case "createdFuture": entity.createdAt = new Date("9999-12-31T23:59:59Z"); break;
       case "nextPast": entity.nextAttemptAt = new Date("1601-01-01T00:00:00Z"); break;
       case "nextFuture": entity.nextAttemptAt = new Date("9999-12-31T23:59:59Z"); break;
-      case "activityFuture": entity.lastActivityAt = new Date("9999-12-31T23:59:59Z"); break;
+      case "activityFuture": entity.heartbeatSeenAt = new Date("9999-12-31T23:59:59Z"); break;
       case "closingLeasePast": entity.status = "closing"; entity.leaseUntil = new Date(Date.now() - 60_000); entity.attempts = 1; break;
       case "closingLeaseFuture": entity.status = "closing"; entity.leaseUntil = new Date(Date.now() + 3_600_000); entity.attempts = 1; break;
       case "terminal": entity.status = ["closed", "expired", "failed"][index % 3]; break;
@@ -492,9 +494,9 @@ function materialize(spec: RowSpec, index: number, people: Person[], cipher: Ass
       case "persistString": entity.persistChanges = "yes"; break;
       case "createdMissing": delete entity.createdAt; break;
       case "createdString": entity.createdAt = past.toISOString(); break;
-      case "activityMissing": delete entity.lastActivityAt; break;
-      case "activityString": entity.lastActivityAt = past.toISOString(); break;
-      case "activityNumber": entity.lastActivityAt = past.getTime(); break;
+      case "activityMissing": delete entity.heartbeatSeenAt; break;
+      case "activityString": entity.heartbeatSeenAt = past.toISOString(); break;
+      case "activityNumber": entity.heartbeatSeenAt = past.getTime(); break;
       case "nextString": entity.nextAttemptAt = "tomorrow"; break;
       case "leaseString": entity.status = "closing"; entity.leaseUntil = "never"; break;
       case "partitionOther": partitionKey = partitionKeyFor(other.tenantId, other.userId); break;
@@ -529,8 +531,9 @@ function materialize(spec: RowSpec, index: number, people: Person[], cipher: Ass
 function visibility(e: RawEntity, cutoff: number, now: number): "picked" | "not" | "unsure" {
   const isDate = (v: unknown): v is Date => v instanceof Date;
   if (e.status === "open") {
-    if (isDate(e.lastActivityAt)) return e.lastActivityAt.getTime() < cutoff ? "picked" : "not";
-    return e.lastActivityAt === undefined ? "not" : "unsure";
+    // The row was just written, so its last heartbeat is heartbeatSeenAt when that is earlier.
+    if (isDate(e.heartbeatSeenAt)) return e.heartbeatSeenAt.getTime() < cutoff ? "picked" : "not";
+    return e.heartbeatSeenAt === undefined ? "not" : "unsure";
   }
   if (e.status === "closing") {
     if (isDate(e.leaseUntil)) return e.leaseUntil.getTime() < now ? "picked" : "not";

@@ -107,8 +107,10 @@ describe("assertions at rest", () => {
       workbook: "/drives/s/items/..",
       status: "open",
       attempts: 0,
+      schemaVersion: 2,
       createdAt: past,
-      lastActivityAt: past,
+      heartbeatSeenAt: past,
+      leaseSeconds: 0,
       assertion: closes.row.encryptedAssertion,
     });
 

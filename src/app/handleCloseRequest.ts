@@ -27,7 +27,8 @@ export async function handleCloseRequest(services: SweeperServices, request: Clo
     const row = await ledger.getToClose(request);
     if (!row) throw new SessionNotFoundError(request.sessionId);
     if (isTerminal(row.status)) return { result: "alreadyFinished", status: row.status };
-    if (row.status === "closing" && row.leaseUntil && row.leaseUntil.getTime() > now.getTime()) return { result: "inProgress" };
+    // A claim's lease is in the service's time (the sweep that holds it wrote it so).
+    if (row.status === "closing" && row.leaseUntil && row.leaseUntil.getTime() > ledger.serviceNow().getTime()) return { result: "inProgress" };
     if (row.nextAttemptAt && row.nextAttemptAt.getTime() > now.getTime()) {
       return { result: "scheduled", nextAttemptAt: row.nextAttemptAt.toISOString() };
     }

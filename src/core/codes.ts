@@ -16,6 +16,7 @@ export const Codes = {
   SessionAlreadyRecorded: "SessionAlreadyRecorded",
   ConcurrentUpdate: "ConcurrentUpdate",
   MalformedRow: "MalformedRow",
+  UnsupportedSchemaVersion: "UnsupportedSchemaVersion",
   AssertionUnreadable: "AssertionUnreadable",
   // Why a close attempt ended without Graph's 204, when Graph gave no code of its own.
   UnsafeLocation: "UnsafeLocation",

@@ -43,7 +43,10 @@ export interface SessionToClose {
   readonly userId: string;
   readonly sessionId: string;
   readonly workbook: WorkbookLocation;
+  /** The last heartbeat, in the storage service's time (see "Liveness" in the README). */
   readonly lastActivityAt: Date;
+  /** The producer's lease: closed after this long without a heartbeat. @default the sweeper's STALE_AFTER */
+  readonly leaseMs?: number;
   readonly status: SessionStatus;
   /** Close attempts so far (a claim counts as one). */
   readonly attempts: number;

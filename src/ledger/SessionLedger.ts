@@ -1,10 +1,12 @@
 import { odata, type TableClient } from "@azure/data-tables";
 import { Codes } from "../core/codes";
-import { EVERY_COLUMN, TO_CLOSE, TO_CLOSE_WITHOUT_ASSERTION, type RawEntity, type RowShape } from "./entity";
+import { EVERY_COLUMN, SCHEMA_VERSION, TO_CLOSE, UNSUPPORTED_SCHEMA, TO_CLOSE_WITHOUT_ASSERTION, type RawEntity, type RowShape } from "./entity";
 import { type ClaimResult, type LedgerPage, type MalformedRow, type SessionRecord, type WriteResult } from "./models";
 import { isTerminal, TERMINAL_STATUSES, type RowTransition, type SessionKey, type SessionStatus, type SessionToClose, type TransitionRequest } from "../core/session";
 import { readRow } from "./rows";
 import { LedgerHistory } from "./history";
+import { isStale, openStaleFilter } from "./liveness";
+import { ServiceClock } from "./serviceClock";
 import { createLedgerServiceClient, createLedgerTableClient, pagesWithTable, type LedgerClientOptions } from "./tableClient";
 import { errorColumns, MAX_TRANSACTION_OPERATIONS, mergeIfUnchanged, PARALLEL_TRANSACTIONS, patchFor, rowAfter, writeConditionally } from "./transitions";
 import type { ErrorInfo } from "../core/errors";
@@ -18,7 +20,19 @@ import type { ErrorInfo } from "../core/errors";
  */
 export const DEFAULT_PAGE_SIZE = 500;
 
-export interface SessionLedgerOptions extends LedgerClientOptions {
+/** The storage service's time (ServiceClock); a test may stand in for it. */
+export interface ServiceTime {
+  /** Whether the time has been learned from the service yet. */
+  readonly calibrated: boolean;
+  now(): Date;
+}
+
+export interface SessionLedgerOptions extends Omit<LedgerClientOptions, "serviceClock"> {
+  /**
+   * The storage service's time, by which liveness is judged.
+   * @default learned from the service's answers (`Date` headers), carried forward by `clock`
+   */
+  serviceTime?: ServiceTime;
   /** The clock for timestamps and thresholds. @default the system clock */
   clock?: () => Date;
   /** Rows per query page (Table Storage caps a page at 1,000). @default DEFAULT_PAGE_SIZE (500) */
@@ -26,8 +40,10 @@ export interface SessionLedgerOptions extends LedgerClientOptions {
 }
 
 export interface ListStaleOptions {
-  /** "Now" for the threshold and for claim leases. @default the ledger's clock */
+  /** The service's time now, for the leases. @default the ledger's ServiceTime */
   now?: Date;
+  /** Close sessions silent this long, whatever their own lease (an operator's manual sweep). @default each row's lease */
+  olderThanMs?: number;
   /** Only this user's sessions (Entra object id). */
   userId?: string;
   /** Rows per page. @default the ledger's pageSize */
@@ -42,6 +58,9 @@ export interface ListStaleOptions {
  * heartbeat or another sweeper that got there first always wins, and this side sees it as a
  * lost race rather than an error.
  */
+/** Rows of another schema version, to be named (UnsupportedSchemaVersion) rather than never seen. */
+const OTHER_VERSION = odata`schemaVersion lt ${SCHEMA_VERSION}`;
+
 /** Finished rows left in the live table by a move to history cut short. */
 const FINISHED = odata`status eq ${"closed"} or status eq ${"expired"} or status eq ${"failed"}`;
 
@@ -65,20 +84,30 @@ export class SessionLedger {
   /** Where finished sessions go: a table per ISO week (`<table>History<YYYY>W<WW>`). */
   readonly history: LedgerHistory;
 
+  /** The storage service's time. */
+  readonly serviceTime: ServiceTime;
+
   constructor(client: TableClient, history: LedgerHistory, options: SessionLedgerOptions = {}) {
     this.client = client;
     this.history = history;
     this.clock = options.clock ?? (() => new Date());
+    this.serviceTime = options.serviceTime ?? new ServiceClock(this.clock);
     this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
   }
 
   static fromConnectionString(connectionString: string, tableName: string, options: SessionLedgerOptions = {}): SessionLedger {
-    const client = createLedgerTableClient(connectionString, tableName, options);
+    const serviceClock = options.serviceTime ? undefined : new ServiceClock(options.clock);
+    const client = createLedgerTableClient(connectionString, tableName, { ...options, ...(serviceClock && { serviceClock }) });
     const history = new LedgerHistory(client, {
       service: createLedgerServiceClient(connectionString, options),
       client: (name) => createLedgerTableClient(connectionString, name, options),
     });
-    return new SessionLedger(client, history, options);
+    return new SessionLedger(client, history, { ...options, ...(serviceClock && { serviceTime: serviceClock }) });
+  }
+
+  /** The storage service's time now, as far as this process has learned it. */
+  serviceNow(): Date {
+    return this.serviceTime.now();
   }
 
   /**
@@ -103,19 +132,33 @@ export class SessionLedger {
   }
 
   /**
-   * Sessions to close, a page at a time, filtered by the table service: `open` rows whose last
-   * activity is older than `olderThanMs`, and `closing` rows whose claim lease has run out (their
-   * sweeper died). Rows that fail to decode come back in `malformed`, never as an exception.
-   * Rows with a future `nextAttemptAt` are included: the caller decides (and counts) what to skip.
-   * Finished rows still in the live table (a move to history cut short by a crash) are included
-   * too, for the caller to `moveFinished`. Only the columns to close are read (`SessionToClose`).
+   * Sessions to close, a page at a time, filtered by the table service and judged by the service's
+   * clock (README "Liveness"): `open` rows whose last heartbeat is older than their lease (rows
+   * without a lease of their own: `defaultLeaseMs`, the sweeper's STALE_AFTER; `olderThanMs`
+   * overrides every lease), and `closing` rows whose claim lease has run out (their sweeper died).
+   * Rows that fail to decode come back in `malformed`, never as an exception. Rows with a future
+   * `nextAttemptAt` are included: the caller decides (and counts) what to skip. Finished rows still
+   * in the live table (a move to history cut short by a crash) are included too, for the caller to
+   * `moveFinished`. Only the columns to close are read (`SessionToClose`).
    */
-  async *listStale(olderThanMs: number, options: ListStaleOptions = {}): AsyncIterableIterator<LedgerPage<SessionToClose>> {
-    const now = options.now ?? this.clock();
-    const cutoff = new Date(now.getTime() - olderThanMs);
-    const due = `${odata`(status eq ${"open"} and lastActivityAt lt ${cutoff}) or (status eq ${"closing"} and leaseUntil lt ${now})`} or ${FINISHED}`;
+  async *listStale(defaultLeaseMs: number, options: ListStaleOptions = {}): AsyncIterableIterator<LedgerPage<SessionToClose>> {
+    const leases = { defaultLeaseMs, ...(options.olderThanMs !== undefined && { olderThanMs: options.olderThanMs }) };
+    // Before the first answer this process knows no service time: ask for every live row once,
+    // and judge them by the time that answer brings.
+    let serviceNow = options.now ?? (this.serviceTime.calibrated ? this.serviceNow() : undefined);
+    const open = serviceNow ? `(${odata`status eq ${"open"}`} and ${openStaleFilter(serviceNow, leases)})` : odata`status eq ${"open"}`;
+    const closing = serviceNow ? odata`(status eq ${"closing"} and leaseUntil lt ${serviceNow})` : odata`status eq ${"closing"}`;
+    const due = `${open} or ${closing} or ${FINISHED} or ${OTHER_VERSION}`;
     const filter = options.userId === undefined ? due : `${odata`userId eq ${options.userId}`} and (${due})`;
-    yield* this.query(options.withoutAssertion ? TO_CLOSE_WITHOUT_ASSERTION : TO_CLOSE, { filter, pageSize: options.pageSize ?? this.pageSize });
+    for await (const page of this.query(options.withoutAssertion ? TO_CLOSE_WITHOUT_ASSERTION : TO_CLOSE, { filter, pageSize: options.pageSize ?? this.pageSize })) {
+      serviceNow ??= this.serviceNow();
+      const now = serviceNow;
+      // A lease bucket returns some rows before their own lease has run out: they wait for a later sweep.
+      const rows = page.rows.filter(
+        (row) => isTerminal(row.status) || (row.status === "open" ? isStale(row, now, leases) : !row.leaseUntil || row.leaseUntil.getTime() < now.getTime()),
+      );
+      yield { rows, malformed: page.malformed };
+    }
   }
 
   /** Every session, every column, a page at a time: the live table's, then history's (for operators and the demo). */
@@ -166,8 +209,9 @@ export class SessionLedger {
    */
   async claimMany<Row extends SessionToClose>(rows: readonly Row[], options: { leaseMs: number; now?: Date }): Promise<ClaimResult<Row>[]> {
     const now = options.now ?? this.clock();
-    const leaseUntil = new Date(now.getTime() + options.leaseMs);
-    const claims = rows.map((row) => ({ status: "closing" as const, leaseUntil, attempts: row.attempts + 1, updatedAt: now }));
+    // The claim's lease is in the service's time, so another sweeper's clock cannot cut it short.
+    const leaseUntil = new Date(this.serviceNow().getTime() + options.leaseMs);
+    const claims = rows.map((row) => ({ status: "closing" as const, leaseUntil, attempts: row.attempts + 1, updatedAt: now, heartbeatSeenAt: row.lastActivityAt }));
     const results = await writeConditionally(
       this.client,
       rows.map((row, i) => ({ action: "merge", patch: { partitionKey: row.partitionKey, rowKey: row.rowKey, ...claims[i]! }, etag: row.etag })),
@@ -192,8 +236,9 @@ export class SessionLedger {
           rowKey: claimed.rowKey,
           status: original.status,
           attempts: original.attempts,
-          leaseUntil: original.leaseUntil ?? now,
+          leaseUntil: original.leaseUntil ?? this.serviceNow(),
           updatedAt: now,
+          heartbeatSeenAt: original.lastActivityAt,
           ...(options.nextAttemptAt && { nextAttemptAt: options.nextAttemptAt }),
         },
         etag: claimed.etag,
@@ -301,7 +346,8 @@ export class SessionLedger {
           updatedAt: now,
           finishedAt: now,
           assertion: "",
-          ...errorColumns({ code: Codes.MalformedRow, message: row.problems.join("; ") }),
+          // A row of another schema version gets its own code: the fix is to upgrade its producer.
+          ...errorColumns({ code: row.problems.some((p) => p.startsWith(UNSUPPORTED_SCHEMA)) ? Codes.UnsupportedSchemaVersion : Codes.MalformedRow, message: row.problems.join("; ") }),
         },
         etag: row.etag,
       })),

@@ -1,6 +1,7 @@
 import type { TableClient } from "@azure/data-tables";
 import { SessionAlreadyRecordedError, SessionNotFoundError, SessionNotOpenError, ValidationError, type InputProblem } from "../core/errors";
 import { LedgerHistory } from "./history";
+import { END_OF_TIME, MAX_LEASE_MS, MIN_LEASE_MS } from "./liveness";
 import { decodeEntity, EVERY_COLUMN, SCHEMA_VERSION, TO_CLOSE, type SessionEntity } from "./entity";
 import { MAX_SESSION_ID_LENGTH } from "../core/session";
 import { isGuid } from "../core/keys";
@@ -27,6 +28,12 @@ export interface RecordSessionInput extends SessionKey {
    * row is finished.
    */
   userAssertion: string;
+  /**
+   * How long without a heartbeat before the sweeper may close the session (10 s to 24 h); heartbeat
+   * at a fraction of it (a quarter leaves room for three missed beats).
+   * @default the sweeper's STALE_AFTER
+   */
+  leaseMs?: number;
 }
 
 export interface SessionProducerOptions extends LedgerClientOptions {
@@ -39,6 +46,8 @@ export interface SessionProducerOptions extends LedgerClientOptions {
 }
 
 export interface TouchOptions {
+  /** A new lease for the session from now on (10 s to 24 h). @default the lease it has */
+  leaseMs?: number;
   /** The row you hold (from record or the last touch): saves a read while nothing else changed it. */
   known?: SessionToClose;
   /**
@@ -115,10 +124,8 @@ export class SessionProducer {
    * Returns the row as a sweeper sees it (the columns it reads), to pass as `known` next time.
    */
   async touch(key: SessionKey, options: TouchOptions = {}): Promise<SessionToClose> {
-    if (options.userAssertion !== undefined) {
-      const problem = assertionProblem(options.userAssertion);
-      if (problem) throw new ValidationError([problem]);
-    }
+    const problems = [assertionProblem(options.userAssertion ?? "unchanged"), leaseProblem(options.leaseMs)].filter((p): p is InputProblem => p !== undefined);
+    if (problems.length > 0) throw new ValidationError(problems);
     return this.orFinished(key, () => this.heartbeat(key, options), (finished) => {
       throw new SessionNotOpenError(finished.status);
     });
@@ -132,7 +139,10 @@ export class SessionProducer {
         if (row.status !== "open") throw new SessionNotOpenError(row.status);
         const now = this.clock();
         return {
-          lastActivityAt: now,
+          // A heartbeat: the service stamps this write, and no sweeper's mark hides it (see liveness.ts).
+          heartbeatSeenAt: END_OF_TIME,
+          schemaVersion: SCHEMA_VERSION,
+          ...(options.leaseMs !== undefined && { leaseSeconds: options.leaseMs / 1_000 }),
           updatedAt: now,
           ...(options.userAssertion !== undefined && { assertion: this.cipher.encrypt(options.userAssertion, row) }),
         };
@@ -242,6 +252,8 @@ export class SessionProducer {
     }
     const assertion = assertionProblem(input.userAssertion);
     if (assertion) problems.push(assertion);
+    const lease = leaseProblem(input.leaseMs);
+    if (lease) problems.push(lease);
     if (problems.length > 0) throw new ValidationError(problems);
 
     const now = this.clock();
@@ -255,7 +267,8 @@ export class SessionProducer {
       workbook,
       persistChanges: input.persistChanges ?? true,
       createdAt: now,
-      lastActivityAt: now,
+      heartbeatSeenAt: END_OF_TIME,
+      leaseSeconds: (input.leaseMs ?? 0) / 1_000,
       updatedAt: now,
       status: "open",
       attempts: 0,
@@ -264,6 +277,14 @@ export class SessionProducer {
       assertion: this.cipher.encrypt(input.userAssertion, keys),
     };
   }
+}
+
+function leaseProblem(leaseMs: unknown): InputProblem | undefined {
+  if (leaseMs === undefined) return undefined;
+  if (typeof leaseMs !== "number" || !Number.isInteger(leaseMs / 1_000) || leaseMs < MIN_LEASE_MS || leaseMs > MAX_LEASE_MS) {
+    return { field: "leaseMs", message: `must be whole seconds from ${MIN_LEASE_MS / 1_000} s to ${MAX_LEASE_MS / 3_600_000} h` };
+  }
+  return undefined;
 }
 
 function assertionProblem(assertion: unknown): InputProblem | undefined {

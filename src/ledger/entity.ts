@@ -4,6 +4,7 @@ import { parseWorkbookLocation, type WorkbookLocation } from "../core/workbookLo
 import { type MalformedRow, type SessionRecord } from "./models";
 import { MAX_SESSION_ID_LENGTH, SESSION_STATUSES, type SessionStatus, type SessionToClose } from "../core/session";
 import { describeProblem, ValidationError } from "../core/errors";
+import { lastHeartbeat, MAX_LEASE_MS, MIN_LEASE_MS } from "./liveness";
 
 /** The row as stored: the documented schema (README, "Recording sessions"). */
 export interface SessionEntity {
@@ -16,7 +17,12 @@ export interface SessionEntity {
   workbook: string;
   persistChanges: boolean;
   createdAt: Date;
-  lastActivityAt: Date;
+  /** The producer's heartbeats set it to the end of time; a sweeper's writes, to the last heartbeat (see liveness.ts). */
+  heartbeatSeenAt: Date;
+  /** The producer's lease in seconds; 0 for the sweeper's STALE_AFTER. */
+  leaseSeconds: number;
+  /** History rows only: the last heartbeat, in the service's time. */
+  lastActivityAt?: Date;
   updatedAt: Date;
   status: SessionStatus;
   attempts: number;
@@ -30,7 +36,8 @@ export interface SessionEntity {
   assertion?: string;
 }
 
-export const SCHEMA_VERSION = 1;
+/** Version 2: liveness by the service's clock (heartbeatSeenAt, leaseSeconds); history tables. */
+export const SCHEMA_VERSION = 2;
 const MAX_ERROR_MESSAGE_LENGTH = 1_000;
 
 /** A row as the Tables SDK returns it. */
@@ -44,9 +51,10 @@ export type Decoded<Row> = { ok: true; row: Row } | { ok: false; malformed: Malf
  * token is needed.
  */
 export const COLUMNS_TO_CLOSE: readonly string[] = [
-  "PartitionKey", "RowKey", "tenantId", "userId", "sessionId", "workbook", "lastActivityAt", "status", "attempts", "nextAttemptAt", "leaseUntil",
+  "PartitionKey", "RowKey", "Timestamp", "schemaVersion", "tenantId", "userId", "sessionId", "workbook", "heartbeatSeenAt", "leaseSeconds",
+  "status", "attempts", "nextAttemptAt", "leaseUntil",
   // What history keeps; read leniently: a bad value here never refuses a row.
-  ...["createdAt", "persistChanges", "recordedBy", "lastErrorCode", "lastErrorMessage", "closedAt", "closedBy", "finishedAt"],
+  ...["createdAt", "persistChanges", "recordedBy", "lastErrorCode", "lastErrorMessage", "closedAt", "closedBy", "finishedAt", "lastActivityAt"],
 ];
 
 /** How a row is read: the columns asked for (every one when absent) and how they are decoded. */
@@ -124,7 +132,18 @@ function readColumnsToClose(entity: RawEntity, problems: string[]): SessionToClo
   const attempts = entity.attempts ?? 0;
   if (typeof attempts !== "number" || !Number.isInteger(attempts) || attempts < 0) problems.push("attempts is not a whole number");
 
-  const lastActivityAt = read.date("lastActivityAt");
+  // Live rows: the last heartbeat by the service's clock. History rows keep it as a column.
+  const heartbeatSeenAt = read.date("heartbeatSeenAt", true);
+  const writtenAt = serviceTimestamp(entity);
+  const lastActivityAt = heartbeatSeenAt !== undefined && writtenAt ? lastHeartbeat(writtenAt, heartbeatSeenAt) : read.date("lastActivityAt");
+  const schemaVersion = entity.schemaVersion;
+  if (schemaVersion !== SCHEMA_VERSION) {
+    problems.push(`${UNSUPPORTED_SCHEMA} ${JSON.stringify(schemaVersion ?? null)}: written by a producer older than schema version ${SCHEMA_VERSION}; upgrade it`);
+  }
+  const leaseSeconds = entity.leaseSeconds ?? 0;
+  if (typeof leaseSeconds !== "number" || !Number.isInteger(leaseSeconds) || (leaseSeconds !== 0 && (leaseSeconds * 1_000 < MIN_LEASE_MS || leaseSeconds * 1_000 > MAX_LEASE_MS))) {
+    problems.push(`leaseSeconds is not 0 or a whole number of seconds from ${MIN_LEASE_MS / 1_000} to ${MAX_LEASE_MS / 1_000}`);
+  }
   const nextAttemptAt = read.date("nextAttemptAt", true);
   const leaseUntil = read.date("leaseUntil", true);
   // A claim always sets a lease; a `closing` row without one would never be taken over.
@@ -147,6 +166,7 @@ function readColumnsToClose(entity: RawEntity, problems: string[]): SessionToClo
     sessionId,
     workbook,
     lastActivityAt,
+    ...(typeof leaseSeconds === "number" && leaseSeconds > 0 && { leaseMs: leaseSeconds * 1_000 }),
     status,
     attempts: attempts as number,
     ...(nextAttemptAt && { nextAttemptAt }),
@@ -173,6 +193,20 @@ function historyColumns(entity: RawEntity): Partial<SessionToClose> {
     ...((entity.closedBy === "sweeper" || entity.closedBy === "producer") && { closedBy: entity.closedBy }),
     ...(finishedAt && { finishedAt }),
   };
+}
+
+/** The problem text that marks a row of another schema version (its code is UnsupportedSchemaVersion). */
+export const UNSUPPORTED_SCHEMA = "schemaVersion is";
+
+/**
+ * The service's time of the row's last write: the `Timestamp` it was read with, or, for a row just
+ * written, the time its new ETag names (`W/"datetime'2026-12-01T00%3A16%3A13.2795179Z'"`).
+ */
+function serviceTimestamp(entity: RawEntity): Date | undefined {
+  const text = typeof entity.timestamp === "string" ? entity.timestamp : /datetime'([^']+)'/.exec(entity.etag ?? "")?.[1];
+  if (!text) return undefined;
+  const at = new Date(decodeURIComponent(text));
+  return Number.isNaN(at.getTime()) ? undefined : at;
 }
 
 /** Reads typed columns, adding what is wrong with them to `problems`. */

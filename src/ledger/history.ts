@@ -2,7 +2,7 @@ import type { TableClient, TableServiceClient } from "@azure/data-tables";
 import { formatWorkbookLocation } from "../core/workbookLocation";
 import { isTerminal, type SessionToClose } from "../core/session";
 import type { SessionKey } from "../core/session";
-import type { RowShape, SessionEntity } from "./entity";
+import { SCHEMA_VERSION, type RowShape, type SessionEntity } from "./entity";
 import { readRow } from "./rows";
 import { withTable } from "./tableClient";
 import { writeConditionally, type ConditionalWrite, type RowPatch } from "./transitions";
@@ -58,14 +58,13 @@ export type HistoryEntity = Pick<
     finishedAt: Date;
   };
 
-export const HISTORY_SCHEMA_VERSION = 2;
 
 /** The history row of a finished live row, as read (its `finishedAt` set by the write that finished it). */
 export function historyEntityOf(row: SessionToClose & { readonly finishedAt: Date }): HistoryEntity {
   return {
     partitionKey: row.partitionKey,
     rowKey: row.rowKey,
-    schemaVersion: HISTORY_SCHEMA_VERSION,
+    schemaVersion: SCHEMA_VERSION,
     tenantId: row.tenantId,
     userId: row.userId,
     sessionId: row.sessionId,

@@ -1,6 +1,6 @@
 import type { TableClient } from "@azure/data-tables";
 import { ConcurrentUpdateError, MalformedRowError, SessionNotFoundError } from "../core/errors";
-import { decodeSessionToClose, TO_CLOSE, type RawEntity, type RowShape } from "./entity";
+import { decodeSessionToClose, SCHEMA_VERSION, TO_CLOSE, type RawEntity, type RowShape } from "./entity";
 import { partitionKeyFor, rowKeyFor } from "../core/keys";
 import { formatWorkbookLocation } from "../core/workbookLocation";
 import type { SessionKey, SessionToClose } from "../core/session";
@@ -61,7 +61,9 @@ function applyColumns(row: SessionToClose, columns: Record<string, unknown>, eta
     userId: row.userId,
     sessionId: row.sessionId,
     workbook: formatWorkbookLocation(row.workbook),
+    schemaVersion: SCHEMA_VERSION,
     lastActivityAt: row.lastActivityAt,
+    leaseSeconds: (row.leaseMs ?? 0) / 1_000,
     status: row.status,
     attempts: row.attempts,
     nextAttemptAt: row.nextAttemptAt,

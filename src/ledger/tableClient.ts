@@ -1,7 +1,10 @@
 import { TableClient, TableServiceClient, type TableServiceClientOptions } from "@azure/data-tables";
 import { isRestError, type PipelinePolicy } from "@azure/core-rest-pipeline";
+import type { ServiceClock } from "./serviceClock";
 
 export interface LedgerClientOptions {
+  /** Learns the service's time from its answers' `Date` headers. @default none */
+  serviceClock?: ServiceClock;
   /** Called once per HTTP request the table client sends (retries included): for request counts. */
   onRequest?: (request: { method: string; url: string }) => void;
 }
@@ -34,6 +37,7 @@ function ledgerClientOptions(connectionString: string, options: LedgerClientOpti
     };
     clientOptions.additionalPolicies = [{ policy: counter, position: "perRetry" }];
   }
+  if (options.serviceClock) clientOptions.additionalPolicies = [...(clientOptions.additionalPolicies ?? []), { policy: options.serviceClock.policy, position: "perRetry" }];
   return clientOptions;
 }
 

@@ -24,7 +24,8 @@ export function rowAfter(row: SessionToClose, transition: RowTransition, now: Da
 
 /** The columns a transition writes. Terminal states wipe the stored assertion: it is no longer needed. */
 export function patchFor(row: SessionToClose, transition: RowTransition, now: Date): RowPatch {
-  const base = { partitionKey: row.partitionKey, rowKey: row.rowKey, updatedAt: now };
+  // A sweeper's write is no heartbeat: it carries the row's last one forward (see liveness.ts).
+  const base = { partitionKey: row.partitionKey, rowKey: row.rowKey, updatedAt: now, heartbeatSeenAt: row.lastActivityAt };
   switch (transition.to) {
     case "closed":
       return { ...base, status: "closed", closedAt: now, closedBy: "sweeper", finishedAt: now, assertion: "" };

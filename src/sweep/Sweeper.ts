@@ -165,8 +165,8 @@ class SweepRun {
 
   private async readPages(): Promise<void> {
     const now = this.clock();
-    const pages = this.deps.ledger.listStale(this.request.olderThanMs ?? this.settings.staleAfterMs, {
-      now,
+    const pages = this.deps.ledger.listStale(this.settings.staleAfterMs, {
+      ...(this.request.olderThanMs !== undefined && { olderThanMs: this.request.olderThanMs }),
       pageSize: this.settings.pageSize ?? this.deps.ledger.pageSize,
       withoutAssertion: this.summary.dryRun,
       ...(this.request.userId !== undefined && { userId: this.request.userId }),

@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from "node:crypto";
+import type { TableClient } from "@azure/data-tables";
 import { afterAll, beforeAll, beforeEach, inject } from "vitest";
 import { loadConfig, SessionProducer, createSweeperServices, type SweeperConfig, type SweeperServices, type SessionRecord } from "../../src";
 import { loadTestCertificate, startStandIns, type FakeAuthority, type GraphEmulator, type TestCertificate } from "../../standins";
@@ -88,7 +89,7 @@ export async function startCloudFixture(): Promise<CloudFixture> {
           const assertion = options.assertion ?? authority.issueUserAssertion({ tenantId, userId: options.userId, audience: CLIENT_ID });
           const idleMs = (options.idleMinutes ?? 10) * 60_000;
           const past = SessionProducer.fromConnectionString(connectionString, tableName, { assertionKey, clock: () => new Date(Date.now() - idleMs) });
-          const row = await past.record({
+          let row = await past.record({
             tenantId,
             userId: options.userId,
             sessionId,
@@ -97,6 +98,12 @@ export async function startCloudFixture(): Promise<CloudFixture> {
             recordedBy: "test",
             userAssertion: assertion,
           });
+          if (idleMs > 0) {
+            // Silent for idleMs by the service's clock: as a sweeper's write leaves a row whose last
+            // heartbeat was that long ago (liveness.ts). A producer's clock cannot make a row stale.
+            await silence(past.client, row, idleMs);
+            row = (await services.ledger.get(row))!;
+          }
           return { row, sessionId, assertion };
         },
       };
@@ -146,4 +153,13 @@ export async function installAppSettings(
 
 export function newUserId(): string {
   return randomUUID();
+}
+
+/**
+ * Makes a recorded row silent for `ms` by the service's clock, as a sweeper's write leaves a row
+ * whose last heartbeat was that long ago (src/ledger/liveness.ts): a producer's clock cannot make a
+ * row stale, so tests age rows this way.
+ */
+export async function silence(client: TableClient, row: { partitionKey: string; rowKey: string }, ms: number): Promise<void> {
+  await client.updateEntity({ partitionKey: row.partitionKey, rowKey: row.rowKey, heartbeatSeenAt: new Date(Date.now() - ms) }, "Merge");
 }

@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { inject } from "vitest";
-import { SessionLedger, SessionProducer } from "../../src";
+import { SessionLedger, SessionProducer, type SessionToClose } from "../../src";
+import { partitionKeyFor, rowKeyFor } from "../../src/core/keys";
 import { createLedgerTableClient } from "../../src/ledger/tableClient";
 import type { TableClient } from "@azure/data-tables";
 
@@ -19,6 +20,12 @@ export interface LedgerFixture {
   clock: { now: Date; advance(ms: number): void };
   storageRequests: { method: string; url: string }[];
   assertionKey: Buffer;
+  /**
+   * Makes a row silent for `ms` by the service's clock, as a sweeper's write leaves a row whose last
+   * heartbeat was that long ago; returns it as read again. (Rows written after a clock.advance are
+   * stamped with the service's real time, so they would look that much older.)
+   */
+  silence(key: { tenantId: string; userId: string; sessionId: string }, ms: number): Promise<SessionToClose>;
 }
 
 /** A fresh table on the run's Azurite with a ledger and a producer sharing a hand-moved clock. */
@@ -33,11 +40,21 @@ export async function createLedgerFixture(start = new Date("2026-11-23T12:00:00Z
   };
   const storageRequests: { method: string; url: string }[] = [];
   const assertionKey = randomBytes(32);
-  const options = { clock: () => clock.now, onRequest: (r: { method: string; url: string }) => storageRequests.push(r), assertionKey };
+  // The service's time moves with the hand-moved clock from the real time of now: rows the service
+  // stamps now grow old as the test advances the clock.
+  const realStart = Date.now();
+  const serviceTime = { calibrated: true, now: () => new Date(realStart + (clock.now.getTime() - start.getTime())) };
+  const options = { clock: () => clock.now, serviceTime, onRequest: (r: { method: string; url: string }) => storageRequests.push(r), assertionKey };
   const ledger = SessionLedger.fromConnectionString(connectionString, tableName, options);
   await ledger.ensureTable();
   const producer = SessionProducer.fromConnectionString(connectionString, tableName, options);
-  return { tableName, connectionString, client: createLedgerTableClient(connectionString, tableName), ledger, producer, clock, storageRequests, assertionKey };
+  const client = createLedgerTableClient(connectionString, tableName);
+  const silence = async (key: { tenantId: string; userId: string; sessionId: string }, ms: number) => {
+    const { partitionKey, rowKey } = { partitionKey: partitionKeyFor(key.tenantId, key.userId), rowKey: rowKeyFor(key.sessionId) };
+    await client.updateEntity({ partitionKey, rowKey, heartbeatSeenAt: new Date(serviceTime.now().getTime() - ms) }, "Merge");
+    return (await ledger.getToClose(key))!;
+  };
+  return { tableName, connectionString, client, ledger, producer, clock, storageRequests, assertionKey, silence };
 }
 
 export function newUser(): { tenantId: string; userId: string } {

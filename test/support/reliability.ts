@@ -39,8 +39,10 @@ export function rowProblems(entity: RawEntity): string[] {
   const isDate = (v: unknown) => v instanceof Date && !Number.isNaN(v.getTime());
   if (!(SESSION_STATUSES as readonly string[]).includes(status)) problems.push(`status ${String(status)}`);
   if (typeof entity.attempts !== "number" || !Number.isInteger(entity.attempts) || entity.attempts < 0) problems.push("attempts");
-  for (const column of ["createdAt", "lastActivityAt"]) if (!isDate(entity[column])) problems.push(`${column} not a date`);
   const finished = status === "closed" || status === "expired" || status === "failed";
+  // A live row's heartbeat is its Timestamp and heartbeatSeenAt; history keeps it as lastActivityAt.
+  const heartbeat = entity.heartbeatSeenAt !== undefined ? "heartbeatSeenAt" : "lastActivityAt";
+  for (const column of ["createdAt", heartbeat]) if (!isDate(entity[column])) problems.push(`${column} not a date`);
   // A finished row carries when it finished (its week of history); a live row when it last changed.
   if (finished && !isDate(entity.finishedAt)) problems.push("finished row without finishedAt");
   if (!finished && !isDate(entity.updatedAt)) problems.push("updatedAt not a date");
