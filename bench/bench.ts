@@ -1,20 +1,30 @@
 /**
  * The bench: starts the stand-ins, seeds the same data into a fresh table for every contender run,
  * runs each contender against the same https Graph emulator and authority, checks every row, and
- * measures the floors, the 100k-row dry-run scan and an idle sweep. `runBench` is what `npm run
- * bench` (bench/run.ts) and the test (test/bench.test.ts) call.
+ * measures the floors, the 100k-row dry-run scan, an idle sweep and, in the history scenario, what a
+ * long history costs a sweep. `runBench` is what `npm run bench` (bench/run.ts) and the test
+ * (test/bench.test.ts) call.
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import type { SweepSummary } from "../src/sweep/models";
-import { planDataset, seedScanTable, seedTable, staleLoad, type DatasetPlan, type SeededTable } from "./dataset";
+import { historyTableName } from "../src/ledger/history";
+import { planDataset, seedHistory, seedScanTable, seedTable, staleLoad, tableClientFor, type DatasetPlan, type SeededTable } from "./dataset";
 import { startBenchEnvironment, type BenchEnvironment } from "./environment";
 import { graphFloor, measureTableFloor, type GraphFloor, type TableFloor } from "./floors";
 import { graphFigures, verifyRows, type Correctness, type GraphFigures } from "./measure";
-import { DEFAULT_OPTIONS, type BenchOptions, type ContenderName, type ScenarioName, type TenantBudget } from "./options";
+import {
+  CONTENDER_SCENARIOS,
+  DEFAULT_OPTIONS,
+  HISTORY_LIVE_STALE,
+  type BenchOptions,
+  type ContenderName,
+  type ContenderScenario,
+  type TenantBudget,
+} from "./options";
 
-export type { ScenarioName } from "./options";
+export type { ContenderScenario, ScenarioName } from "./options";
 import { PROJECT_ROOT } from "./projectRoot";
 import { evaluateTargets, type Targets } from "./targets";
 import { runJob, type JobRequest, type JobResult, type StorageCounts } from "./worker";
@@ -31,7 +41,7 @@ export interface RunBenchOptions extends Partial<BenchOptions> {
 
 export interface ContenderRun {
   contender: ContenderName;
-  scenario: ScenarioName;
+  scenario: ContenderScenario;
   repeat: number;
   /** Stale rows the contender was given (naive: its prefix). */
   rows: number;
@@ -96,6 +106,75 @@ export interface IdleResult {
   summary?: SweepSummary;
 }
 
+/** One sweep of the history scenario, in a worker process of its own. */
+export interface HistorySweep {
+  /** The sweeper's own time, from the call to its return. */
+  wallMs: number;
+  /** Rows the live table's queries returned, counted off the service's answers. */
+  rowsReturned: number;
+  /** The summary's `scanned`: the rows of those the ledger kept as due (stale, closing past its lease, finished, other schema). */
+  scanned: number;
+  /** Every request of the sweep's storage clients (live table, history tables, the table service), `byTable` too. */
+  storage: StorageCounts;
+  graphRequests: number;
+  /** Rows the sweep closed (its summary). */
+  closed: number;
+}
+
+/** Medians over the repeats. */
+export interface HistoryFigures {
+  wallMs: number;
+  rowsReturned: number;
+  scanned: number;
+  requests: number;
+  queries: number;
+}
+
+export interface HistoryCase {
+  liveTable: string;
+  /** Finished sessions in the ledger's history before its first sweep. */
+  historyRows: number;
+  historyTables: string[];
+  /** Per repeat: the sweep of the stale live rows, then the next one (the idle sweep). */
+  sweeps: HistorySweep[];
+  idles: HistorySweep[];
+  sweep: HistoryFigures;
+  idle: HistoryFigures;
+  /** The stale rows not closed in the ledger and on Graph, over every repeat. */
+  wrongRows: number;
+  examples: string[];
+}
+
+/** with history ÷ without (1 where both are 0). */
+export interface HistoryRatios {
+  requests: number;
+  rowsReturned: number;
+  scanned: number;
+  wallMs: number;
+}
+
+export interface HistoryResult {
+  historyRows: number;
+  /** Stale live rows each sweep closes. */
+  liveStale: number;
+  repeats: number;
+  /** Writing the history. */
+  seedMs: number;
+  /** The whole scenario, the history's seeding included. */
+  durationMs: number;
+  withoutHistory: HistoryCase;
+  withHistory: HistoryCase;
+  ratios: { idle: HistoryRatios; sweep: HistoryRatios };
+}
+
+export interface Floors {
+  table: TableFloor;
+  /** The issue's Graph floor per scenario: max(tenant requests ÷ budget rate, workbook sessions × latency). */
+  graph: Partial<Record<ContenderScenario, GraphFloor>>;
+  /** Not a floor of the issue's: the same closeSession calls with plain fetch and nothing else, on this machine. */
+  graphRoundTrips: GraphRoundTrips;
+}
+
 export interface BenchResult {
   startedAt: string;
   finishedAt: string;
@@ -105,16 +184,12 @@ export interface BenchResult {
   source: { commit: string | null; srcDirty: boolean | null };
   options: BenchOptions;
   dataset: { stale: number; fresh: number; closed: number; users: number; tenants: number; workbooksPerUser: number; staleByTenant: number[]; maxStalePerWorkbook: number };
-  floors: {
-    table: TableFloor;
-    /** The issue's Graph floor per scenario: max(tenant requests ÷ budget rate, workbook sessions × latency). */
-    graph: Partial<Record<ScenarioName, GraphFloor>>;
-    /** Not a floor of the issue's: the same closeSession calls with plain fetch and nothing else, on this machine. */
-    graphRoundTrips: GraphRoundTrips;
-  };
+  /** Measured when a contender scenario (budget, unbounded) runs. */
+  floors?: Floors;
   runs: ContenderRun[];
   scan?: ScanResult;
   idle?: IdleResult;
+  history?: HistoryResult;
   targets: Targets;
 }
 
@@ -127,23 +202,29 @@ export async function runBench(input: RunBenchOptions): Promise<BenchResult> {
   const env = await startBenchEnvironment({ certificateDir, latencyMs: options.latencyMs, ...(connectionString && { connectionString }) });
   try {
     const runs: ContenderRun[] = [];
-    const scenarios = options.scenarios.map((name) => ({ name, budget: name === "budget" ? options.budget : null }));
+    const scenarios = CONTENDER_SCENARIOS.filter((name) => options.scenarios.includes(name)).map((name) => ({ name, budget: name === "budget" ? options.budget : null }));
 
-    log(`Floors: seeding ${plan.counts.stale} stale rows…`);
-    const floorTable = await seed(env, plan, "floor", ["stale"]);
-    const trips = await job(options, { job: "graphRoundTrips", settings: env.settings(floorTable.tableName), parallel: 128 });
-    const graphRoundTrips: GraphRoundTrips = {
-      requests: env.emulator.requests.length,
-      closed: trips.outcome.closed,
-      parallel: trips.outcome.timings?.parallel ?? 0,
-      closeMs: trips.outcome.timings?.closeMs ?? 0,
-      tokenMs: trips.outcome.timings?.tokenMs ?? 0,
-      clientCpuMs: trips.cpuMs,
-    };
-    log(`  Graph round trips alone (plain fetch, ${graphRoundTrips.parallel} workbooks at once): ${graphRoundTrips.closed} closed in ${fmtMs(graphRoundTrips.closeMs)}`);
-    const table = await measureTableFloor(env, floorTable);
-    await env.deleteTable(floorTable.tableName);
-    log(`  Table: ${table.rowWrites} row writes in ${table.transactions} transactions: ${fmtMs(table.floorMs)} (the scan before them: ${fmtMs(table.scanMs)})`);
+    let floors: Floors | undefined;
+    if (scenarios.length > 0) {
+      log(`Floors: seeding ${plan.counts.stale} stale rows…`);
+      const floorTable = await seed(env, plan, "floor", ["stale"]);
+      const trips = await job(options, { job: "graphRoundTrips", settings: env.settings(floorTable.tableName), parallel: 128 });
+      const graphRoundTrips: GraphRoundTrips = {
+        requests: env.emulator.requests.length,
+        closed: trips.outcome.closed,
+        parallel: trips.outcome.timings?.parallel ?? 0,
+        closeMs: trips.outcome.timings?.closeMs ?? 0,
+        tokenMs: trips.outcome.timings?.tokenMs ?? 0,
+        clientCpuMs: trips.cpuMs,
+      };
+      log(`  Graph round trips alone (plain fetch, ${graphRoundTrips.parallel} workbooks at once): ${graphRoundTrips.closed} closed in ${fmtMs(graphRoundTrips.closeMs)}`);
+      const table = await measureTableFloor(env, floorTable);
+      await env.deleteTable(floorTable.tableName);
+      log(`  Table: ${table.rowWrites} row writes in ${table.transactions} transactions: ${fmtMs(table.floorMs)} (the scan before them: ${fmtMs(table.scanMs)})`);
+      const graph: Partial<Record<ContenderScenario, GraphFloor>> = {};
+      for (const s of scenarios) graph[s.name] = graphFloor(plan, s.budget, options.latencyMs);
+      floors = { table, graph, graphRoundTrips };
+    }
 
     let idle: IdleResult | undefined;
     const idleScenario = scenarios[scenarios.length - 1]?.name;
@@ -163,12 +244,12 @@ export async function runBench(input: RunBenchOptions): Promise<BenchResult> {
       }
     }
 
+    let history: HistoryResult | undefined;
+    if (options.scenarios.includes("history")) history = await runHistory(env, options, log);
+
     let scan: ScanResult | undefined;
     if (options.scanRows > 0) scan = await runScan(env, plan, options, log);
 
-    const graph: Partial<Record<ScenarioName, GraphFloor>> = {};
-    for (const s of scenarios) graph[s.name] = graphFloor(plan, s.budget, options.latencyMs);
-    const floors = { table, graph, graphRoundTrips };
     const finishedAt = new Date();
     return {
       startedAt: startedAt.toISOString(),
@@ -187,11 +268,12 @@ export async function runBench(input: RunBenchOptions): Promise<BenchResult> {
         staleByTenant: [...load.perTenant.values()],
         maxStalePerWorkbook: load.maxPerWorkbook,
       },
-      floors,
+      ...(floors && { floors }),
       runs,
       ...(scan && { scan }),
       ...(idle && { idle }),
-      targets: evaluateTargets({ runs, floors, ...(scan && { scan }), ...(idle && { idle }) }),
+      ...(history && { history }),
+      targets: evaluateTargets({ runs, ...(floors && { floors }), ...(scan && { scan }), ...(idle && { idle }), ...(history && { history }) }),
     };
   } finally {
     await env.close();
@@ -218,7 +300,7 @@ async function runContender(
   plan: DatasetPlan,
   options: BenchOptions,
   contender: ContenderName,
-  scenario: ScenarioName,
+  scenario: ContenderScenario,
   budget: TenantBudget | null,
   repeat: number,
   log: (line: string) => void,
@@ -289,6 +371,131 @@ async function runIdleSweep(env: BenchEnvironment, options: BenchOptions, seeded
   };
   log(`Idle sweep over ${seeded.rows.length} rows, none stale: ${idle.storage.total} storage request(s), ${idle.graphRequests} Graph request(s), ${fmtMs(idle.wallMs)}`);
   return idle;
+}
+
+/**
+ * The history scenario: two ledgers, each with HISTORY_LIVE_STALE stale live rows (seeded as every
+ * contender's are, their Graph sessions open on the emulator), one of them with `historyRows`
+ * finished sessions in its history tables and not one finished row in its live table. On each, per
+ * repeat: the sweeper closes the stale rows (the sweep), then runs again, as the timer's next tick
+ * would, with nothing stale left (the idle sweep). A ledger that reads only live rows does the same
+ * work on both.
+ */
+async function runHistory(env: BenchEnvironment, options: BenchOptions, log: (line: string) => void): Promise<HistoryResult> {
+  const started = performance.now();
+  const plan = planDataset({ ...options, stale: HISTORY_LIVE_STALE, fresh: 0 });
+  env.emulator.configure({ tenantBudget: null });
+  const without = env.newTableName("hnone");
+  const withHistory = env.newTableName("hlong");
+  // Both live tables exist, and so does this week's history table: a week's first move to history
+  // creates its table (a failed write, a create and the write again, once a week), which is not the
+  // cost compared here.
+  await tableClientFor(env.connectionString, without).createTable();
+  await tableClientFor(env.connectionString, historyTableName(without, new Date())).createTable();
+  await tableClientFor(env.connectionString, withHistory).createTable();
+  log(`History: seeding ${options.historyRows} finished sessions into the history of one of two ledgers…`);
+  const seeded = await seedHistory(env, plan, withHistory, options.historyRows);
+  log(`  ${seeded.rows} rows in ${seeded.tables.length} weekly table(s) (${seeded.tables.join(", ")}) in ${fmtMs(seeded.seedMs)}`);
+
+  const cases = {
+    without: { table: without, historyRows: 0, historyTables: [historyTableName(without, new Date())], sweeps: [] as HistorySweep[], idles: [] as HistorySweep[], wrong: [] as Correctness[] },
+    with: { table: withHistory, historyRows: seeded.rows, historyTables: [...seeded.tables], sweeps: [] as HistorySweep[], idles: [] as HistorySweep[], wrong: [] as Correctness[] },
+  };
+  const settings = (table: string) => env.settings(table, sweeperSettings(options, null));
+  // Not measured: a sweep of each (empty) live table, so that the first one measured does not pay
+  // for the stand-ins' first requests or for Azurite collecting what the seeding left.
+  for (const table of [withHistory, without]) await historySweep(env, options, settings(table));
+  for (let repeat = 1; repeat <= options.historyRepeats; repeat++) {
+    // Whatever bias is left falls on the first sweep: the ledger with history goes first in odd
+    // repeats, so that a single run's bias goes against it.
+    const order = repeat % 2 === 1 ? (["with", "without"] as const) : (["without", "with"] as const);
+    for (const name of order) {
+      const c = cases[name];
+      env.emulator.reset();
+      env.authority.reset();
+      const live = await seedTable(env, plan, c.table);
+      const sweep = await historySweep(env, options, settings(c.table));
+      c.wrong.push(await verifyRows(env, live, undefined, { read: "point" }));
+      env.emulator.reset();
+      env.authority.reset();
+      const idle = await historySweep(env, options, settings(c.table));
+      c.sweeps.push(sweep);
+      c.idles.push(idle);
+      const line = (s: HistorySweep) =>
+        `${s.rowsReturned} rows returned (${s.scanned} scanned), ${s.storage.total} storage requests (${s.storage.queries} queries; by table: ${Object.entries(s.storage.byTable).map(([t, n]) => `${t.replace(c.table, "<live>")} ${n}`).join(", ")}), ${s.graphRequests} Graph requests, ${fmtMs(s.wallMs)}`;
+      log(`  ${name === "with" ? `with ${seeded.rows} rows of history` : "without history"}${options.historyRepeats > 1 ? ` #${repeat}` : ""}: sweep of ${live.rows.length} stale rows: ${line(sweep)}, ${sweep.closed} closed; idle sweep: ${line(idle)}`);
+    }
+  }
+
+  const toCase = (c: (typeof cases)["with"]): HistoryCase => ({
+    liveTable: c.table,
+    historyRows: c.historyRows,
+    historyTables: c.historyTables,
+    sweeps: c.sweeps,
+    idles: c.idles,
+    sweep: medianFigures(c.sweeps),
+    idle: medianFigures(c.idles),
+    wrongRows: c.wrong.reduce((sum, w) => sum + w.wrongRows, 0),
+    examples: c.wrong.flatMap((w) => w.examples).slice(0, 10),
+  });
+  const withoutCase = toCase(cases.without);
+  const withCase = toCase(cases.with);
+  await env.deleteTable(without);
+  await env.deleteTable(withHistory);
+  const ratios = (a: HistoryFigures, b: HistoryFigures): HistoryRatios => ({
+    requests: ratioOf(a.requests, b.requests),
+    rowsReturned: ratioOf(a.rowsReturned, b.rowsReturned),
+    scanned: ratioOf(a.scanned, b.scanned),
+    wallMs: ratioOf(a.wallMs, b.wallMs),
+  });
+  const result: HistoryResult = {
+    historyRows: seeded.rows,
+    liveStale: HISTORY_LIVE_STALE,
+    repeats: options.historyRepeats,
+    seedMs: seeded.seedMs,
+    durationMs: performance.now() - started,
+    withoutHistory: withoutCase,
+    withHistory: withCase,
+    ratios: { idle: ratios(withCase.idle, withoutCase.idle), sweep: ratios(withCase.sweep, withoutCase.sweep) },
+  };
+  log(
+    `  with ÷ without history: idle sweep requests ${result.ratios.idle.requests.toFixed(2)}, rows ${result.ratios.idle.rowsReturned.toFixed(2)}, wall ${result.ratios.idle.wallMs.toFixed(2)}; ` +
+      `sweep requests ${result.ratios.sweep.requests.toFixed(2)}, rows ${result.ratios.sweep.rowsReturned.toFixed(2)}, wall ${result.ratios.sweep.wallMs.toFixed(2)} ` +
+      `(scenario ${fmtMs(result.durationMs)}, of which seeding the history ${fmtMs(result.seedMs)})`,
+  );
+  return result;
+}
+
+async function historySweep(env: BenchEnvironment, options: BenchOptions, settings: Record<string, string>): Promise<HistorySweep> {
+  const result = await job(options, { job: "sweeperCountingRows", settings });
+  return {
+    wallMs: result.wallMs,
+    rowsReturned: result.outcome.timings?.rowsReturned ?? 0,
+    scanned: result.outcome.summary?.scanned ?? 0,
+    storage: result.storage,
+    graphRequests: env.emulator.requests.length,
+    closed: result.outcome.summary?.closed ?? 0,
+  };
+}
+
+function medianFigures(sweeps: readonly HistorySweep[]): HistoryFigures {
+  const median = (values: number[]) => {
+    const sorted = [...values].sort((a, b) => a - b);
+    const mid = Math.floor(sorted.length / 2);
+    return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  };
+  return {
+    wallMs: median(sweeps.map((s) => s.wallMs)),
+    rowsReturned: median(sweeps.map((s) => s.rowsReturned)),
+    scanned: median(sweeps.map((s) => s.scanned)),
+    requests: median(sweeps.map((s) => s.storage.total)),
+    queries: median(sweeps.map((s) => s.storage.queries)),
+  };
+}
+
+/** a ÷ b; 1 where both are 0 (nothing, both times). */
+function ratioOf(a: number, b: number): number {
+  return a === b ? 1 : a / b;
 }
 
 async function runScan(env: BenchEnvironment, plan: DatasetPlan, options: BenchOptions, log: (line: string) => void): Promise<ScanResult> {

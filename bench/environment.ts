@@ -9,6 +9,7 @@ import { loadTestCertificate } from "../standins/certificate";
 import type { FakeAuthority } from "../standins/fakeAuthority";
 import type { GraphEmulator } from "../standins/graphEmulator";
 import { startStandIns } from "../standins/startStandIns";
+import { HISTORY_TABLE_INFIX } from "../src/ledger/history";
 import { isLoopbackEmulator } from "../src/ledger/tableClient";
 
 export interface BenchEnvironment {
@@ -23,6 +24,7 @@ export interface BenchEnvironment {
   settings(tableName: string, overrides?: Record<string, string>): Record<string, string>;
   /** A table name not used before in this run. */
   newTableName(prefix: string): string;
+  /** Deletes a ledger's live table and its history tables (`<name>History<YYYY>W<WW>`). */
   deleteTable(tableName: string): Promise<void>;
   close(): Promise<void>;
 }
@@ -68,6 +70,11 @@ export async function startBenchEnvironment(options: EnvironmentOptions): Promis
       return `${prefix}${runId}n${++tables}`;
     },
     async deleteTable(tableName) {
+      // A sweep moves what it finished to history: Azurite keeps all of it in memory for the run unless it goes too.
+      const prefix = `${tableName}${HISTORY_TABLE_INFIX}`;
+      for await (const table of service.listTables({ queryOptions: { filter: `TableName ge '${prefix}' and TableName lt '${prefix}{'` } })) {
+        if (table.name) await service.deleteTable(table.name);
+      }
       await service.deleteTable(tableName);
     },
     async close() {

@@ -1,6 +1,7 @@
 /**
- * The bench's parameters, their defaults (sized to finish in under 3 minutes on 2 cores) and the
- * command-line flags that set them.
+ * The bench's parameters, their defaults (sized to finish in under 3 minutes on 2 cores, and ~40 s
+ * more for the history scenario, most of it seeding 100,000 rows of history) and the command-line
+ * flags that set them.
  */
 import { DEFAULT_SETTINGS } from "../src/config";
 
@@ -28,15 +29,21 @@ export interface BenchOptions {
   budget: TenantBudget;
   /** Stale rows `naive` works through (its per-session cost is compared, not its total). */
   naivePrefix: number;
-  /** Runs of each contender per scenario; the median wall is reported. */
+  /** Runs of each contender per scenario (budget, unbounded); the median wall is reported. */
   repeats: number;
   /** Rows of the dry-run scan whose peak RSS is measured (0: skip it). */
   scanRows: number;
   /**
    * `budget`: the emulator enforces the per-tenant budget (429 + Retry-After) and the sweeper is
-   * configured with it; `unbounded`: no budget anywhere (where the floor target applies).
+   * configured with it; `unbounded`: no budget anywhere (where the floor target applies); `history`:
+   * the sweeper alone, an idle sweep and a sweep of HISTORY_LIVE_STALE stale rows, over a live table
+   * whose ledger has `historyRows` finished sessions in history and over one that has none.
    */
   scenarios: ScenarioName[];
+  /** Finished sessions in history in the `history` scenario. */
+  historyRows: number;
+  /** Sweeps of each ledger in the `history` scenario (medians are reported): cheap next to seeding the history. */
+  historyRepeats: number;
   /** SWEEP_CONCURRENCY given to the sweeper; undefined: the product's default. */
   sweepConcurrency: number | undefined;
   /** `process`: each contender in a child process of its own (honest peak RSS); `inline`: in this process. */
@@ -48,8 +55,13 @@ export interface BenchOptions {
 }
 
 export const CONTENDER_NAMES = ["naive", "competent", "sweeper"] as const;
-export const SCENARIO_NAMES = ["budget", "unbounded"] as const;
+export const SCENARIO_NAMES = ["budget", "unbounded", "history"] as const;
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
+/** The scenarios every contender runs in (the history scenario is the sweeper's alone). */
+export const CONTENDER_SCENARIOS = ["budget", "unbounded"] as const satisfies readonly ScenarioName[];
+export type ContenderScenario = (typeof CONTENDER_SCENARIOS)[number];
+/** Stale live rows the history scenario's sweep closes (the issue's 20). */
+export const HISTORY_LIVE_STALE = 20;
 export type ContenderName = (typeof CONTENDER_NAMES)[number];
 
 export const DEFAULT_OPTIONS: BenchOptions = {
@@ -67,7 +79,9 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   naivePrefix: 300,
   repeats: 1,
   scanRows: 100_000,
-  scenarios: ["budget", "unbounded"],
+  scenarios: ["budget", "unbounded", "history"],
+  historyRows: 100_000,
+  historyRepeats: 5,
   sweepConcurrency: undefined,
   isolation: "process",
   contenders: [...CONTENDER_NAMES],
@@ -84,9 +98,11 @@ export const USAGE = `npm run bench -- [flags]
   --latency MS         Graph emulator latency per request           (default ${DEFAULT_OPTIONS.latencyMs})
   --budget R/W         per-tenant budget: R requests per W (ms, or 5s) (default ${DEFAULT_OPTIONS.budget.requests}/${DEFAULT_OPTIONS.budget.windowMs / 1000}s)
   --naive-prefix N     stale rows naive works through               (default ${DEFAULT_OPTIONS.naivePrefix})
-  --repeats N          runs per contender and scenario (median)     (default ${DEFAULT_OPTIONS.repeats})
+  --repeats N          runs per contender and scenario (median)     (default ${DEFAULT_OPTIONS.repeats}; not the history scenario's)
   --scan-rows N        rows of the dry-run memory scan, 0 to skip   (default ${DEFAULT_OPTIONS.scanRows})
-  --scenarios a,b      among budget, unbounded (budget off)         (default both)
+  --scenarios a,b      among budget, unbounded (budget off), history (default all three)
+  --history-rows N     finished sessions in history (history scenario) (default ${DEFAULT_OPTIONS.historyRows})
+  --history-repeats N  sweeps of each ledger in the history scenario (medians) (default ${DEFAULT_OPTIONS.historyRepeats})
   --concurrency N      SWEEP_CONCURRENCY for the sweeper            (default: the product's, ${DEFAULT_SETTINGS.SWEEP_CONCURRENCY})
   --contenders a,b     among naive, competent, sweeper              (default all)
   --cpu-prof DIR       write a CPU profile of each worker process to DIR
@@ -164,6 +180,12 @@ export function parseBenchArgs(argv: readonly string[]): CliOptions {
         else options.scenarios = SCENARIO_NAMES.filter((n) => names.includes(n));
         break;
       }
+      case "--history-rows":
+        options.historyRows = int(flag, value(), 1);
+        break;
+      case "--history-repeats":
+        options.historyRepeats = int(flag, value(), 1);
+        break;
       case "--concurrency":
         options.sweepConcurrency = int(flag, value(), 1);
         break;

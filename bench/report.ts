@@ -1,16 +1,35 @@
 /** The bench's printed table and target list. */
-import type { BenchResult } from "./bench";
+import type { BenchResult, HistoryFigures, HistoryResult } from "./bench";
 import { representative, type Target } from "./targets";
 
 export function formatReport(result: BenchResult): string {
   const { options, dataset, floors } = result;
   const lines: string[] = [];
+  const throughput = result.runs.length > 0;
   lines.push(
     `workbook-session-sweeper bench · ${result.source.commit ? `${result.source.commit.slice(0, 7)}${result.source.srcDirty ? " + uncommitted src/ changes" : ""} · ` : ""}Node ${result.machine.node}, ${result.machine.cpus} cores · ` +
-      `${dataset.stale} stale + ${dataset.fresh} fresh + ${dataset.closed} closed rows, ${dataset.users} users, ${dataset.tenants} tenants, ` +
-      `${dataset.workbooksPerUser} workbooks/user · Graph latency ${options.latencyMs} ms · budget ${options.budget.requests}/${options.budget.windowMs / 1000} s per tenant`,
+      (throughput ? `${dataset.stale} stale + ${dataset.fresh} fresh + ${dataset.closed} closed rows, ` : "") +
+      `${dataset.users} users, ${dataset.tenants} tenants, ${dataset.workbooksPerUser} workbooks/user · Graph latency ${options.latencyMs} ms` +
+      (throughput ? ` · budget ${options.budget.requests}/${options.budget.windowMs / 1000} s per tenant` : ""),
   );
   lines.push("");
+  if (throughput) lines.push(...throughputTable(result), "");
+  if (floors) lines.push(...floorLines(result));
+  if (result.history) lines.push(...historyLines(result.history));
+  if (result.scan) lines.push(`Dry-run scan of ${result.scan.rows} rows: ${(result.scan.wallMs / 1000).toFixed(2)} s, ${result.scan.storage.queries} pages, peak RSS ${result.scan.peakRssMb.toFixed(0)} MB (${result.scan.rssScope}${result.scan.workerBaselineRssMb !== null ? `; an idle worker process: ${result.scan.workerBaselineRssMb.toFixed(0)} MB` : ""})`);
+  if (result.idle) lines.push(`Idle sweep: ${result.idle.storage.total} storage request(s) (${result.idle.storage.queries} queries), ${result.idle.graphRequests} Graph request(s), ${result.idle.tokenRequests} token request(s)`);
+  lines.push("");
+  lines.push("Targets:");
+  for (const [name, target] of Object.entries(result.targets) as [string, Target<unknown>][]) {
+    const mark = target.met === null ? "n/a " : target.met ? "met " : "MISS";
+    lines.push(`  [${mark}] ${name.padEnd(20)} ${showValue(target.value).padEnd(36)} target ${target.target}${target.note ? `  (${target.note})` : ""}`);
+  }
+  return lines.join("\n");
+}
+
+function throughputTable(result: BenchResult): string[] {
+  const { options, dataset } = result;
+  const lines: string[] = [];
   const header = ["scenario", "contender", "rows", "wall", "closed/s", "ms/closed", "Graph req/closed", "429s", "storage req/closed", "peak RSS MB", "wrong rows"];
   const table: string[][] = [header];
   for (const scenario of ["budget", "unbounded"] as const) {
@@ -41,7 +60,12 @@ export function formatReport(result: BenchResult): string {
   if (result.runs.some((r) => r.contender === "naive")) {
     lines.push(`naive works through a prefix of ${Math.min(options.naivePrefix, dataset.stale)} of the ${dataset.stale} stale rows (one at a time); compare ms/closed, not wall.`);
   }
-  lines.push("");
+  return lines;
+}
+
+function floorLines(result: BenchResult): string[] {
+  const floors = result.floors!;
+  const lines: string[] = [];
   const g = floors.graph;
   lines.push(
     `Floors: Table ${(floors.table.floorMs / 1000).toFixed(2)} s (${floors.table.rowWrites} row writes in ${floors.table.transactions} transactions; scan ${(floors.table.scanMs / 1000).toFixed(2)} s)` +
@@ -63,15 +87,38 @@ export function formatReport(result: BenchResult): string {
         (run.graph.workbookOverlaps.count > 0 ? ` (longest ${run.graph.workbookOverlaps.maxOverlapMs} ms${run.graph.workbookOverlaps.maxOverlapMs < 5 ? ": the emulator's bookkeeping, not a real overlap" : ""})` : ""),
     );
   }
-  if (result.scan) lines.push(`Dry-run scan of ${result.scan.rows} rows: ${(result.scan.wallMs / 1000).toFixed(2)} s, ${result.scan.storage.queries} pages, peak RSS ${result.scan.peakRssMb.toFixed(0)} MB (${result.scan.rssScope}${result.scan.workerBaselineRssMb !== null ? `; an idle worker process: ${result.scan.workerBaselineRssMb.toFixed(0)} MB` : ""})`);
-  if (result.idle) lines.push(`Idle sweep: ${result.idle.storage.total} storage request(s) (${result.idle.storage.queries} queries), ${result.idle.graphRequests} Graph request(s), ${result.idle.tokenRequests} token request(s)`);
-  lines.push("");
-  lines.push("Targets:");
-  for (const [name, target] of Object.entries(result.targets) as [string, Target<unknown>][]) {
-    const mark = target.met === null ? "n/a " : target.met ? "met " : "MISS";
-    lines.push(`  [${mark}] ${name.padEnd(20)} ${showValue(target.value).padEnd(36)} target ${target.target}${target.note ? `  (${target.note})` : ""}`);
+  return lines;
+}
+
+/** The history scenario: its own small table of medians, then the ratios. */
+function historyLines(history: HistoryResult): string[] {
+  const lines: string[] = [];
+  const { withoutHistory: without, withHistory: withRows, ratios } = history;
+  lines.push(
+    `History: ${history.historyRows} finished sessions in ${withRows.historyTables.length} weekly history table(s) against none, ${history.liveStale} stale live rows, ` +
+      `no finished row in either live table${history.repeats > 1 ? ` · medians of ${history.repeats} repeats` : ""} · ${fmtSeconds(history.durationMs)} in all (seeding the history ${fmtSeconds(history.seedMs)})`,
+  );
+  const header = ["history", "sweep", "rows returned", "scanned", "storage requests", "queries", "wall"];
+  const table: string[][] = [header];
+  const row = (label: string, sweep: string, f: HistoryFigures) => [label, sweep, String(f.rowsReturned), String(f.scanned), String(f.requests), String(f.queries), `${f.wallMs.toFixed(0)} ms`];
+  table.push(row("none", `${history.liveStale} stale`, without.sweep), row(String(history.historyRows), `${history.liveStale} stale`, withRows.sweep));
+  table.push(row("none", "idle", without.idle), row(String(history.historyRows), "idle", withRows.idle));
+  const widths = header.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
+  for (const [index, r] of table.entries()) {
+    lines.push(`  ${r.map((cell, i) => (i < 2 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ")}`);
+    if (index === 0) lines.push(`  ${widths.map((w) => "-".repeat(w)).join("  ")}`);
   }
-  return lines.join("\n");
+  const r = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : String(x));
+  lines.push(
+    `  with ÷ without: ${history.liveStale}-row sweep: requests ${r(ratios.sweep.requests)}, rows returned ${r(ratios.sweep.rowsReturned)}, scanned ${r(ratios.sweep.scanned)}, wall ${r(ratios.sweep.wallMs)} · ` +
+      `idle sweep: requests ${r(ratios.idle.requests)}, rows returned ${r(ratios.idle.rowsReturned)}, scanned ${r(ratios.idle.scanned)}, wall ${r(ratios.idle.wallMs)}` +
+      (without.wrongRows + withRows.wrongRows > 0 ? ` · ${without.wrongRows + withRows.wrongRows} WRONG rows (${[...without.examples, ...withRows.examples][0] ?? ""})` : ""),
+  );
+  return lines;
+}
+
+function fmtSeconds(ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`;
 }
 
 function fmt(value: number, digits: number): string {

@@ -2,7 +2,7 @@
  * The issue's targets, measured (never asserted in tests): each with the measured value, the
  * target, and whether it is met (null when the run did not measure it).
  */
-import type { BenchResult, ContenderRun, IdleResult, ScanResult, ScenarioName } from "./bench";
+import type { ContenderRun, ContenderScenario, Floors, HistoryResult, IdleResult, ScanResult } from "./bench";
 import type { ContenderName } from "./options";
 
 export interface Target<V = number | null> {
@@ -20,24 +20,30 @@ export interface Targets {
   /** Sweeper, budget off: wall ÷ max(Graph floor, Table floor). */
   wallOverFloor: Target & { wallMs: number | null; floorMs: number | null };
   /** Per closed session: naive's time ÷ the sweeper's. */
-  vsNaive: Target & { scenario: ScenarioName | null; byScenario: Partial<Record<ScenarioName, number | null>> };
+  vsNaive: Target & { scenario: ContenderScenario | null; byScenario: Partial<Record<ContenderScenario, number | null>> };
   /** Per closed session: competent's time ÷ the sweeper's. */
-  vsCompetent: Target & { scenario: ScenarioName | null; byScenario: Partial<Record<ScenarioName, number | null>> };
+  vsCompetent: Target & { scenario: ContenderScenario | null; byScenario: Partial<Record<ContenderScenario, number | null>> };
   scanPeakRssMb: Target;
   idleStorageRequests: Target;
   idleGraphRequests: Target;
+  /**
+   * History scenario: with a long history ÷ without, the worst of storage requests, rows the stale
+   * query returned and rows it kept (`scanned`), over the idle sweep and the sweep of the stale live
+   * rows. Wall time is in `history.ratios`, not in the target.
+   */
+  historyRatio: Target & { ratios: HistoryResult["ratios"] | null };
   /** Rows left in a wrong state, per contender, over all its runs; the target is the sweeper's 0. */
   wrongRows: Target<Partial<Record<ContenderName, number>>>;
 }
 
 /** The run whose time per closed session is the median of its repeats. */
-export function representative(runs: readonly ContenderRun[], contender: ContenderName, scenario: ScenarioName): ContenderRun | undefined {
+export function representative(runs: readonly ContenderRun[], contender: ContenderName, scenario: ContenderScenario): ContenderRun | undefined {
   const matching = runs.filter((r) => r.contender === contender && r.scenario === scenario).sort((a, b) => a.msPerClosed - b.msPerClosed);
   return matching[Math.floor((matching.length - 1) / 2)];
 }
 
-export function evaluateTargets(input: { runs: ContenderRun[]; floors: BenchResult["floors"]; scan?: ScanResult; idle?: IdleResult }): Targets {
-  const { runs, floors, scan, idle } = input;
+export function evaluateTargets(input: { runs: ContenderRun[]; floors?: Floors; scan?: ScanResult; idle?: IdleResult; history?: HistoryResult }): Targets {
+  const { runs, floors, scan, idle, history } = input;
   const sweeperBudget = representative(runs, "sweeper", "budget");
   const sweeperFree = representative(runs, "sweeper", "unbounded");
   const naive = representative(runs, "naive", "budget") ?? representative(runs, "naive", "unbounded");
@@ -46,12 +52,12 @@ export function evaluateTargets(input: { runs: ContenderRun[]; floors: BenchResu
   const utilization = utilizations.length > 0 && utilizations.every((u) => u !== null) ? Math.min(...(utilizations as number[])) : null;
   const throttled = sweeperBudget && sweeperBudget.graph.requests > 0 ? sweeperBudget.graph.throttled / sweeperBudget.graph.requests : null;
 
-  const floorFree = floors.graph.unbounded ? Math.max(floors.graph.unbounded.floorMs, floors.table.floorMs) : null;
+  const floorFree = floors?.graph.unbounded ? Math.max(floors.graph.unbounded.floorMs, floors.table.floorMs) : null;
   const wallOverFloor = sweeperFree && floorFree ? sweeperFree.wallMs / floorFree : null;
 
   const ratio = (other: ContenderRun | undefined, sweeper: ContenderRun | undefined) =>
     other && sweeper && Number.isFinite(other.msPerClosed) && Number.isFinite(sweeper.msPerClosed) ? other.msPerClosed / sweeper.msPerClosed : null;
-  const primary: ScenarioName | null = sweeperFree ? "unbounded" : sweeperBudget ? "budget" : null;
+  const primary: ContenderScenario | null = sweeperFree ? "unbounded" : sweeperBudget ? "budget" : null;
   const vsNaive = { ...(sweeperBudget && { budget: ratio(naive, sweeperBudget) }), ...(sweeperFree && { unbounded: ratio(naive, sweeperFree) }) };
   const vsCompetent = {
     ...(sweeperBudget && { budget: ratio(representative(runs, "competent", "budget"), sweeperBudget) }),
@@ -60,6 +66,12 @@ export function evaluateTargets(input: { runs: ContenderRun[]; floors: BenchResu
 
   const wrong: Partial<Record<ContenderName, number>> = {};
   for (const run of runs) wrong[run.contender] = (wrong[run.contender] ?? 0) + run.correctness.wrongRows;
+  // The history scenario's sweeps are the sweeper's too.
+  if (history) wrong.sweeper = (wrong.sweeper ?? 0) + history.withoutHistory.wrongRows + history.withHistory.wrongRows;
+
+  const historyWorst = history
+    ? Math.max(...(["idle", "sweep"] as const).flatMap((sweep) => [history.ratios[sweep].requests, history.ratios[sweep].rowsReturned, history.ratios[sweep].scanned]))
+    : null;
 
   const atLeast = (value: number | null, min: number) => (value === null ? null : value >= min);
   const atMost = (value: number | null, max: number) => (value === null ? null : value <= max);
@@ -97,6 +109,15 @@ export function evaluateTargets(input: { runs: ContenderRun[]; floors: BenchResu
     scanPeakRssMb: { value: scan?.peakRssMb ?? null, target: "<= 150", met: atMost(scan?.peakRssMb ?? null, 150), ...(scan && { note: `${scan.rows} rows, RSS scope: ${scan.rssScope}` }) },
     idleStorageRequests: { value: idle?.storage.total ?? null, target: "== 1", met: idle ? idle.storage.total === 1 : null },
     idleGraphRequests: { value: idle?.graphRequests ?? null, target: "== 0", met: idle ? idle.graphRequests === 0 : null },
+    historyRatio: {
+      value: historyWorst,
+      target: "<= 1.2",
+      met: atMost(historyWorst, 1.2),
+      ratios: history?.ratios ?? null,
+      ...(history && {
+        note: `with ${history.historyRows} rows of history ÷ without; worst of storage requests, rows returned and scanned, idle sweep and ${history.liveStale}-row sweep (wall, not a target: idle ${history.ratios.idle.wallMs.toFixed(2)}, sweep ${history.ratios.sweep.wallMs.toFixed(2)})`,
+      }),
+    },
     wrongRows: { value: wrong, target: "sweeper == 0", met: wrong.sweeper === undefined ? null : wrong.sweeper === 0 },
   };
 }

@@ -27,6 +27,11 @@ export interface StorageCounts {
   writes: number;
   /** Entity-group transactions (POST $batch), however many rows each carries. */
   transactions: number;
+  /**
+   * Requests per table, by the URL's last segment: a table's name, `Tables` (the table service:
+   * create, delete, list) or `$batch` (a transaction names its table in its body).
+   */
+  byTable: Record<string, number>;
 }
 
 export interface JobResult {
@@ -45,12 +50,14 @@ export interface JobResult {
 }
 
 export function emptyStorageCounts(): StorageCounts {
-  return { total: 0, queries: 0, reads: 0, writes: 0, transactions: 0 };
+  return { total: 0, queries: 0, reads: 0, writes: 0, transactions: 0, byTable: {} };
 }
 
 export function countStorageRequest(counts: StorageCounts, request: { method: string; url: string }): void {
   counts.total++;
   const path = new URL(request.url).pathname;
+  const table = decodeURIComponent(path.slice(path.lastIndexOf("/") + 1)).replace(/\(.*$/s, "");
+  counts.byTable[table] = (counts.byTable[table] ?? 0) + 1;
   if (request.method === "POST" && path.endsWith("/$batch")) counts.transactions++;
   else if (request.method === "GET" && /\(\s*PartitionKey=/.test(decodeURIComponent(path))) counts.reads++;
   else if (request.method === "GET") counts.queries++;

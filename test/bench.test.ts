@@ -24,6 +24,8 @@ describe("bench", () => {
       budget: { requests: 15, windowMs: 1_000 },
       naivePrefix: 10,
       scanRows: 300,
+      historyRows: 200,
+      historyRepeats: 2,
       isolation: "inline",
     });
 
@@ -40,10 +42,18 @@ describe("bench", () => {
 
     expect(result.idle).toMatchObject({ graphRequests: 0 });
     expect(result.scan).toMatchObject({ rows: 300, scanned: 300 });
-    expect(result.floors.graphRoundTrips.closed).toBe(40);
-    expect(result.floors.table.rowWrites).toBe(80);
+    expect(result.floors?.graphRoundTrips.closed).toBe(40);
+    expect(result.floors?.table.rowWrites).toBe(80);
+    // The history scenario: the sweeper closes 20 stale live rows over a ledger with 200 finished sessions in history and over one with none.
+    expect(result.history).toMatchObject({ historyRows: 200, liveStale: 20 });
+    for (const c of [result.history!.withoutHistory, result.history!.withHistory]) {
+      expect(c.wrongRows, c.examples.join("; ")).toBe(0);
+      expect(c.sweeps.map((s) => s.closed)).toEqual([20, 20]);
+      expect(c.idles.map((s) => s.graphRequests)).toEqual([0, 0]);
+    }
+    expect(result.history!.withHistory.historyTables.length).toBeGreaterThan(0);
     expect(Object.keys(result.targets).sort()).toEqual(
-      ["budgetUtilization", "idleGraphRequests", "idleStorageRequests", "scanPeakRssMb", "throttledShare", "vsCompetent", "vsNaive", "wallOverFloor", "wrongRows"].sort(),
+      ["budgetUtilization", "historyRatio", "idleGraphRequests", "idleStorageRequests", "scanPeakRssMb", "throttledShare", "vsCompetent", "vsNaive", "wallOverFloor", "wrongRows"].sort(),
     );
     expect(result.targets.wrongRows.value).toEqual({ naive: 0, competent: 0, sweeper: 0 });
     expect(formatReport(result)).toContain("Targets:");

@@ -1,6 +1,6 @@
 import { competent } from "./competent";
 import { naive } from "./naive";
-import { sweeper, sweeperDryRun } from "./sweeper";
+import { sweeper, sweeperCountingRows, sweeperDryRun } from "./sweeper";
 import { graphRoundTrips } from "../floors";
 import type { Contender } from "./types";
 
@@ -10,5 +10,5 @@ export type { Contender, ContenderContext, ContenderOutcome } from "./types";
 const baseline: Contender = async () => ({ attempted: 0, closed: 0, errors: 0 });
 
 /** Every job a bench worker can run, by name. */
-export const CONTENDERS = { naive, competent, sweeper, sweeperDryRun, baseline, graphRoundTrips } satisfies Record<string, Contender>;
+export const CONTENDERS = { naive, competent, sweeper, sweeperDryRun, sweeperCountingRows, baseline, graphRoundTrips } satisfies Record<string, Contender>;
 export type JobName = keyof typeof CONTENDERS;
