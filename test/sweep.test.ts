@@ -171,8 +171,10 @@ describe("sweep", () => {
       workbook: "/drives/d/items/..%2F..%2Fme%2Fmessages",
       status: "open",
       attempts: 0,
+      schemaVersion: 2,
       createdAt: past,
-      lastActivityAt: past,
+      heartbeatSeenAt: past,
+      leaseSeconds: 0,
     });
     const summary = await table.services.newSweeper().run();
     expect(summary).toMatchObject({ scanned: 2, closed: 1, malformed: 1 });
