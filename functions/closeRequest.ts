@@ -1,8 +1,8 @@
 import { app } from "@azure/functions";
 import { closeRequest } from "../src/app/closeRequest";
-import { functionBindings } from "../src/app/functionBindings";
+import { readBindingSettings } from "../src/config";
 
 export { closeRequest };
 
 // `connection` names the app setting the host reads the storage account from.
-app.storageQueue("closeRequest", { queueName: functionBindings().closeQueueName, connection: "AzureWebJobsStorage", handler: closeRequest });
+app.storageQueue("closeRequest", { queueName: readBindingSettings().closeQueueName, connection: "AzureWebJobsStorage", handler: closeRequest });

@@ -1,7 +1,7 @@
 import { app } from "@azure/functions";
-import { functionBindings } from "../src/app/functionBindings";
+import { readBindingSettings } from "../src/config";
 import { purgeTimer } from "../src/app/purgeTimer";
 
 export { purgeTimer };
 
-app.timer("purgeTimer", { schedule: functionBindings().purgeSchedule, handler: purgeTimer });
+app.timer("purgeTimer", { schedule: readBindingSettings().purgeSchedule, handler: purgeTimer });

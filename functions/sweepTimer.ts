@@ -1,7 +1,7 @@
 import { app } from "@azure/functions";
-import { functionBindings } from "../src/app/functionBindings";
+import { readBindingSettings } from "../src/config";
 import { sweepTimer } from "../src/app/sweepTimer";
 
 export { sweepTimer };
 
-app.timer("sweepTimer", { schedule: functionBindings().sweepSchedule, handler: sweepTimer });
+app.timer("sweepTimer", { schedule: readBindingSettings().sweepSchedule, handler: sweepTimer });

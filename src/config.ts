@@ -150,8 +150,9 @@ export function loadConfig(settings: Settings = process.env): SweeperConfig {
 
 /**
  * What the Functions host binds to its triggers: the timers' schedules and the close queue's name.
- * The registrations pass them to the host as plain values, so the host needs none of these
- * settings itself. Never throws: a malformed value is replaced by its default here (so every
+ * The registrations pass them to the host as plain values, read when the function files load: the
+ * host resolves a setting named in a binding only from app settings, so a default that lives in
+ * the app would never reach it, and a timer bound to an unset setting would never fire. Never throws: a malformed value is replaced by its default here (so every
  * function still registers and runs) and `problems` names it; `loadConfig` refuses the same
  * value, so each invocation then fails with the setting's name.
  */

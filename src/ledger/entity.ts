@@ -200,7 +200,7 @@ export const UNSUPPORTED_SCHEMA = "schemaVersion is";
 
 /**
  * The service's time of the row's last write: the `Timestamp` it was read with, or, for a row just
- * written, the time its new ETag names (`W/"datetime'2026-12-01T00%3A16%3A13.2795179Z'"`).
+ * written, the time its new ETag names (`W/"datetime'…'"`, the time URL-encoded).
  */
 function serviceTimestamp(entity: RawEntity): Date | undefined {
   const text = typeof entity.timestamp === "string" ? entity.timestamp : /datetime'([^']+)'/.exec(entity.etag ?? "")?.[1];
