@@ -22,6 +22,10 @@ export class LocalHttpsServer {
         } else res.destroy();
       });
     });
+    // Node's 5 s default closes an idle kept-alive connection just as a client may reuse it (the
+    // client then sees a reset: a NetworkError the real front ends, idle for minutes, rarely cause).
+    this.server.keepAliveTimeout = 120_000;
+    this.server.headersTimeout = 125_000;
     this.server.on("secureConnection", (socket: Socket) => {
       this.sockets.add(socket);
       socket.on("close", () => this.sockets.delete(socket));

@@ -48,7 +48,10 @@ describe("AssertionCipher", () => {
     expect(() => new AssertionCipher(key).decrypt(sealed, { ...row, rowKey: "other" })).toThrow(AssertionDecryptionError);
     expect(() => new AssertionCipher(Buffer.alloc(32, 4)).decrypt(sealed, row)).toThrow(AssertionDecryptionError);
     const [v, iv, body, tag] = sealed.split(".");
-    const flipped = `${v}.${iv}.${body!.slice(0, -2)}${body!.endsWith("A") ? "B" : "A"}${body!.slice(-1)}.${tag}`;
+    // Another character in place of the second-to-last one (whose bits are all data).
+    const tampered = body!.at(-2) === "A" ? "B" : "A";
+    const flipped = `${v}.${iv}.${body!.slice(0, -2)}${tampered}${body!.slice(-1)}.${tag}`;
+    expect(flipped).not.toBe(sealed);
     expect(() => new AssertionCipher(key).decrypt(flipped, row)).toThrow(AssertionDecryptionError);
     expect(() => new AssertionCipher(key).decrypt("garbage", row)).toThrow(AssertionDecryptionError);
   });
