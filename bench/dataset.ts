@@ -114,7 +114,7 @@ export async function seedTable(env: BenchEnvironment, plan: DatasetPlan, tableN
     return assertion;
   };
   const now = Date.now();
-  const entities: { entity: SessionEntity; seeded: Omit<SeededRow, "etag"> }[] = [];
+  const entities: { table: string; entity: SessionEntity | HistoryEntity; seeded: Omit<SeededRow, "etag"> }[] = [];
   for (const row of plan.rows) {
     if (options.kinds && !options.kinds.includes(row.kind)) continue;
     const user = plan.users[row.user]!;
@@ -125,31 +125,33 @@ export async function seedTable(env: BenchEnvironment, plan: DatasetPlan, tableN
     const keys = { partitionKey: partitionKeyFor(user.tenantId, user.userId), rowKey: rowKeyFor(sessionId) };
     const lastActivityAt = new Date(row.kind === "fresh" ? now : now - STALE_IDLE_MS);
     const createdAt = new Date(lastActivityAt.getTime() - 10 * 60_000);
+    const common = { ...keys, schemaVersion: SCHEMA_VERSION, tenantId: user.tenantId, userId: user.userId, sessionId, workbook: row.workbook, persistChanges: true, createdAt, recordedBy: "bench" };
+    const seeded = { kind: row.kind, ...keys, tenantId: user.tenantId, sessionId, workbook: row.workbook };
+    if (row.kind === "closed") {
+      // Released by its producer, which moved it to history (SessionProducer.release): the live table holds none.
+      const entity: HistoryEntity = { ...common, status: "closed", attempts: 0, lastActivityAt, finishedAt: lastActivityAt, closedAt: lastActivityAt, closedBy: "producer" };
+      entities.push({ table: historyTableName(tableName, lastActivityAt), entity, seeded });
+      continue;
+    }
     const entity: SessionEntity = {
-      ...keys,
-      schemaVersion: SCHEMA_VERSION,
-      tenantId: user.tenantId,
-      userId: user.userId,
-      sessionId,
-      workbook: row.workbook,
-      persistChanges: true,
-      createdAt,
-      lastActivityAt,
+      ...common,
       // Liveness by the service's clock (src/ledger/liveness.ts): a stale row silent since lastActivityAt.
       heartbeatSeenAt: row.kind === "fresh" ? END_OF_TIME : lastActivityAt,
       leaseSeconds: 0,
       updatedAt: lastActivityAt,
-      status: row.kind === "closed" ? "closed" : "open",
+      status: "open",
       attempts: 0,
-      nextAttemptAt: createdAt,
-      recordedBy: "bench",
-      ...(row.kind === "closed"
-        ? { closedAt: lastActivityAt, closedBy: "producer", assertion: "" }
-        : { assertion: cipher.encrypt(assertionOf(user), keys) }),
+      assertion: cipher.encrypt(assertionOf(user), keys),
     };
-    entities.push({ entity, seeded: { kind: row.kind, ...keys, tenantId: user.tenantId, sessionId, workbook: row.workbook } });
+    entities.push({ table: tableName, entity, seeded });
   }
-  const etags = await insertAll(client, entities.map((e) => e.entity));
+  const etags = new Array<string>(entities.length);
+  for (const [table, group] of groupBy(entities.map((e, index) => ({ ...e, index })), (e) => e.table)) {
+    const target = table === tableName ? client : tableClientFor(env.connectionString, table);
+    if (target !== client) await target.createTable();
+    const written = await insertAll(target, group.map((e) => e.entity));
+    group.forEach((e, i) => (etags[e.index] = written[i]!));
+  }
   return {
     tableName,
     rows: entities.map((e, i) => ({ ...e.seeded, etag: etags[i]! })),
@@ -186,13 +188,11 @@ export async function seedScanTable(env: BenchEnvironment, plan: DatasetPlan, ta
         workbook: `/drives/b!u${user.index}/items/wb${Math.floor(i / plan.users.length) % 5}`,
         persistChanges: true,
         createdAt,
-        lastActivityAt,
         heartbeatSeenAt: lastActivityAt,
         leaseSeconds: 0,
         updatedAt: lastActivityAt,
         status: "open",
         attempts: 0,
-        nextAttemptAt: createdAt,
         recordedBy: "bench",
         assertion: cipher.encrypt(assertions[user.index]!, keys),
       });

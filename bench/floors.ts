@@ -2,12 +2,14 @@
  * The floors a sweep cannot beat, measured or computed in the same run:
  * - Graph: max over tenants of requests ÷ the budget's rate, and max over workbooks of sessions × L
  *   (one request at a time per workbook);
- * - Table: the time to make the same row writes (a claim and an outcome per stale row) as
- *   entity-group transactions of up to 100 rows, with no Graph call in between.
+ * - Table: the time to make the same row writes (per stale row a claim, an outcome, its history row
+ *   and the live row's delete: ledger v2 moves every finished session) as entity-group transactions
+ *   of up to 100 rows, with no Graph call in between.
  */
-import { odata, type TableEntityResult, type TransactionAction } from "@azure/data-tables";
+import { odata, type TableClient, type TableEntityResult, type TransactionAction } from "@azure/data-tables";
 import { OnBehalfOfCredential } from "@azure/identity";
 import { AssertionCipher } from "../src/core/AssertionCipher";
+import { historyTableName } from "../src/ledger/history";
 import { createLedgerTableClient } from "../src/ledger/tableClient";
 import { chunk, groupBy, mapConcurrent } from "../src/utils/concurrency";
 import type { Contender } from "./contenders/types";
@@ -31,7 +33,7 @@ export function graphFloor(plan: DatasetPlan, budget: TenantBudget | null, laten
 }
 
 export interface TableFloor {
-  /** Row writes made: a claim and an outcome per stale row. */
+  /** Row writes made: a claim, an outcome, a history row and a delete per stale row. */
   rowWrites: number;
   transactions: number;
   /** Time of the writes alone. */
@@ -40,12 +42,13 @@ export interface TableFloor {
   scanMs: number;
 }
 
-/** On a table seeded with the stale rows: scan them, then claim all and close all, in transactions. */
+/** On a table seeded with the stale rows: scan them, then claim all, close all and move all to history, in transactions. */
 export async function measureTableFloor(env: BenchEnvironment, seeded: SeededTable, parallel = 8): Promise<TableFloor> {
   const client = tableClientFor(env.connectionString, seeded.tableName);
   const scanStarted = performance.now();
   const rows: { partitionKey: string; rowKey: string; etag: string }[] = [];
-  const filter = odata`status eq ${"open"} and lastActivityAt lt ${new Date(Date.now() - 15 * 60_000)}`;
+  const cutoff = new Date(Date.now() - 15 * 60_000);
+  const filter = odata`status eq ${"open"} and (Timestamp lt ${cutoff} or heartbeatSeenAt lt ${cutoff})`;
   for await (const page of client.listEntities<Record<string, unknown>>({ queryOptions: { filter } }).byPage({ maxPageSize: 1_000 })) {
     for (const e of page) rows.push({ partitionKey: e.partitionKey!, rowKey: e.rowKey!, etag: e.etag });
   }
@@ -55,20 +58,24 @@ export async function measureTableFloor(env: BenchEnvironment, seeded: SeededTab
   let transactions = 0;
   const started = performance.now();
   const now = new Date();
+  const transact = (target: TableClient, actions: (items: typeof rows) => TransactionAction[], after?: (items: typeof rows, etags: (string | undefined)[]) => void) =>
+    mapConcurrent(chunks, parallel, async (items) => {
+      const response = await target.submitTransaction(actions(items));
+      transactions++;
+      after?.(items, response.subResponses.map((r) => r.etag));
+    });
+  const keepEtags = (items: typeof rows, etags: (string | undefined)[]) => items.forEach((r, i) => (r.etag = etags[i] ?? r.etag));
   for (const patch of [
     { status: "closing", leaseUntil: new Date(now.getTime() + 5 * 60_000), attempts: 1, updatedAt: now },
-    { status: "closed", closedAt: now, closedBy: "sweeper", assertion: "", updatedAt: now },
+    { status: "closed", closedAt: now, closedBy: "sweeper", finishedAt: now, assertion: "", updatedAt: now },
   ]) {
-    await mapConcurrent(chunks, parallel, async (items) => {
-      const actions: TransactionAction[] = items.map((r) => ["update", { partitionKey: r.partitionKey, rowKey: r.rowKey, ...patch }, "Merge", { etag: r.etag }]);
-      const response = await client.submitTransaction(actions);
-      transactions++;
-      items.forEach((r, i) => {
-        r.etag = response.subResponses[i]?.etag ?? r.etag;
-      });
-    });
+    await transact(client, (items) => items.map((r) => ["update", { partitionKey: r.partitionKey, rowKey: r.rowKey, ...patch }, "Merge", { etag: r.etag }]), keepEtags);
   }
-  return { rowWrites: rows.length * 2, transactions, floorMs: performance.now() - started, scanMs };
+  const history = tableClientFor(env.connectionString, historyTableName(seeded.tableName, now));
+  await history.createTable();
+  await transact(history, (items) => items.map((r) => ["upsert", { partitionKey: r.partitionKey, rowKey: r.rowKey, status: "closed", closedAt: now, closedBy: "sweeper", finishedAt: now }, "Replace"]));
+  await transact(client, (items) => items.map((r) => ["delete", { partitionKey: r.partitionKey, rowKey: r.rowKey }]));
+  return { rowWrites: rows.length * 4, transactions, floorMs: performance.now() - started, scanMs };
 }
 
 /**

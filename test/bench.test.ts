@@ -43,7 +43,7 @@ describe("bench", () => {
     expect(result.idle).toMatchObject({ graphRequests: 0 });
     expect(result.scan).toMatchObject({ rows: 300, scanned: 300 });
     expect(result.floors?.graphRoundTrips.closed).toBe(40);
-    expect(result.floors?.table.rowWrites).toBe(80);
+    expect(result.floors?.table.rowWrites).toBe(160);
     // The history scenario: the sweeper closes 20 stale live rows over a ledger with 200 finished sessions in history and over one with none.
     expect(result.history).toMatchObject({ historyRows: 200, liveStale: 20 });
     for (const c of [result.history!.withoutHistory, result.history!.withHistory]) {

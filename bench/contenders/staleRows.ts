@@ -20,7 +20,9 @@ export async function readStaleRows({ settings, onStorageRequest, limit = Infini
   const cipher = new AssertionCipher(Buffer.from(settings.ASSERTION_ENCRYPTION_KEY!, "base64"));
   const cutoff = new Date(Date.now() - parseDuration(settings.STALE_AFTER ?? DEFAULT_SETTINGS.STALE_AFTER)!);
   const rows: RawRow[] = [];
-  for await (const row of table.listEntities<Record<string, unknown>>({ queryOptions: { filter: odata`status eq ${"open"} and lastActivityAt lt ${cutoff}` } })) {
+  // Silent since the cutoff, as the README's schema tells it: the last heartbeat is the earlier of Timestamp and heartbeatSeenAt.
+  const filter = odata`status eq ${"open"} and (Timestamp lt ${cutoff} or heartbeatSeenAt lt ${cutoff})`;
+  for await (const row of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
     rows.push(row);
     if (rows.length >= limit) break;
   }
