@@ -197,8 +197,10 @@ describe("sweep", () => {
       sessionId: "bad",
       workbook: "/drives/d/items/i",
       status: "open",
+      schemaVersion: 2,
       createdAt: longAgo,
-      lastActivityAt: longAgo,
+      heartbeatSeenAt: longAgo,
+      leaseSeconds: 0,
       attempts: "many",
       recordedBy: "buggy",
     });

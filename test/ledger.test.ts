@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { SessionNotOpenError, SessionNotFoundError, SessionAlreadyRecordedError, ValidationError, type LedgerPage, type SessionRecord, type SessionToClose } from "../src";
 import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { DEFAULT_PAGE_SIZE } from "../src/ledger/SessionLedger";
+import { historyTableName } from "../src/ledger/history";
 import { mapConcurrent } from "../src/utils/concurrency";
 import { createLedgerFixture, graphLikeSessionId, newUser } from "./support/ledgerFixture";
 
@@ -321,7 +322,8 @@ describe("batched transitions", () => {
     expect(storageRequests).toHaveLength(3);
     const one = await ledger.get(recorded[0]!);
     expect(one).toMatchObject({ status: "open", lastError: { code: "throttled", message: "429" } });
-    expect(one?.nextAttemptAt?.getTime()).toBe(clock.now.getTime() + MINUTE);
+    // Written in the service's time, as every time a sweeper writes.
+    expect(one?.nextAttemptAt?.getTime()).toBe(ledger.toServiceTime(new Date(clock.now.getTime() + MINUTE)).getTime());
   });
 });
 
@@ -335,7 +337,9 @@ describe("history", () => {
     expect(recorded).toBe(true);
 
     expect((await collect(ledger.listStale(0))).rows).toEqual([]);
-    expect(await ledger.history.tableNames()).toEqual([`${tableName}History2026W48`]);
+    // The week the service's clock says it finished in (the fixture's service time is stood in, fixed while the test's clock stands still).
+    const finishedAt = ledger.serviceNow();
+    expect(await ledger.history.tableNames()).toEqual([historyTableName(tableName, finishedAt)]);
     const stored = await ledger.history.storedEntity(row);
     expect(stored).toMatchObject({
       schemaVersion: 2,
@@ -347,7 +351,7 @@ describe("history", () => {
       workbook: "/drives/b!drive-1/items/01ITEM",
     });
     expect(stored!.assertion).toBeUndefined();
-    expect((stored!.finishedAt as Date).toISOString()).toBe("2026-11-23T12:00:00.000Z");
+    expect((stored!.finishedAt as Date).toISOString()).toBe(finishedAt.toISOString());
     expect(await ledger.get(row)).toMatchObject({ status: "expired", lastError: { code: "itemNotFound" } });
   });
 
@@ -377,6 +381,22 @@ describe("history", () => {
     await ledger.markClosed(claim.row);
     await expect(producer.touch(row)).rejects.toBeInstanceOf(SessionNotOpenError);
     expect(await producer.release(row)).toMatchObject({ status: "closed", closedBy: "sweeper" });
+  });
+
+  it("lookups of finished sessions read a week's table or two, and list the history tables at most once in a while", async () => {
+    const { ledger, producer, storageRequests } = await createLedgerFixture();
+    const rows = await Promise.all([1, 2, 3].map(() => producer.record(recordInput())));
+    for (const row of rows) await producer.release(row);
+    const before = storageRequests.length;
+    for (const row of rows) {
+      await expect(producer.touch(row)).rejects.toBeInstanceOf(SessionNotOpenError);
+      expect(await producer.release(row)).toMatchObject({ status: "closed", closedBy: "producer" });
+      expect(await ledger.get(row)).toMatchObject({ status: "closed", closedBy: "producer" });
+    }
+    const listings = storageRequests.slice(before).filter((r) => r.method === "GET" && new URL(r.url).pathname.endsWith("/Tables"));
+    // Nine lookups: the producer's history and the ledger's list the tables once each.
+    expect(listings.length).toBeLessThanOrEqual(2);
+    await expect(producer.touch(recordInput())).rejects.toBeInstanceOf(SessionNotFoundError);
   });
 });
 

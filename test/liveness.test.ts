@@ -15,9 +15,9 @@ useCloudFixture((started) => (cloud = started));
 const MINUTE = 60_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function skewedServices(table: TableFixture, skewMs: number): SweeperServices {
+function skewedServices(table: TableFixture, skewMs: number, onStorageRequest?: (request: { method: string; url: string }) => void): SweeperServices {
   const config = loadConfig(cloud.settings({ SESSIONS_TABLE: table.tableName }));
-  return createSweeperServices(config, { tokenMaxRetries: 0, clock: () => new Date(Date.now() + skewMs) });
+  return createSweeperServices(config, { tokenMaxRetries: 0, clock: () => new Date(Date.now() + skewMs), ...(onStorageRequest && { onStorageRequest }) });
 }
 
 function skewedProducer(table: TableFixture, skewMs: number): SessionProducer {
@@ -81,6 +81,27 @@ describe("liveness by the service's clock", () => {
     expect(closedAt! - lastBeat).toBeGreaterThanOrEqual(lease - 1_000);
     const finished = await Promise.all(sessions.map(({ row }) => table.services.ledger.get(row)));
     expect(finished.map((r) => r?.status)).toEqual(sessions.map(() => "closed"));
+  });
+
+  it("a process's first sweep, before it has heard the service's time: one query when idle, and no dead session missed or live one taken whatever its clock", async () => {
+    const table = await cloud.newTable();
+    const producer = skewedProducer(table, 0);
+    await record(producer, "/drives/first/items/alive", 10 * MINUTE);
+    const idleRequests: string[] = [];
+    const idle = await skewedServices(table, 0, (request) => idleRequests.push(request.method)).newSweeper().run();
+    expect(idle.stale).toBe(0);
+    expect(idleRequests, "an idle sweep in a fresh process is one query").toEqual(["GET"]);
+
+    // Recorded by a producer ten minutes fast: nothing it writes may hold the session back.
+    const dead = await record(skewedProducer(table, 10 * MINUTE), "/drives/first/items/dead", 10_000);
+    await silence(producer.client, dead.row, 30_000);
+    for (const skewMs of [-10 * MINUTE, 10 * MINUTE, 0]) {
+      const requests: string[] = [];
+      const summary = await skewedServices(table, skewMs, (request) => requests.push(request.method)).newSweeper().run({ dryRun: true });
+      expect(summary.stale, `a sweeper ${skewMs / MINUTE} min off finds exactly the dead session on its first sweep`).toBe(1);
+      // A host clock that lags asks again with the service's time; one on time or ahead asks once.
+      expect(requests).toEqual(skewMs < 0 ? ["GET", "GET"] : ["GET"]);
+    }
   });
 
   it("judges each session by its own lease: a 15 s lease and a 10 min lease in one table", async () => {

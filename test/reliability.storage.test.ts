@@ -102,7 +102,7 @@ async function expectConverged(table: TableFixture, ids: Set<string>, summary: S
   const entities = (await rawEntities(table.services.ledger)).filter((e) => ids.has(e.sessionId as string));
   // Every session in exactly one place, once: in history.
   expect(entities).toHaveLength(ids.size);
-  expect(entities.map((e) => e.status).filter((s) => s !== "closed" && s !== "expired")).toEqual([]);
+  expect(entities.filter((e) => e.status !== "closed" && e.status !== "expired").map((e) => `${String(e.status)} ${String(e.lastErrorCode)}: ${String(e.lastErrorMessage)}`)).toEqual([]);
   for (const e of entities) {
     // A close whose 204 was lost with storage is found gone on the retry: expired, never closed.
     if (e.status === "expired") expect(e.lastErrorCode).toBe("GoneAfterInterruptedClose");

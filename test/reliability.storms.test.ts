@@ -60,10 +60,21 @@ async function expectLedgerSound(table: TableFixture): Promise<void> {
   expectClosedOnlyWith204(entities, cloud.emulator.requests);
 }
 
-/** Services over a table whose clock runs `offset.ms` ahead: "a later sweep", without waiting for back-offs. */
+/**
+ * `nextAttemptAt` is written in the storage service's time, which a sweeper knows from the `Date`
+ * header's whole seconds: up to a second (and a round trip) behind this host's clock here.
+ */
+const SERVICE_TIME_SLACK_MS = 1_100;
+
+/**
+ * Services over a table `offset.ms` later: "a later sweep", without waiting for back-offs. The
+ * storage service's clock moves too (a host clock alone moving ahead changes nothing: liveness and
+ * `nextAttemptAt` are judged by the service's time).
+ */
 function laterServices(table: TableFixture, offset: { ms: number }, overrides: Record<string, string> = {}) {
   const config = loadConfig(cloud.settings({ SESSIONS_TABLE: table.tableName, ...overrides }));
-  return createSweeperServices(config, { tokenMaxRetries: 0, clock: () => new Date(Date.now() + offset.ms) });
+  const later = () => new Date(Date.now() + offset.ms);
+  return createSweeperServices(config, { tokenMaxRetries: 0, clock: later, serviceTime: { calibrated: true, now: later } });
 }
 
 describe("429 storms", () => {
@@ -85,7 +96,7 @@ describe("429 storms", () => {
       // The throttled session itself waits for the cooldown: written back open, due at its end.
       const row = (await table.services.ledger.get(throttled.find((t) => t.sessionId === r.sessionId)!.row))!;
       expect(row).toMatchObject({ status: "open", attempts: 1, lastError: { code: "tooManyRequests" } });
-      expect(row.nextAttemptAt!.getTime()).toBeGreaterThanOrEqual(r.startedAt + 1_000);
+      expect(row.nextAttemptAt!.getTime()).toBeGreaterThanOrEqual(r.startedAt + 1_000 - SERVICE_TIME_SLACK_MS);
       expect(row.nextAttemptAt!.getTime()).toBeLessThanOrEqual(r.endedAt! + 1_000 + 500);
       expect(cloud.emulator.sessionState(r.sessionId!)).toBe("open");
     }
@@ -120,7 +131,8 @@ describe("429 storms", () => {
     expectNoRequestDuringCooldown(storm!, until);
     const row = (await table.services.ledger.get(sessions[0]!.row))!;
     expect(row).toMatchObject({ status: "open", lastError: { code: "tooManyRequests" } });
-    expect(row.nextAttemptAt!.getTime()).toBe(Math.max(until, row.updatedAt.getTime()));
+    expect(row.nextAttemptAt!.getTime()).toBeGreaterThanOrEqual(until - SERVICE_TIME_SLACK_MS);
+    expect(row.nextAttemptAt!.getTime()).toBeLessThanOrEqual(Math.max(until, row.updatedAt.getTime()));
     expectOneRequestPerSession(summary, cloud.emulator.requests);
 
     // Sweeps before the date send nothing for it; one after closes it.
@@ -146,7 +158,7 @@ describe("429 storms", () => {
     for (const { row, sessionId } of sessions) {
       const after = (await table.services.ledger.get(row))!;
       expect(after.status).toBe("open");
-      expect(after.nextAttemptAt!.getTime()).toBeGreaterThanOrEqual(storm!.startedAt + 120_000);
+      expect(after.nextAttemptAt!.getTime()).toBeGreaterThanOrEqual(storm!.startedAt + 120_000 - SERVICE_TIME_SLACK_MS);
       expect(after.attempts).toBe(sessionId === storm!.sessionId ? 1 : 0);
     }
     await expectLedgerSound(table);
@@ -197,7 +209,7 @@ describe("faults with no cooldown", () => {
       const [request] = closesOf(sessionId);
       expect(after).toMatchObject({ status: "open", attempts: 1, lastError: { code } });
       // Back-off: 30 s for a first attempt, counted from when the answer (or the failure) came.
-      expect(after.nextAttemptAt!.getTime()).toBeGreaterThanOrEqual(request!.startedAt + BACKOFF_FIRST_MS);
+      expect(after.nextAttemptAt!.getTime()).toBeGreaterThanOrEqual(request!.startedAt + BACKOFF_FIRST_MS - SERVICE_TIME_SLACK_MS);
       expect(after.nextAttemptAt!.getTime()).toBeLessThanOrEqual(Date.now() + BACKOFF_FIRST_MS);
       // Graph never closed it: no row may claim otherwise.
       expect(cloud.emulator.sessionState(sessionId)).toBe("open");

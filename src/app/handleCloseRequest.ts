@@ -20,7 +20,7 @@ export type CloseRequestResult =
  * that is not recorded (the host retries the message, then keeps it in the poison queue) and
  * lets storage faults through for the host to retry.
  */
-export async function handleCloseRequest(services: SweeperServices, request: CloseRequestMessage, now = new Date()): Promise<CloseRequestResult> {
+export async function handleCloseRequest(services: SweeperServices, request: CloseRequestMessage, now?: Date): Promise<CloseRequestResult> {
   const { ledger } = services;
   const dependencies = services.closeDependencies();
   for (let attempt = 1; ; attempt++) {
@@ -29,7 +29,7 @@ export async function handleCloseRequest(services: SweeperServices, request: Clo
     if (isTerminal(row.status)) return { result: "alreadyFinished", status: row.status };
     // A claim's lease is in the service's time (the sweep that holds it wrote it so).
     if (row.status === "closing" && row.leaseUntil && row.leaseUntil.getTime() > ledger.serviceNow().getTime()) return { result: "inProgress" };
-    if (row.nextAttemptAt && row.nextAttemptAt.getTime() > now.getTime()) {
+    if (row.nextAttemptAt && row.nextAttemptAt.getTime() > (now ?? ledger.serviceNow()).getTime()) {
       return { result: "scheduled", nextAttemptAt: row.nextAttemptAt.toISOString() };
     }
     const report = await closeRecordedSession(row, dependencies);

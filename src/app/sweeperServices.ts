@@ -3,7 +3,7 @@ import { classifyAuthorityError } from "../auth/authorityErrors";
 import { DelegatedCredentials } from "../auth/DelegatedCredentials";
 import type { SweeperConfig } from "../config";
 import { WorkbookSessionCloser } from "../graph/WorkbookSessionCloser";
-import { SessionLedger } from "../ledger/SessionLedger";
+import { SessionLedger, type ServiceTime } from "../ledger/SessionLedger";
 import type { CloseDependencies } from "../sweep/closeRecordedSession";
 import { Sweeper, type SweepLogger } from "../sweep/Sweeper";
 
@@ -14,6 +14,11 @@ export interface SweeperServicesOptions {
   onStorageRequest?: (request: { method: string; url: string }) => void;
   /** @default the system clock */
   clock?: () => Date;
+  /**
+   * Stands in for the storage service's clock (a test that lets an hour pass without waiting).
+   * @default learned from the service's answers (`Date` headers), carried forward by `clock`
+   */
+  serviceTime?: ServiceTime;
   /** Retries of the token client's HTTP pipeline. @default 3 */
   tokenMaxRetries?: number;
 }
@@ -32,6 +37,7 @@ export function createSweeperServices(config: SweeperConfig, options: SweeperSer
   const clock = options.clock ?? (() => new Date());
   const ledger = SessionLedger.fromConnectionString(config.storage.connectionString, config.storage.tableName, {
     clock,
+    ...(options.serviceTime && { serviceTime: options.serviceTime }),
     ...(options.onStorageRequest && { onRequest: options.onStorageRequest }),
   });
   const closer = new WorkbookSessionCloser({

@@ -52,14 +52,14 @@ export interface ListStaleOptions {
   withoutAssertion?: boolean;
 }
 
-/**
- * The sweeper's side of the session ledger: finds stale sessions, claims them, records outcomes.
- * Every change of state is conditional on the ETag the row was read with, so a producer's
- * heartbeat or another sweeper that got there first always wins, and this side sees it as a
- * lost race rather than an error.
- */
 /** Rows of another schema version, to be named (UnsupportedSchemaVersion) rather than never seen. */
 const OTHER_VERSION = odata`schemaVersion lt ${SCHEMA_VERSION}`;
+
+/**
+ * How far this host's clock may lag the service's before a query filtered by it is asked again:
+ * within it, a row that went stale in that last moment waits for the next sweep.
+ */
+const PROVISIONAL_LAG_MS = 2_000;
 
 /** Finished rows left in the live table by a move to history cut short. */
 const FINISHED = odata`status eq ${"closed"} or status eq ${"expired"} or status eq ${"failed"}`;
@@ -69,6 +69,12 @@ function withFinishedAt(row: SessionToClose & { finishedAt?: Date }): SessionToC
   return { ...row, finishedAt: row.finishedAt ?? new Date() };
 }
 
+/**
+ * The sweeper's side of the session ledger: finds stale sessions, claims them, records outcomes.
+ * Every change of state is conditional on the ETag the row was read with, so a producer's
+ * heartbeat or another sweeper that got there first always wins, and this side sees it as a
+ * lost race rather than an error.
+ */
 export class SessionLedger {
   readonly client: TableClient;
   private readonly clock: () => Date;
@@ -105,9 +111,22 @@ export class SessionLedger {
     return new SessionLedger(client, history, { ...options, ...(serviceClock && { serviceTime: serviceClock }) });
   }
 
-  /** The storage service's time now, as far as this process has learned it. */
+  /**
+   * The storage service's time now, as far as this process has learned it. Every time the ledger
+   * writes (claims, outcomes, `nextAttemptAt`) is in it, so sweepers whose clocks disagree read
+   * each other's rows alike; compare a row's times with this, never with the host's clock.
+   */
   serviceNow(): Date {
     return this.serviceTime.now();
+  }
+
+  /** A time on this host's clock (a back-off worked out by the Graph client, say) in the service's. */
+  toServiceTime(local: Date): Date {
+    return new Date(local.getTime() + this.serviceNow().getTime() - this.clock().getTime());
+  }
+
+  private inServiceTime(transition: RowTransition): RowTransition {
+    return transition.to === "retry" ? { ...transition, at: this.toServiceTime(transition.at) } : transition;
   }
 
   /**
@@ -143,21 +162,34 @@ export class SessionLedger {
    */
   async *listStale(defaultLeaseMs: number, options: ListStaleOptions = {}): AsyncIterableIterator<LedgerPage<SessionToClose>> {
     const leases = { defaultLeaseMs, ...(options.olderThanMs !== undefined && { olderThanMs: options.olderThanMs }) };
-    // Before the first answer this process knows no service time: ask for every live row once,
-    // and judge them by the time that answer brings.
-    let serviceNow = options.now ?? (this.serviceTime.calibrated ? this.serviceNow() : undefined);
-    const open = serviceNow ? `(${odata`status eq ${"open"}`} and ${openStaleFilter(serviceNow, leases)})` : odata`status eq ${"open"}`;
-    const closing = serviceNow ? odata`(status eq ${"closing"} and leaseUntil lt ${serviceNow})` : odata`status eq ${"closing"}`;
-    const due = `${open} or ${closing} or ${FINISHED} or ${OTHER_VERSION}`;
-    const filter = options.userId === undefined ? due : `${odata`userId eq ${options.userId}`} and (${due})`;
-    for await (const page of this.query(options.withoutAssertion ? TO_CLOSE_WITHOUT_ASSERTION : TO_CLOSE, { filter, pageSize: options.pageSize ?? this.pageSize })) {
-      serviceNow ??= this.serviceNow();
-      const now = serviceNow;
-      // A lease bucket returns some rows before their own lease has run out: they wait for a later sweep.
-      const rows = page.rows.filter(
-        (row) => isTerminal(row.status) || (row.status === "open" ? isStale(row, now, leases) : !row.leaseUntil || row.leaseUntil.getTime() < now.getTime()),
-      );
-      yield { rows, malformed: page.malformed };
+    // Before its first answer this process knows no service time: the query is filtered by this
+    // host's clock, and its first answer brings the service's. A host clock that runs ahead only
+    // returns rows early (each is judged by the service's time below); one that lags would hide
+    // rows that are due, so then the query is asked again, before anything is yielded.
+    const provisional = options.now === undefined && !this.serviceTime.calibrated;
+    let filterNow = options.now ?? this.serviceNow();
+    for (let attempt = 0; ; attempt++) {
+      const open = `(${odata`status eq ${"open"}`} and ${openStaleFilter(filterNow, leases)})`;
+      const closing = odata`(status eq ${"closing"} and leaseUntil lt ${filterNow})`;
+      const due = `${open} or ${closing} or ${FINISHED} or ${OTHER_VERSION}`;
+      const filter = options.userId === undefined ? due : `${odata`userId eq ${options.userId}`} and (${due})`;
+      let judgeNow: Date | undefined;
+      for await (const page of this.query(options.withoutAssertion ? TO_CLOSE_WITHOUT_ASSERTION : TO_CLOSE, { filter, pageSize: options.pageSize ?? this.pageSize })) {
+        if (judgeNow === undefined) {
+          judgeNow = provisional ? this.serviceNow() : filterNow;
+          if (provisional && attempt === 0 && judgeNow.getTime() - filterNow.getTime() > PROVISIONAL_LAG_MS) break;
+        }
+        const now = judgeNow;
+        // A lease bucket returns some rows before their own lease has run out: they wait for a later sweep.
+        const rows = page.rows.filter(
+          (row) => isTerminal(row.status) || (row.status === "open" ? isStale(row, now, leases) : !row.leaseUntil || row.leaseUntil.getTime() < now.getTime()),
+        );
+        yield { rows, malformed: page.malformed };
+      }
+      // (An answer with no page at all still brought the service's time.)
+      const serviceNow = judgeNow ?? this.serviceNow();
+      if (!provisional || attempt > 0 || serviceNow.getTime() - filterNow.getTime() <= PROVISIONAL_LAG_MS) return;
+      filterNow = serviceNow;
     }
   }
 
@@ -208,7 +240,7 @@ export class SessionLedger {
    * its ETag (a chunk with a changed row falls back to single claims). Results in input order.
    */
   async claimMany<Row extends SessionToClose>(rows: readonly Row[], options: { leaseMs: number; now?: Date }): Promise<ClaimResult<Row>[]> {
-    const now = options.now ?? this.clock();
+    const now = options.now ?? this.serviceNow();
     // The claim's lease is in the service's time, so another sweeper's clock cannot cut it short.
     const leaseUntil = new Date(this.serviceNow().getTime() + options.leaseMs);
     const claims = rows.map((row) => ({ status: "closing" as const, leaseUntil, attempts: row.attempts + 1, updatedAt: now, heartbeatSeenAt: row.lastActivityAt }));
@@ -226,7 +258,7 @@ export class SessionLedger {
    * optionally not to be tried before `nextAttemptAt` (a Graph cooldown that outlasts the sweep).
    */
   releaseClaims(claims: readonly { claimed: SessionToClose; original: SessionToClose }[], options: { nextAttemptAt?: Date } = {}): Promise<WriteResult[]> {
-    const now = this.clock();
+    const now = this.serviceNow();
     return writeConditionally(
       this.client,
       claims.map(({ claimed, original }) => ({
@@ -239,7 +271,7 @@ export class SessionLedger {
           leaseUntil: original.leaseUntil ?? this.serviceNow(),
           updatedAt: now,
           heartbeatSeenAt: original.lastActivityAt,
-          ...(options.nextAttemptAt && { nextAttemptAt: options.nextAttemptAt }),
+          ...(options.nextAttemptAt && { nextAttemptAt: this.toServiceTime(options.nextAttemptAt) }),
         },
         etag: claimed.etag,
       })),
@@ -262,7 +294,7 @@ export class SessionLedger {
   }
 
   private async finish(row: SessionToClose, transition: RowTransition): Promise<WriteResult> {
-    const now = this.clock();
+    const now = this.serviceNow();
     const result = await this.applyTransition(row, transition, now);
     if (result.written) await this.moveFinished([rowAfter(row, transition, now)]);
     return result;
@@ -274,51 +306,62 @@ export class SessionLedger {
   }
 
   /** One transition of a claimed row, conditional on its ETag. */
-  applyTransition(row: SessionToClose, transition: RowTransition, now = this.clock()): Promise<WriteResult> {
-    return mergeIfUnchanged(this.client, patchFor(row, transition, now), row.etag);
+  applyTransition(row: SessionToClose, transition: RowTransition, now = this.serviceNow()): Promise<WriteResult> {
+    return mergeIfUnchanged(this.client, patchFor(row, this.inServiceTime(transition), now), row.etag);
   }
 
   /**
    * Many transitions at once: a transaction per partition and 100 rows, falling back to single
    * writes in a chunk where one row changed. Results are in the order of `requests`.
    */
-  applyTransitions(requests: readonly TransitionRequest[], now = this.clock()): Promise<WriteResult[]> {
+  applyTransitions(requests: readonly TransitionRequest[], now = this.serviceNow()): Promise<WriteResult[]> {
     return writeConditionally(
       this.client,
-      requests.map(({ row, transition }) => ({ action: "merge", patch: patchFor(row, transition, now), etag: row.etag })),
+      requests.map(({ row, transition }) => ({ action: "merge", patch: patchFor(row, this.inServiceTime(transition), now), etag: row.etag })),
     );
   }
 
   /**
-   * Writes transitions on the claimed rows' ETags (batched by partition). Where a row changed
-   * meanwhile (its producer released it, or our lease ran out and another sweeper took it), the row
-   * is read again: a finished row is left as it is; a 204 we received is still the truth about the
-   * session, so `closed` is written over a row that is not finished. Anything else is left to
-   * whoever holds it. Returns, per item, whether our transition (or our `closed`) landed.
+   * Writes transitions on the claimed rows' ETags (batched by partition), then moves the rows it
+   * finished to history. Returns, per item, whether our transition (or our `closed`) landed.
    */
   async recordTransitions(requests: readonly TransitionRequest[]): Promise<boolean[]> {
-    const now = this.clock();
+    const { recorded, finished } = await this.writeOutcomes(requests);
+    // Then the finished ones leave the live table; a crash before this leaves them for the next sweep.
+    await this.moveFinished(finished);
+    return recorded;
+  }
+
+  /**
+   * Step (1) of a move to history alone: writes transitions on the claimed rows' ETags (batched by
+   * partition) and returns the rows it finished, for the caller to `moveFinished` when it suits
+   * (a sweep moves a user's rows together). Where a row changed meanwhile (its producer released
+   * it, or our lease ran out and another sweeper took it), the row is read again: a finished row is
+   * left as it is; a 204 we received is still the truth about the session, so `closed` is written
+   * over a row that is not finished. Anything else is left to whoever holds it. `recorded` says,
+   * per item, whether our transition (or our `closed`) landed.
+   */
+  async writeOutcomes(requests: readonly TransitionRequest[]): Promise<{ recorded: boolean[]; finished: SessionToClose[] }> {
+    const now = this.serviceNow();
     const results = await this.applyTransitions(requests, now);
     const finished: SessionToClose[] = [];
     const recorded = await Promise.all(
       results.map(async (result, i) => {
         const { row, transition } = requests[i]!;
         if (result.written) {
-          finished.push(rowAfter(row, transition, now));
+          if (transition.to !== "retry") finished.push(rowAfter(row, transition, now));
           return true;
         }
         if (result.reason === "gone" || transition.to !== "closed") return false;
         const current = await readRow(this.client, row, TO_CLOSE);
         if (!current || isTerminal(current.status)) return false;
-        const closedAt = this.clock();
+        const closedAt = this.serviceNow();
         if (!(await this.applyTransition(current, { to: "closed" }, closedAt)).written) return false;
         finished.push(rowAfter(current, { to: "closed" }, closedAt));
         return true;
       }),
     );
-    // Then the finished ones leave the live table; a crash before this leaves them for the next sweep.
-    await this.moveFinished(finished);
-    return recorded;
+    return { recorded, finished };
   }
 
   /**
@@ -334,7 +377,7 @@ export class SessionLedger {
    * so operators see it and it is not read again by every sweep. Conditional like every write.
    */
   async markMalformed(rows: readonly MalformedRow[]): Promise<WriteResult[]> {
-    const now = this.clock();
+    const now = this.serviceNow();
     const results = await writeConditionally(
       this.client,
       rows.map((row) => ({
@@ -372,10 +415,10 @@ export class SessionLedger {
     let moved = 0;
     for await (const page of this.query(TO_CLOSE_WITHOUT_ASSERTION, { pageSize: this.pageSize })) {
       scanned += page.rows.length + page.malformed.length;
-      // What a move to history cut short left behind.
-      moved += await this.moveFinished(page.rows);
+      // What a move to history cut short left behind, copied as stored.
+      moved += await this.history.moveAsStored(page.rows.filter((row) => isTerminal(row.status)), this.serviceNow());
       const finishedMalformed = page.malformed.filter((row) => TERMINAL_STATUSES.includes(row.storedStatus as SessionStatus));
-      moved += await this.history.moveAsStored(finishedMalformed, this.clock());
+      moved += await this.history.moveAsStored(finishedMalformed, this.serviceNow());
       const unfinished = page.malformed.filter((row) => !TERMINAL_STATUSES.includes(row.storedStatus as SessionStatus));
       if (unfinished.length === 0) continue;
       rows.push(...unfinished);

@@ -272,7 +272,6 @@ export class SessionProducer {
       updatedAt: now,
       status: "open",
       attempts: 0,
-      nextAttemptAt: now,
       recordedBy: input.recordedBy,
       assertion: this.cipher.encrypt(input.userAssertion, keys),
     };

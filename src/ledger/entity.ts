@@ -26,7 +26,7 @@ export interface SessionEntity {
   updatedAt: Date;
   status: SessionStatus;
   attempts: number;
-  nextAttemptAt: Date;
+  nextAttemptAt?: Date;
   leaseUntil?: Date;
   lastErrorCode?: string;
   lastErrorMessage?: string;

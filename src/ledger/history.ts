@@ -3,6 +3,7 @@ import { formatWorkbookLocation } from "../core/workbookLocation";
 import { isTerminal, type SessionToClose } from "../core/session";
 import type { SessionKey } from "../core/session";
 import { SCHEMA_VERSION, type RowShape, type SessionEntity } from "./entity";
+import { lastHeartbeat } from "./liveness";
 import { readRow } from "./rows";
 import { withTable } from "./tableClient";
 import { writeConditionally, type ConditionalWrite, type RowPatch } from "./transitions";
@@ -17,6 +18,10 @@ import { groupBy } from "../utils/concurrency";
 export const HISTORY_TABLE_INFIX = "History";
 /** What the week adds to the live table's name: `History2026W49`. */
 export const HISTORY_NAME_SUFFIX_LENGTH = HISTORY_TABLE_INFIX.length + "2026W49".length;
+
+const WEEK_MS = 7 * 86_400_000;
+/** How long a listing of the history tables serves point lookups (older weeks change only when purged). */
+const LISTING_TTL_MS = 5 * 60_000;
 
 /** The ISO-8601 week (Monday to Sunday, UTC) a time falls in. */
 export function isoWeekOf(at: Date): { year: number; week: number } {
@@ -92,6 +97,8 @@ export function historyEntityOf(row: SessionToClose & { readonly finishedAt: Dat
  */
 export class LedgerHistory {
   private readonly clients = new Map<string, TableClient>();
+  /** The history tables as last listed, for point lookups; see `lookupOrder`. */
+  private listed: { names: string[]; at: number } | undefined;
 
   constructor(
     private readonly live: TableClient,
@@ -107,7 +114,8 @@ export class LedgerHistory {
 
   /** A session's history row in `shape`, newest week first; undefined when there is none. */
   async find<Row>(key: SessionKey, shape: RowShape<Row>): Promise<Row | undefined> {
-    for (const name of (await this.tableNames()).reverse()) {
+    // readRow answers undefined for a week's table not made yet, or purged since it was listed.
+    for (const name of await this.lookupOrder()) {
       const row = await readRow(this.client(name), key, shape);
       if (row !== undefined) return row;
     }
@@ -116,7 +124,7 @@ export class LedgerHistory {
 
   /** A row of history exactly as stored (no decoding), newest week first; undefined when there is none. */
   async storedEntity(keys: { partitionKey: string; rowKey: string }): Promise<Record<string, unknown> | undefined> {
-    for (const name of (await this.tableNames()).reverse()) {
+    for (const name of await this.lookupOrder()) {
       try {
         return await this.client(name).getEntity<Record<string, unknown>>(keys.partitionKey, keys.rowKey);
       } catch (error) {
@@ -127,8 +135,10 @@ export class LedgerHistory {
   }
 
   /**
-   * Moves rows that do not decode, copied as they are stored (less the assertion), once they are
-   * written finished: the week is their `finishedAt`, or `now` where that is missing.
+   * Moves finished rows copied as they are stored (less the assertion; with `lastActivityAt`, the
+   * last heartbeat, where the row has none): rows that do not decode, and rows a move cut short
+   * left behind, whose columns a sweep's query did not all read. The week is their `finishedAt`,
+   * or `now` where that is missing.
    */
   async moveAsStored(rows: readonly { partitionKey: string; rowKey: string }[], now: Date): Promise<number> {
     const entries: { table: string; entity: RowPatch }[] = [];
@@ -140,9 +150,15 @@ export class LedgerHistory {
         if ((error as { statusCode?: number }).statusCode === 404) continue;
         throw error;
       }
-      const { etag: _etag, timestamp: _timestamp, "odata.metadata": _metadata, assertion: _assertion, ...columns } = stored;
+      const { etag: _etag, timestamp, "odata.metadata": _metadata, assertion: _assertion, ...columns } = stored;
       const finishedAt = columns.finishedAt instanceof Date ? columns.finishedAt : now;
-      entries.push({ table: historyTableName(this.live.tableName, finishedAt), entity: { ...columns, finishedAt, partitionKey: key.partitionKey, rowKey: key.rowKey } });
+      // History keeps the last heartbeat as lastActivityAt; the live row's Timestamp is not copied.
+      const heartbeat = typeof timestamp === "string" ? lastHeartbeat(new Date(timestamp), columns.heartbeatSeenAt instanceof Date ? columns.heartbeatSeenAt : undefined) : undefined;
+      const lastActivityAt = columns.lastActivityAt ?? heartbeat;
+      entries.push({
+        table: historyTableName(this.live.tableName, finishedAt),
+        entity: { ...columns, ...(lastActivityAt !== undefined && { lastActivityAt }), finishedAt, partitionKey: key.partitionKey, rowKey: key.rowKey },
+      });
     }
     return this.relocate(entries);
   }
@@ -173,6 +189,18 @@ export class LedgerHistory {
     }
   }
 
+  /**
+   * Where a point lookup looks, newest first: this week's and last week's tables (where a session
+   * that finished lately is, whether or not they existed at the last listing), then the older tables
+   * as listed at most LISTING_TTL_MS ago. A producer's touch or release of a session that has left
+   * the live table then costs a read or two, not a listing of every table on each call.
+   */
+  private async lookupOrder(now = new Date()): Promise<string[]> {
+    if (!this.listed || now.getTime() - this.listed.at > LISTING_TTL_MS) this.listed = { names: await this.tableNames(), at: now.getTime() };
+    const recent = [historyTableName(this.live.tableName, now), historyTableName(this.live.tableName, new Date(now.getTime() - WEEK_MS))];
+    return [...recent, ...[...this.listed.names].reverse().filter((name) => !recent.includes(name))];
+  }
+
   /** The history tables, oldest week first. */
   async tableNames(): Promise<string[]> {
     const prefix = `${this.live.tableName}${HISTORY_TABLE_INFIX}`;
@@ -193,6 +221,7 @@ export class LedgerHistory {
       if (end.getTime() > cutoff.getTime()) continue;
       await this.client(name).deleteTable();
       this.clients.delete(name);
+      this.listed = undefined;
       dropped.push(name);
     }
     return dropped;

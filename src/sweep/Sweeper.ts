@@ -164,7 +164,6 @@ class SweepRun {
   }
 
   private async readPages(): Promise<void> {
-    const now = this.clock();
     const pages = this.deps.ledger.listStale(this.settings.staleAfterMs, {
       ...(this.request.olderThanMs !== undefined && { olderThanMs: this.request.olderThanMs }),
       pageSize: this.settings.pageSize ?? this.deps.ledger.pageSize,
@@ -175,10 +174,12 @@ class SweepRun {
       this.summary.scanned += page.rows.length + page.malformed.length;
       if (page.malformed.length > 0) await this.handleMalformed(page.malformed);
       const finished = page.rows.filter((row) => isTerminal(row.status));
-      if (finished.length > 0 && !this.summary.dryRun) this.summary.moved += await this.deps.ledger.moveFinished(finished);
+      // Left by a move cut short: copied as stored (the columns a sweep reads are not all of them).
+      if (finished.length > 0 && !this.summary.dryRun) this.summary.moved += await this.deps.ledger.history.moveAsStored(finished, this.clock());
+      // A row's nextAttemptAt is in the service's time, as the ledger wrote it.
       const due = this.dueRows(
         page.rows.filter((row) => !isTerminal(row.status)),
-        now,
+        this.deps.ledger.serviceNow(),
       );
       const claimed = await this.claimAhead(due);
       this.summary.skipped += due.length - claimed;
