@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, expect, inject, it } from "vitest";
 import fc from "fast-check";
 import type { SessionRecord } from "../src";
-import { mapConcurrent } from "../src/utils/concurrency";
+import { groupBy, mapConcurrent } from "../src/utils/concurrency";
 import { newUserId, startCloudFixture, type CloudFixture } from "./support/cloudFixture";
 import { rawEntities, rowProblems } from "./support/reliability";
 
@@ -30,17 +30,24 @@ afterAll(async () => {
   await cloud?.close();
 });
 
-function runCli(env: Record<string, string | undefined>, killAfterMs?: number): Promise<{ code: number | null; signal: string | null; stdout: string }> {
+function runCli(env: Record<string, string | undefined>, killAfterMs?: number): Promise<{ code: number | null; signal: string | null; stdout: string; killedAt?: number }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [launcher, "sweep", "--json"], { env: env as NodeJS.ProcessEnv, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
+    let killedAt: number | undefined;
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
     child.stderr.resume();
-    const timer = killAfterMs === undefined ? undefined : setTimeout(() => child.kill("SIGKILL"), killAfterMs);
+    const timer =
+      killAfterMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            killedAt = Date.now();
+            child.kill("SIGKILL");
+          }, killAfterMs);
     child.on("error", reject);
     child.on("exit", (code, signal) => {
       if (timer) clearTimeout(timer);
-      resolve({ code, signal, stdout });
+      resolve({ code, signal, stdout, ...(signal === "SIGKILL" && killedAt !== undefined && { killedAt }) });
     });
   });
 }
@@ -58,11 +65,12 @@ it(`survives ${KILLS} SIGKILLs in sweeps over ${SESSIONS} sessions: none lost, n
 
   // Random kill points, reproducible from fast-check's seed when a run fails.
   const delays = fc.sample(fc.integer({ min: 400, max: 1_400 }), { numRuns: KILLS, seed: Number(process.env.CRASH_SEED ?? Date.now() % 100_000) });
-  let killed = 0;
+  const kills: number[] = [];
   for (const delay of delays) {
     const result = await runCli(env, delay);
-    if (result.signal === "SIGKILL") killed++;
+    if (result.killedAt !== undefined) kills.push(result.killedAt);
   }
+  const killed = kills.length;
   expect(killed).toBeGreaterThanOrEqual(Math.floor(KILLS * 0.75));
 
   // Let the dead sweepers' leases run out, then sweep to the end.
@@ -111,6 +119,19 @@ it(`survives ${KILLS} SIGKILLs in sweeps over ${SESSIONS} sessions: none lost, n
   expect([...rows.values()].filter((r) => r.status === "expired")).toEqual(interrupted);
   expect(stats.closesAfterClosed).toBeGreaterThanOrEqual(interrupted.length);
   expect(opened.length).toBe(SESSIONS);
+
+  // A 204 is written at once: closeSession goes again only to a session whose close was in flight
+  // at a kill, or whose 204 the killed sweeper got in its last moments (under 100 ms before the
+  // kill), never one whose 204 it had time to write.
+  const resentLate: string[] = [];
+  for (const [sessionId, requests] of groupBy(cloud.emulator.requests.filter((r) => r.kind === "closeSession" && r.sessionId), (r) => r.sessionId!)) {
+    const answered = requests.filter((r) => r.status === 204).sort((a, b) => a.startedAt - b.startedAt)[0];
+    if (!answered || !requests.some((r) => r.startedAt > answered.endedAt!)) continue;
+    if (kills.some((kill) => answered.startedAt <= kill && answered.endedAt! > kill - 100)) continue;
+    const nextKill = kills.filter((kill) => kill >= answered.endedAt!).sort((a, b) => a - b)[0];
+    resentLate.push(`${sessionId.slice(0, 24)}…: 204 ${nextKill === undefined ? "after the last kill" : `${nextKill - answered.endedAt!} ms before a kill`}`);
+  }
+  expect(resentLate, "closes sent again though their 204 came 100 ms or more before a kill").toEqual([]);
 });
 
 const producerChild = join(__dirname, "support", "producerChild.cjs");

@@ -2,8 +2,6 @@ import type { SessionLedger } from "../ledger/SessionLedger";
 import type { RowTransition, SessionToClose, TransitionRequest } from "../core/session";
 
 export interface OutcomeWriterOptions {
-  /** Longest an outcome waits to share a transaction with others. @default 500 */
-  maxDelayMs?: number;
   /** A write failed (storage fault): the rows stay `closing` and are taken again after the lease. */
   onError: (error: unknown) => void;
 }
@@ -11,71 +9,82 @@ export interface OutcomeWriterOptions {
 const MAX_TRANSACTION_ROWS = 100;
 
 /**
- * Writes the sweep's outcomes in transactions (one costs about what 5 single writes do): a user's
- * outcomes wait until the sweep has no more of that user's rows under way (writePartition), 100 of
- * them wait, or `maxDelayMs` passes. Until written, a row stays `closing` under its lease: a crash
- * loses no session, only the outcomes of its last moments, and those rows are taken over after the
- * lease.
+ * Writes the sweep's outcomes as they come: an outcome is written on the next turn of the event
+ * loop, in one transaction with the others of its user that arrived in the same turn or while that
+ * user's previous write was under way; none waits for slower ones. So a 204 reaches the ledger
+ * within a storage round trip of its answer, and a sweeper killed after it does not leave the row
+ * `closing` for the next one to send closeSession again.
  *
  * The rows an outcome finished move to history (two more transactions per user: the history rows,
- * the live rows' deletes) when their user has nothing under way, or at the end of the sweep; not
- * after every outcome write, which would double the sweep's transactions. Until then a finished row
- * waits in the live table, which is what a crash leaves too: the next sweep moves it.
+ * the live rows' deletes) when their user has nothing under way (writePartition), or at the end of
+ * the sweep; not after every outcome write, which would double the sweep's transactions. Until then
+ * a finished row waits in the live table, which is what a crash leaves too: the next sweep moves it.
  */
 export class OutcomeWriter {
   private readonly buffers = new Map<string, TransitionRequest[]>();
   /** Finished rows per partition, waiting to move to history. */
   private readonly toMove = new Map<string, SessionToClose[]>();
+  /** Partitions with a write under way, and whether to move their rows once it is done. */
+  private readonly writingPartitions = new Map<string, { moveAfter: boolean }>();
   private readonly writing = new Set<Promise<void>>();
-  private timer: NodeJS.Timeout | undefined;
-  private readonly maxDelayMs: number;
+  private scheduled = false;
 
   constructor(
     private readonly ledger: SessionLedger,
     private readonly options: OutcomeWriterOptions,
-  ) {
-    this.maxDelayMs = options.maxDelayMs ?? 500;
-  }
+  ) {}
 
   add(row: SessionToClose, transition: RowTransition): void {
     let buffer = this.buffers.get(row.partitionKey);
     if (!buffer) this.buffers.set(row.partitionKey, (buffer = []));
     buffer.push({ row, transition });
-    if (buffer.length >= MAX_TRANSACTION_ROWS) this.write(row.partitionKey, { move: false });
-    else this.timer ??= setTimeout(() => this.writeAll({ move: false }), this.maxDelayMs);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      for (const partition of [...this.buffers.keys()]) this.write(partition, { move: false });
+    });
   }
 
   /** Writes everything buffered, waits for every write under way, and moves every finished row. */
   async flush(): Promise<void> {
-    this.writeAll({ move: true });
+    for (const partition of [...this.buffers.keys()]) this.write(partition, { move: true });
     while (this.writing.size > 0) await Promise.all([...this.writing]);
     for (const partition of [...this.toMove.keys()]) this.move(partition);
     while (this.writing.size > 0) await Promise.all([...this.writing]);
   }
 
-  /** Writes what waits for this partition now, and moves its finished rows: its last row under way has finished. */
+  /** The partition's last row under way has finished: write what waits for it, then move its finished rows. */
   writePartition(partition: string): void {
     this.write(partition, { move: true });
   }
 
-  private writeAll(how: { move: boolean }): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    for (const partition of [...this.buffers.keys()]) this.write(partition, how);
-  }
-
   private write(partition: string, how: { move: boolean }): void {
+    const underWay = this.writingPartitions.get(partition);
+    if (underWay) {
+      // One write per partition at a time: what arrives meanwhile goes out together right after.
+      underWay.moveAfter ||= how.move;
+      return;
+    }
     const items = this.buffers.get(partition);
     this.buffers.delete(partition);
     if (!items || items.length === 0) {
       if (how.move) this.move(partition);
       return;
     }
+    const state = { moveAfter: how.move };
+    this.writingPartitions.set(partition, state);
     this.track(
-      this.ledger.writeOutcomes(items).then(({ finished }) => {
-        this.pendingMoves(partition).push(...finished);
-        if (how.move || this.pendingMoves(partition).length >= MAX_TRANSACTION_ROWS) this.move(partition);
-      }),
+      this.ledger
+        .writeOutcomes(items)
+        .then(({ finished }) => {
+          this.pendingMoves(partition).push(...finished);
+        })
+        .finally(() => {
+          this.writingPartitions.delete(partition);
+          if (this.buffers.has(partition)) this.write(partition, { move: state.moveAfter });
+          else if (state.moveAfter || this.pendingMoves(partition).length >= MAX_TRANSACTION_ROWS) this.move(partition);
+        }),
     );
   }
 
