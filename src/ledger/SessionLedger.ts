@@ -5,6 +5,7 @@ import { type ClaimResult, type LedgerPage, type MalformedRow, type SessionRecor
 import { isTerminal, TERMINAL_STATUSES, type RowTransition, type SessionKey, type SessionStatus, type SessionToClose, type TransitionRequest } from "../core/session";
 import { readRow } from "./rows";
 import { LedgerHistory } from "./history";
+import { LEASES_TABLE_SUFFIX, TenantLeases } from "./tenantLeases";
 import { isStale, openStaleFilter } from "./liveness";
 import { ServiceClock } from "./serviceClock";
 import { createLedgerServiceClient, createLedgerTableClient, pagesWithTable, type LedgerClientOptions } from "./tableClient";
@@ -93,12 +94,16 @@ export class SessionLedger {
   /** The storage service's time. */
   readonly serviceTime: ServiceTime;
 
-  constructor(client: TableClient, history: LedgerHistory, options: SessionLedgerOptions = {}) {
+  /** One sender per tenant: the tenants' leases, in `<table>Leases`. */
+  readonly tenantLeases: TenantLeases;
+
+  constructor(client: TableClient, history: LedgerHistory, options: SessionLedgerOptions & { leasesClient?: TableClient } = {}) {
     this.client = client;
     this.history = history;
     this.clock = options.clock ?? (() => new Date());
     this.serviceTime = options.serviceTime ?? new ServiceClock(this.clock);
     this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
+    this.tenantLeases = new TenantLeases(options.leasesClient ?? history.siblingTable(LEASES_TABLE_SUFFIX), { serviceNow: () => this.serviceNow() });
   }
 
   static fromConnectionString(connectionString: string, tableName: string, options: SessionLedgerOptions = {}): SessionLedger {
@@ -108,7 +113,9 @@ export class SessionLedger {
       service: createLedgerServiceClient(connectionString, options),
       client: (name) => createLedgerTableClient(connectionString, name, options),
     });
-    return new SessionLedger(client, history, { ...options, ...(serviceClock && { serviceTime: serviceClock }) });
+    // The leases' answers carry the service's Date too: the same clock learns from both.
+    const leasesClient = createLedgerTableClient(connectionString, `${tableName}${LEASES_TABLE_SUFFIX}`, { ...options, ...(serviceClock && { serviceClock }) });
+    return new SessionLedger(client, history, { ...options, leasesClient, ...(serviceClock && { serviceTime: serviceClock }) });
   }
 
   /**
@@ -298,6 +305,17 @@ export class SessionLedger {
     const result = await this.applyTransition(row, transition, now);
     if (result.written) await this.moveFinished([rowAfter(row, transition, now)]);
     return result;
+  }
+
+  /**
+   * Hands an `open` row to the sweeper that holds its tenant (a close request that may not send
+   * beside it): the row is made silent since the epoch, so it is stale under any lease and due now,
+   * for that sweeper's next sweep. Conditional on the row's ETag; a producer's heartbeat after it
+   * takes it back, as a heartbeat always does.
+   */
+  markDue(row: SessionToClose): Promise<WriteResult> {
+    const patch = { partitionKey: row.partitionKey, rowKey: row.rowKey, heartbeatSeenAt: new Date(0), nextAttemptAt: this.serviceNow(), updatedAt: this.serviceNow() };
+    return mergeIfUnchanged(this.client, patch, row.etag);
   }
 
   /** Back to `open`, not to be tried before `at`. */

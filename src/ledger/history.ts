@@ -173,7 +173,8 @@ export class LedgerHistory {
     if (entries.length === 0) return 0;
     for (const [name, group] of groupBy(entries, (entry) => entry.table)) {
       const client = this.client(name);
-      await withTable(client, () => writeConditionally(client, group.map(({ entity }): ConditionalWrite => ({ action: "upsert", patch: entity }))));
+      const r = await withTable(client, () => writeConditionally(client, group.map(({ entity }): ConditionalWrite => ({ action: "upsert", patch: entity }))));
+      if (r.some((x) => !x.written)) console.error("DEBUGMOVE", JSON.stringify(r));
     }
     const deleted = await writeConditionally(
       this.live,
@@ -225,6 +226,11 @@ export class LedgerHistory {
       dropped.push(name);
     }
     return dropped;
+  }
+
+  /** A table of the ledger's own beside the live one, `<live table><suffix>`, on the same account and options. */
+  siblingTable(suffix: string): TableClient {
+    return this.tables.client(`${this.live.tableName}${suffix}`);
   }
 
   private client(name: string): TableClient {

@@ -77,9 +77,10 @@ export const PARALLEL_TRANSACTIONS = 8;
 
 /**
  * Writes many conditional Merges and deletes: one transaction per partition and 100 rows (Table Storage's
- * limit), several partitions at once. A transaction is all or nothing, so when one row in it has
- * changed (412) or vanished (404), that chunk is written again row by row and only the changed
- * rows are reported as conflicts. Results come back in the order of `writes`.
+ * limit), several partitions at once. A transaction is all or nothing: when one row in it has
+ * changed (412) or vanished (404), that row is reported as a conflict and the rest of the chunk is
+ * sent again as one transaction (k lost rows cost k + 1 transactions); only where the service does
+ * not say which row failed is the chunk written row by row. Results come back in the order of `writes`.
  */
 export async function writeConditionally(
   client: TableClient,
@@ -91,8 +92,9 @@ export async function writeConditionally(
     chunk(group, MAX_TRANSACTION_OPERATIONS),
   );
   const results = new Array<WriteResult>(writes.length);
-  await mapConcurrent(chunks, options.parallelTransactions ?? PARALLEL_TRANSACTIONS, async (items) => {
-    if (items.length > 1 && hasUniqueRows(items.map((item) => item.write))) {
+  await mapConcurrent(chunks, options.parallelTransactions ?? PARALLEL_TRANSACTIONS, async (chunkItems) => {
+    let items = chunkItems;
+    while (items.length > 1 && hasUniqueRows(items.map((item) => item.write))) {
       const actions = items.map(({ write }) => transactionAction(write));
       try {
         const response = await client.submitTransaction(actions);
@@ -102,12 +104,25 @@ export async function writeConditionally(
         });
         return;
       } catch (error) {
-        notWritten(error); // rethrows anything that is not a 412/404: a storage fault, not a race
+        const lost = notWritten(error); // rethrows anything that is not a 412/404: a storage fault, not a race
+        // The service names the operation that failed ("3:The update condition…"): that row lost
+        // its race, and the others go again together, not one write each.
+        const failed = failedOperation(error, items.length);
+        if (failed === undefined) break;
+        results[items[failed]!.index] = lost;
+        items = items.filter((_, position) => position !== failed);
       }
     }
     for (const { write, index } of items) results[index] = await writeOne(client, write);
   });
   return results;
+}
+
+/** The index of the operation an entity-group transaction failed on, from the service's message. */
+function failedOperation(error: unknown, operations: number): number | undefined {
+  const match = /^(\d+):/.exec(error instanceof Error ? error.message : "");
+  const index = match ? Number(match[1]) : undefined;
+  return index !== undefined && index < operations ? index : undefined;
 }
 
 function transactionAction(write: ConditionalWrite): TransactionAction {
