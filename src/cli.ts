@@ -3,7 +3,8 @@
  * the HTTP trigger, from a shell, with the same settings (environment, or local.settings.json).
  *
  * Exit codes: 0 the sweep ran (even if some rows failed or will be retried), 1 the sweep was ended
- * by a storage fault (or failed unexpectedly), 2 bad flags or bad configuration.
+ * by a storage fault or paused by the app's own fault (a wrong client secret, scope … named by the
+ * summary's error code), or failed unexpectedly, 2 bad flags or bad configuration.
  */
 import { parseArgs } from "node:util";
 import { loadConfig, type Settings, type SweeperConfig } from "./config";
@@ -52,7 +53,8 @@ Options:
   -h, --help            show this help
 
 Exit codes: 0 the sweep ran (rows that failed or will be retried are in the summary),
-            1 a storage fault ended the sweep, 2 bad options or settings.
+            1 a storage fault ended the sweep, or the app's credential or settings were refused
+              (sends paused; the summary's error code names the cause), 2 bad options or settings.
 `;
 
 const OPTIONS = {

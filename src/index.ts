@@ -14,10 +14,10 @@
 export * from "./producer";
 
 export { Codes, type Code } from "./core/codes";
-export { ConfigurationError } from "./core/errors";
+export { AppFaultError, ConfigurationError } from "./core/errors";
 export { loadConfig, DEFAULT_SETTINGS, REQUIRED_SETTINGS, type SweeperConfig, type Settings } from "./config";
 export { createSweeperServices, type SweeperServices, type SweeperServicesOptions } from "./app/sweeperServices";
 export { Sweeper, type SweeperSettings, type SweeperOptions, type SweepLogger, type SweepRunOptions } from "./sweep/Sweeper";
-export type { SweepRequest, SweepSummary, SweepCandidate } from "./sweep/models";
+export type { SweepRequest, SweepSummary, SweepCandidate, SweepPause } from "./sweep/models";
 export { SessionLedger, type SessionLedgerOptions, type ListStaleOptions } from "./ledger/SessionLedger";
 export type { LedgerPage, MalformedRow } from "./ledger/models";

@@ -711,7 +711,7 @@ class GraphEmulatorImpl implements GraphEmulator {
     return record;
   }
 
-  /** Concurrency accounting: from arrival until the answer is sent or the connection ends. */
+  /** Concurrency accounting: from arrival until the answer is handed over or the connection ends. */
   private trackInFlight(res: ServerResponse, record: RecordedRequest, scopeKey: string | undefined, sessionId: string | undefined, generation: number): void {
     const bump = (map: Map<string, number>, key: string | undefined, delta: number): number => {
       if (key === undefined) return 0;
@@ -732,7 +732,13 @@ class GraphEmulatorImpl implements GraphEmulator {
       bump(this.inflightWorkbook, scopeKey, -1);
       bump(this.inflightSession, sessionId, -1);
     };
-    res.on("finish", finish);
+    // Done when the answer is handed over, not at 'finish' (which can fire after the client already
+    // has the answer and sent its next request: an overlap that never was).
+    const end = res.end.bind(res) as (...args: unknown[]) => ServerResponse;
+    res.end = ((...args: unknown[]) => {
+      finish();
+      return end(...args);
+    }) as typeof res.end;
     res.on("close", finish);
   }
 

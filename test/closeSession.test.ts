@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { ClientSecretCredential } from "@azure/identity";
-import { type SessionRecord, type WorkbookLocation } from "../src";
+import { AppFaultError, Codes, type SessionRecord, type WorkbookLocation } from "../src";
 import { WorkbookSessionCloser } from "../src/graph/WorkbookSessionCloser";
 import { closeRecordedSession } from "../src/sweep/closeRecordedSession";
 import { useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
@@ -151,12 +151,17 @@ describe("delegated tokens", () => {
     expect(await table.services.ledger.get(row)).toMatchObject({ status: "expired", lastError: { code: "AADSTS500133" } });
   });
 
-  it("an invalid client secret ends failed", async () => {
+  it("an invalid client secret is the app's fault: AppFaultError with the cause, the row given back as it was", async () => {
     const wrong = await cloud.newTable({ AZURE_CLIENT_SECRET: "not-the-secret-at-all" });
     const { row } = await wrong.openSession({ userId: newUserId(), workbook: "/drives/d/items/x" });
-    const report = await closeRecordedSession(row, wrong.services.closeDependencies());
-    expect(report).toMatchObject({ result: "failed", sent: false, outcome: { code: "AADSTS7000215" } });
+    const error = await closeRecordedSession(row, wrong.services.closeDependencies()).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AppFaultError);
+    expect(error).toMatchObject({ code: Codes.ClientCredentialRejected, scope: "app" });
+    expect((error as Error).message).toContain("AADSTS7000215");
     expect(closeRequests()).toHaveLength(0);
+    const after = await wrong.services.ledger.get(row);
+    expect(after).toMatchObject({ status: "open", attempts: row.attempts });
+    expect(after?.lastError).toBeUndefined();
   });
 
   it("reuses one credential per user: two sessions, one token request", async () => {

@@ -3,10 +3,14 @@ import { SessionNotOpenError, SessionNotFoundError, SessionAlreadyRecordedError,
 import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { DEFAULT_PAGE_SIZE } from "../src/ledger/SessionLedger";
 import { historyTableName } from "../src/ledger/history";
-import { mapConcurrent } from "../src/utils/concurrency";
+import { groupBy, mapConcurrent } from "../src/utils/concurrency";
 import { createLedgerFixture, graphLikeSessionId, newUser } from "./support/ledgerFixture";
 
 const MINUTE = 60_000;
+
+function assertNever(): never {
+  throw new Error("not claimed");
+}
 
 async function collect<Row extends SessionToClose>(pages: AsyncIterable<LedgerPage<Row>>): Promise<{ rows: Row[]; pages: number; malformed: LedgerPage["malformed"] }> {
   const rows: Row[] = [];
@@ -371,6 +375,33 @@ describe("history", () => {
     expect((await collect(ledger.listStale(2 * MINUTE))).rows).toEqual([]);
     const everywhere = (await collect(ledger.listAll())).rows.filter((r) => r.sessionId === row.sessionId);
     expect(everywhere).toEqual([expect.objectContaining({ status: "closed", closedBy: "sweeper" })]);
+  });
+
+  it("moves racing to create a new week's table lose no row: a live row goes only once its history row is written", async () => {
+    for (let round = 0; round < 4; round++) {
+      const { ledger, producer } = await createLedgerFixture();
+      // Users of two sessions each: each user's move is one transaction into a table none has made yet.
+      const users = Array.from({ length: 8 }, () => newUser());
+      const recorded = await mapConcurrent(
+        users.flatMap((user) => [user, user]),
+        8,
+        (user) => producer.record(recordInput(user)),
+      );
+      const claimed = await ledger.claimMany(recorded, { leaseMs: MINUTE });
+      await ledger.applyTransitions(claimed.map((c) => ({ row: c.claimed ? c.row : assertNever(), transition: { to: "closed" as const } })));
+      const { rows } = await collect(ledger.listStale(2 * MINUTE));
+      expect(rows).toHaveLength(16);
+
+      const perUser = [...groupBy(rows, (r) => r.partitionKey).values()];
+      await Promise.all(perUser.map((userRows) => ledger.moveFinished(userRows)));
+      // Whatever a move could not copy stays live and finished, for the next sweep: never lost.
+      const left = (await collect(ledger.listStale(2 * MINUTE))).rows;
+      if (left.length > 0) await ledger.moveFinished(left);
+
+      const everywhere = (await collect(ledger.listAll())).rows;
+      expect(everywhere.map((r) => r.sessionId).sort()).toEqual(recorded.map((r) => r.sessionId).sort());
+      expect(everywhere.every((r) => r.status === "closed")).toBe(true);
+    }
   });
 
   it("touch of a session that finished says it is not open; release of one is a no-op", async () => {

@@ -92,17 +92,19 @@ describe("three sweepers at once over one table", () => {
       for (const s of summaries) {
         expect(s.error).toBeUndefined();
         expect(s.stoppedEarly).toBe(false);
-        expect(s.stale).toBe(s.claimed + s.lostRaces);
+        // A tenant another sweeper held is left to it (its lease): counted, not claimed.
+        expect(s.stale).toBe(s.claimed + s.lostRaces + s.leasedElsewhere);
         expect(s.claimed).toBe(s.closed + s.expired + s.retry + s.failed);
         expect(s.graphRequests).toBe(s.claimed);
       }
-      const sum = (key: "claimed" | "closed" | "lostRaces" | "stale" | "graphRequests" | "expired" | "failed" | "retry") =>
+      const sum = (key: "claimed" | "closed" | "lostRaces" | "stale" | "graphRequests" | "expired" | "failed" | "retry" | "leasedElsewhere") =>
         summaries.reduce((total, s) => total + s[key], 0);
-      // Every session was claimed by exactly one sweeper; every other sighting is a lost race.
+      // Every session was claimed by exactly one sweeper; every other sighting was left to the
+      // tenant's holder, or (rarely now) lost as a race.
       expect(sum("claimed")).toBe(count);
       expect(sum("closed")).toBe(count);
       expect(sum("expired") + sum("failed") + sum("retry")).toBe(0);
-      expect(sum("lostRaces")).toBe(sum("stale") - count);
+      expect(sum("lostRaces") + sum("leasedElsewhere")).toBe(sum("stale") - count);
 
       // What Graph saw: one closeSession per session, never two at once, never after its 204.
       const closes = cloud.emulator.requests.filter((r) => r.kind === "closeSession");

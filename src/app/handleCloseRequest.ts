@@ -2,6 +2,9 @@ import type { SweeperServices } from "./sweeperServices";
 import { SessionNotFoundError } from "../core/errors";
 import { isTerminal } from "../core/session";
 import { closeRecordedSession, type CloseReport } from "../sweep/closeRecordedSession";
+import { MAX_TENANT_LEASE_MS } from "../sweep/Sweeper";
+import { HeldLeases } from "../ledger/tenantLeases";
+import type { SessionLedger } from "../ledger/SessionLedger";
 import type { CloseRequestMessage } from "../core/closeRequestMessage";
 
 /**
@@ -13,12 +16,19 @@ export type CloseRequestResult =
   | { readonly result: "alreadyFinished"; readonly status: string }
   | { readonly result: "inProgress" }
   | { readonly result: "scheduled"; readonly nextAttemptAt: string }
+  /** Another sender holds the tenant: the row is marked due now, for that sender's next sweep. */
+  | { readonly result: "handedOff" }
   | { readonly result: "attempted"; readonly report: CloseReport };
+
+/** How long a close request waits for its tenant's lease before it hands the row to the holder. */
+const LEASE_WAIT_MS = 2_000;
+const LEASE_POLL_MS = 250;
 
 /**
  * Closes one recorded session now, whatever its age. Throws SessionNotFoundError for a session
- * that is not recorded (the host retries the message, then keeps it in the poison queue) and
- * lets storage faults through for the host to retry.
+ * that is not recorded (the host retries the message, then keeps it in the poison queue),
+ * AppFaultError when the app's own settings or credential failed (the row is given back as it
+ * was, its attempt unspent), and lets storage faults through for the host to retry.
  */
 export async function handleCloseRequest(services: SweeperServices, request: CloseRequestMessage, now?: Date): Promise<CloseRequestResult> {
   const { ledger } = services;
@@ -32,9 +42,35 @@ export async function handleCloseRequest(services: SweeperServices, request: Clo
     if (row.nextAttemptAt && row.nextAttemptAt.getTime() > (now ?? ledger.serviceNow()).getTime()) {
       return { result: "scheduled", nextAttemptAt: row.nextAttemptAt.toISOString() };
     }
-    const report = await closeRecordedSession(row, dependencies);
-    // A heartbeat or a sweep got in between: look again once, then it is theirs.
-    if (report.result === "lostRace" && attempt < 2) continue;
-    return { result: "attempted", report };
+    // One sender per tenant: only while this request holds the tenant's lease.
+    const leases = await tenantLease(ledger, row.tenantId, Math.min(dependencies.leaseMs, MAX_TENANT_LEASE_MS));
+    if (!leases) {
+      // Neither lost nor sent beside the holder's requests: due now, for the holder's next sweep.
+      if ((await ledger.markDue(row)).written) return { result: "handedOff" };
+      if (attempt < 2) continue;
+      return { result: "handedOff" };
+    }
+    try {
+      const report = await closeRecordedSession(row, dependencies, {
+        waitForSendSlot: async () => (leases.holds(row.tenantId) ? { send: true } : { send: false, retryAt: ledger.serviceNow() }),
+      });
+      // A heartbeat or a sweep got in between: look again once, then it is theirs.
+      if (report.result === "lostRace" && attempt < 2) continue;
+      return { result: "attempted", report };
+    } finally {
+      await leases.releaseAll();
+    }
+  }
+}
+
+/** The tenant's lease, held and renewed, if it comes free within LEASE_WAIT_MS; undefined otherwise. */
+async function tenantLease(ledger: SessionLedger, tenantId: string, leaseMs: number): Promise<HeldLeases | undefined> {
+  const deadline = Date.now() + LEASE_WAIT_MS;
+  for (;;) {
+    // A renewal that fails leaves the lease to run out: the close then is not sent.
+    const leases = new HeldLeases(ledger.tenantLeases, leaseMs, () => undefined);
+    if (await leases.take(tenantId)) return leases;
+    if (Date.now() + LEASE_POLL_MS > deadline) return undefined;
+    await new Promise((resolve) => setTimeout(resolve, LEASE_POLL_MS));
   }
 }

@@ -7,7 +7,8 @@ export type SweepTrigger = "timer" | "http" | "cli";
 
 /**
  * Runs one sweep and logs its one summary line: the same for the timer, the HTTP trigger and the
- * CLI. A sweep ended by a storage fault is logged as a warning with the fault.
+ * CLI. A sweep ended by a storage fault, or paused by the app's own fault (its settings or
+ * credential), is logged as a warning with the fault.
  */
 export async function runLoggedSweep(
   services: SweeperServices,

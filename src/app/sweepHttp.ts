@@ -14,7 +14,10 @@ import { invocationLogger } from "./logging";
  */
 export const HTTP_SWEEP_MAX_MS = 180_000;
 
-/** `POST /api/sweep` (function key): a manual sweep; the summary as JSON. */
+/**
+ * `POST /api/sweep` (function key): a manual sweep; the summary as JSON. 503 when a storage fault
+ * ended it or the app's own fault paused it (the summary's `error.code` names which).
+ */
 export async function sweepHttp(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
   const logger = invocationLogger(context);
   const services = appServices(logger);

@@ -45,6 +45,7 @@ const SUMMARY_FIELDS = [
   "malformed",
   "skipped",
   "deferred",
+  "paused",
   "moved",
   "graphRequests",
   "durationMs",
@@ -56,7 +57,10 @@ export const MAX_LISTED_CANDIDATES = 50;
 
 /** The summary (and a dry run's candidates) as readable tables. */
 export function formatSummary(summary: SweepSummary, tableName: string): string {
-  const heading = summary.error
+  const paused = summary.pauses?.some((p) => p.code === summary.error?.code);
+  const heading = paused
+    ? `Sweep of table ${tableName} paused by the app's settings or credential (${summary.error!.code}); fix them and sweep again`
+    : summary.error
     ? `Sweep of table ${tableName} ended by a storage fault; the next sweep carries on`
     : summary.dryRun
       ? `Dry run of table ${tableName}: nothing was claimed, written or sent`

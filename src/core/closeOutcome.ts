@@ -5,6 +5,11 @@
  * - `retry`: a cooldown, a transient fault or a timeout; try again at `retryAt`.
  * - `failed`: it cannot be closed this way (authorization, a refused location, a Graph error that
  *   will not go away): not retried.
+ * - `paused`: the app's own settings or credential failed (a wrong client secret, scope or client
+ *   id, an authority it cannot reach): a fact about the app, not about the session. Nothing is sent
+ *   and the row goes back as it was before the claim, its attempt not spent; sends stop for the
+ *   row's tenant (`scope: "tenant"`: the app's standing there) or for everyone (`scope: "app"`).
+ *   `code` is one of ours (`Codes`), named for the cause.
  */
 export type CloseOutcome =
   | { readonly kind: "closed"; readonly status: 204; readonly requestId?: string }
@@ -19,9 +24,19 @@ export type CloseOutcome =
       readonly message: string;
       readonly requestId?: string;
     }
-  | { readonly kind: "failed"; readonly status?: number; readonly code: string; readonly message: string; readonly requestId?: string };
+  | { readonly kind: "failed"; readonly status?: number; readonly code: string; readonly message: string; readonly requestId?: string }
+  | { readonly kind: "paused"; readonly scope: PauseScope; readonly code: string; readonly message: string };
 
 export type CloseOutcomeKind = CloseOutcome["kind"];
+
+/** Whose fault a pause is: the app's everywhere (its credential, its scope, the authority out of reach), or its standing in one tenant. */
+export type PauseScope = "app" | "tenant";
+
+/** An outcome that says nothing about the session: the app's own settings or credential failed. */
+export type PausedOutcome = Extract<CloseOutcome, { kind: "paused" }>;
+
+/** An outcome about the session itself, which the row's next state is decided from. */
+export type SettledOutcome = Exclude<CloseOutcome, { kind: "paused" }>;
 
 /** An outcome, and whether a request went to Graph to get it (not when it was refused before sending). */
 export interface CloseAttempt {

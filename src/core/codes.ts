@@ -30,6 +30,15 @@ export const Codes = {
   AssertionUserMismatch: "AssertionUserMismatch",
   GoneAfterInterruptedClose: "GoneAfterInterruptedClose",
   NotSent: "NotSent",
+  // The app's own settings or credential failed: sends pause (for one tenant or for all), rows are
+  // given back as they were, and the invocation fails with one of these (AppFaultError).
+  ClientCredentialRejected: "ClientCredentialRejected",
+  ClientSecretExpired: "ClientSecretExpired",
+  InvalidGraphScope: "InvalidGraphScope",
+  GraphPermissionNotConfigured: "GraphPermissionNotConfigured",
+  ClientNotInTenant: "ClientNotInTenant",
+  ClientDisabled: "ClientDisabled",
+  TenantNotFound: "TenantNotFound",
 } as const;
 
 export type Code = (typeof Codes)[keyof typeof Codes];

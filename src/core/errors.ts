@@ -1,4 +1,5 @@
 import { Codes } from "./codes";
+import type { PauseScope } from "./closeOutcome";
 
 /**
  * A code and a message: why an attempt did not close a session (a row's `lastErrorCode` and
@@ -99,5 +100,24 @@ export class MalformedRowError extends SweeperError {
   readonly code = Codes.MalformedRow;
   constructor(readonly problems: readonly string[]) {
     super(`The ledger row is malformed: ${problems.join("; ")}`);
+  }
+}
+
+/**
+ * The app's own settings or credential failed (a wrong client secret, scope or client id, the
+ * authority out of reach), so sends paused: `code` names the cause (`ClientCredentialRejected`,
+ * `InvalidGraphScope`, `AuthorityUnreachable` …). No row was marked for it and none spent an
+ * attempt; once the settings are fixed the next sweep or retried message carries on. Thrown so
+ * that the invocation fails with the cause (a queue message is retried, then poisoned).
+ */
+export class AppFaultError extends SweeperError {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly scope: PauseScope,
+    /** The tenant the app could not act in (`scope: "tenant"`). */
+    readonly tenantId?: string,
+  ) {
+    super(message);
   }
 }

@@ -171,14 +171,18 @@ export class LedgerHistory {
    */
   private async relocate(entries: readonly { table: string; entity: RowPatch }[]): Promise<number> {
     if (entries.length === 0) return 0;
+    const copied: (typeof entries)[number][] = [];
     for (const [name, group] of groupBy(entries, (entry) => entry.table)) {
       const client = this.client(name);
-      const r = await withTable(client, () => writeConditionally(client, group.map(({ entity }): ConditionalWrite => ({ action: "upsert", patch: entity }))));
-      if (r.some((x) => !x.written)) console.error("DEBUGMOVE", JSON.stringify(r));
+      const results = await withTable(client, () => writeConditionally(client, group.map(({ entity }): ConditionalWrite => ({ action: "upsert", patch: entity }))));
+      // A live row is deleted only once its history row is written: one that was not stays,
+      // finished, in the live table for the next sweep to move (never lost between the two).
+      copied.push(...group.filter((_, i) => results[i]!.written));
     }
+    if (copied.length === 0) return 0;
     const deleted = await writeConditionally(
       this.live,
-      entries.map(({ entity }): ConditionalWrite => ({ action: "delete", patch: { partitionKey: entity.partitionKey, rowKey: entity.rowKey } })),
+      copied.map(({ entity }): ConditionalWrite => ({ action: "delete", patch: { partitionKey: entity.partitionKey, rowKey: entity.rowKey } })),
     );
     return deleted.filter((result) => result.written).length;
   }

@@ -1,5 +1,5 @@
 import type { TableClient, TransactionAction } from "@azure/data-tables";
-import { storageStatus } from "./tableClient";
+import { isTableNotFound, storageStatus } from "./tableClient";
 import { truncateMessage } from "./entity";
 import type { WriteResult } from "./models";
 import type { RowTransition, SessionToClose } from "../core/session";
@@ -51,8 +51,12 @@ export async function mergeIfUnchanged(client: TableClient, patch: RowPatch, eta
   }
 }
 
-/** A 412 or 404 is a lost race; anything else (a storage fault) is rethrown. */
+/**
+ * A 412 or a 404 for the row is a lost race; anything else (a storage fault, a table that does not
+ * exist, which `withTable` creates) is rethrown.
+ */
 export function notWritten(error: unknown): Extract<WriteResult, { written: false }> {
+  if (isTableNotFound(error)) throw error;
   const status = storageStatus(error);
   if (status === 412) return { written: false, reason: "changed" };
   if (status === 404) return { written: false, reason: "gone" };

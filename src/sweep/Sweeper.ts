@@ -4,9 +4,17 @@ import { formatWorkbookLocation, workbookKey } from "../core/workbookLocation";
 import type { MalformedRow } from "../ledger/models";
 import { closeClaimed, type CloseDependencies, type SendSlot } from "./closeRecordedSession";
 import { OutcomeWriter } from "./OutcomeWriter";
-import { emptySummary, type SweepCandidate, type SweepRequest, type SweepSummary } from "./models";
+import { emptySummary, type SweepCandidate, type SweepPause, type SweepRequest, type SweepSummary } from "./models";
 import { WorkbookScheduler, type ItemResult } from "./WorkbookScheduler";
 import type { ErrorInfo } from "../core/errors";
+import type { PausedOutcome } from "../core/closeOutcome";
+import { HeldLeases } from "../ledger/tenantLeases";
+
+/**
+ * A tenant's lease lasts the claim lease (how long a dead sweeper may hold its rows), at most this
+ * long: a dead sweeper's tenants are free again soon, while its claimed rows wait out CLAIM_LEASE.
+ */
+export const MAX_TENANT_LEASE_MS = 30_000;
 
 export interface SweeperSettings {
   /** STALE_AFTER */
@@ -66,7 +74,15 @@ interface Work {
  * outcomes in transactions. Read-ahead is bounded, so memory stays flat however big the backlog.
  * When the time budget runs out nothing new is claimed, claimed rows not yet tried are given back
  * as they were, and tried ones are finished: no row is left `closing`.
+ *
+ * A fault of the app's own (a `paused` outcome: a wrong client secret or scope, the authority out of
+ * reach) is not a fact about any session: sends stop for the row's tenant, or for the whole sweep,
+ * and that row and every claimed row of that scope not yet sent go back as they were, no attempt
+ * spent. The summary counts them as `paused` and names the cause in `error` and `pauses`.
  */
+/** How rows given back untried are counted. */
+type GivenBackAs = "skipped" | "deferred" | "paused" | "leasedElsewhere";
+
 export class Sweeper {
   private readonly logger: SweepLogger | undefined;
   private readonly clock: () => Date;
@@ -100,7 +116,13 @@ class SweepRun {
   private readonly deadline: number;
   private readonly timeBudget: AbortSignal;
   private readonly fault = new AbortController();
+  /** The app's own fault, for every tenant: the sweep stops (through `fault`) and sends nothing more. */
+  private appPause: PausedOutcome | undefined;
+  /** Tenants the app's fault stopped sends to, and why. */
+  private readonly pausedTenants = new Map<string, PausedOutcome>();
   private readonly stop: AbortSignal;
+  /** The tenants' leases this sweep holds; none in a dry run, which sends nothing. */
+  private readonly leases: HeldLeases | undefined;
   private readonly writer: OutcomeWriter;
   private readonly scheduler: WorkbookScheduler<Work>;
   private readonly limit: number;
@@ -122,6 +144,12 @@ class SweepRun {
     this.stop = AbortSignal.any([this.timeBudget, this.fault.signal, ...(options.abortSignal ? [options.abortSignal] : [])]);
     // A failed write means storage is failing: stop sending closes whose 204 could not be recorded.
     this.writer = new OutcomeWriter(deps.ledger, { onError: (error) => this.fail(error) });
+    this.leases = this.summary.dryRun
+      ? undefined
+      : new HeldLeases(deps.ledger.tenantLeases, Math.min(deps.leaseMs, MAX_TENANT_LEASE_MS), (error) =>
+          // A renewal that failed for a storage fault: the lease runs out and sends stop; the sweep goes on.
+          this.logger?.warn("A tenant lease could not be renewed", { ...describeFault(error) }),
+        );
     this.scheduler = new WorkbookScheduler<Work>({
       concurrency: settings.concurrency,
       tenantBudget: settings.tenantBudget,
@@ -130,7 +158,7 @@ class SweepRun {
       now: () => this.clock().getTime(),
       run: (work, waitForSendSlot) => this.attempt(work, waitForSendSlot),
       onDeferred: (items, until) => this.returnUntried(items, { nextAttemptAt: new Date(until), count: "deferred" }),
-      onLeft: (items) => this.returnUntried(items, { count: "skipped" }),
+      onLeft: (items) => this.returnUntried(items, { count: this.appPause ? "paused" : "skipped" }),
       onError: (error) => this.fail(error),
     });
   }
@@ -146,6 +174,12 @@ class SweepRun {
     await this.scheduler.drain();
     await this.writer.flush();
     await Promise.all(this.background);
+    try {
+      await this.leases?.releaseAll();
+    } catch (error) {
+      // Not given back: it runs out after its term.
+      this.logger?.warn("Tenant leases could not be given back", { ...describeFault(error) });
+    }
     if (ticker) clearInterval(ticker);
     this.summary.stoppedEarly = this.stop.aborted;
     this.summary.durationMs = this.elapsed();
@@ -161,6 +195,35 @@ class SweepRun {
   private fail(error: unknown): void {
     this.summary.error ??= describeFault(error);
     this.fault.abort(error);
+  }
+
+  /** Why sends to this tenant are paused, if they are. */
+  private pauseOf(tenant: string): PausedOutcome | undefined {
+    return this.appPause ?? this.pausedTenants.get(tenant);
+  }
+
+  /**
+   * The app's own fault: sends stop for the tenant (its rows waiting in the scheduler go back) or
+   * for the whole sweep (it stops; what waits goes back through the scheduler's onLeft). The first
+   * pause is the summary's error, unless a storage fault came first.
+   */
+  private pause(outcome: PausedOutcome, tenant: string): void {
+    if (this.appPause || (outcome.scope === "tenant" && this.pausedTenants.has(tenant))) return;
+    const pause: SweepPause =
+      outcome.scope === "app"
+        ? { scope: "app", code: outcome.code, message: outcome.message }
+        : { scope: "tenant", tenantId: tenant, code: outcome.code, message: outcome.message };
+    (this.summary.pauses ??= []).push(pause);
+    this.summary.error ??= { code: pause.code, message: pause.tenantId ? `Tenant ${pause.tenantId}: ${pause.message}` : pause.message };
+    this.logger?.warn("Sends paused: the app's settings or credential failed", { ...pause });
+    if (outcome.scope === "app") {
+      this.appPause = outcome;
+      this.fault.abort(new Error(outcome.code));
+      return;
+    }
+    this.pausedTenants.set(tenant, outcome);
+    const waiting = this.scheduler.withdraw(tenant);
+    if (waiting.length > 0) this.returnUntried(waiting, { count: "paused" });
   }
 
   private async readPages(): Promise<void> {
@@ -182,7 +245,7 @@ class SweepRun {
         this.deps.ledger.serviceNow(),
       );
       const claimed = await this.claimAhead(due);
-      this.summary.skipped += due.length - claimed;
+      this.summary[this.appPause ? "paused" : "skipped"] += due.length - claimed;
       if (this.stop.aborted || this.accepted >= this.limit) break;
     }
   }
@@ -194,7 +257,7 @@ class SweepRun {
       const notYet = row.nextAttemptAt !== undefined && row.nextAttemptAt.getTime() > now.getTime();
       // The budget is also read on the sweep's own clock, which tests may move by hand.
       if (notYet || this.accepted >= this.limit || this.stop.aborted || this.clock().getTime() >= this.deadline) {
-        this.summary.skipped++;
+        this.summary[!notYet && this.appPause ? "paused" : "skipped"]++;
         continue;
       }
       this.accepted++;
@@ -227,9 +290,22 @@ class SweepRun {
 
   private async claim(due: SessionToClose[]): Promise<void> {
     // Rows of a tenant Graph asked to wait are not claimed: their next attempt is set to the wait's end.
+    // Rows of a tenant the app's fault paused are not claimed either, nor written: they stay as they are.
     const rows: SessionToClose[] = [];
     const held = new Map<number, SessionToClose[]>();
+    // One sender per tenant: a tenant another sender holds is left to it, its rows untouched.
+    const tenants = [...new Set(due.map((row) => row.tenantId))];
+    const ours = new Set<string>();
+    await Promise.all(tenants.map(async (tenant) => (await this.leases?.take(tenant)) && ours.add(tenant)));
     for (const row of due) {
+      if (this.pauseOf(row.tenantId)) {
+        this.summary.paused++;
+        continue;
+      }
+      if (!ours.has(row.tenantId)) {
+        this.summary.leasedElsewhere++;
+        continue;
+      }
       const until = this.scheduler.heldBackUntil(row.tenantId);
       if (until === undefined) rows.push(row);
       else if (held.has(until)) held.get(until)!.push(row);
@@ -244,17 +320,21 @@ class SweepRun {
     if (rows.length === 0) return;
     const results = await this.deps.ledger.claimMany(rows, { leaseMs: this.deps.leaseMs });
     const claimed: Work[] = [];
+    const paused: Work[] = [];
     results.forEach((result, i) => {
       if (!result.claimed) {
         this.summary.lostRaces++;
         return;
       }
       const original = rows[i]!;
-      claimed.push({ tenant: original.tenantId, workbook: workbookKey(original.workbook, original.userId), claimed: result.row, original });
+      const work = { tenant: original.tenantId, workbook: workbookKey(original.workbook, original.userId), claimed: result.row, original };
+      // A pause that came while claiming: the row goes straight back.
+      (this.pauseOf(original.tenantId) ? paused : claimed).push(work);
     });
+    if (paused.length > 0) this.giveBack(paused, { count: "paused" });
     if (this.stop.aborted) {
       // The sweep stopped while claiming: give them straight back.
-      this.giveBack(claimed, { count: "skipped" });
+      this.giveBack(claimed, { count: this.appPause ? "paused" : "skipped" });
       return;
     }
     for (const work of claimed) {
@@ -265,8 +345,37 @@ class SweepRun {
   }
 
   private async attempt(work: Work, waitForSendSlot: SendSlot): Promise<ItemResult> {
+    if (!this.leases?.holds(work.tenant)) {
+      // The tenant's lease ran out (a renewal did not land): its other sender may be sending now.
+      this.returnUntried([work, ...this.scheduler.withdraw(work.tenant)], { count: "leasedElsewhere" });
+      return {};
+    }
+    // Paused since it was queued: not even a token is asked for.
+    const pausedAlready = this.pauseOf(work.tenant);
+    const result = pausedAlready
+      ? { outcome: pausedAlready, sent: false as const }
+      : await closeClaimed(work.claimed, work.original, this.deps, {
+          // A pause that comes while this row waits for its turn stops it before it is sent.
+          waitForSendSlot: async () => {
+            const before = this.pauseOf(work.tenant);
+            if (before) return { send: false, paused: before };
+            const slot = await waitForSendSlot();
+            const after = this.pauseOf(work.tenant);
+            if (after) return { send: false, paused: after };
+            // Lost while its token was fetched: not sent beside the tenant's new holder.
+            if (slot.send && !this.leases?.holds(work.tenant)) return { send: false, retryAt: new Date(this.clock().getTime()) };
+            return slot;
+          },
+        });
+    if (!("transition" in result)) {
+      // The app's fault, not the session's: the row goes back as it was, its attempt not spent.
+      this.pause(result.outcome, work.tenant);
+      this.giveBack([work], { count: "paused" });
+      this.settle(work.claimed.partitionKey);
+      return {};
+    }
+    const { outcome, transition, sent } = result;
     this.summary.claimed++;
-    const { outcome, transition, sent } = await closeClaimed(work.claimed, work.original, this.deps, { waitForSendSlot });
     if (sent) this.summary.graphRequests++;
     this.summary[transition.to]++;
     this.writer.add(work.claimed, transition);
@@ -297,16 +406,16 @@ class SweepRun {
   }
 
   /** Claimed rows the scheduler held and will not run: their users settle, and they go back untried. */
-  private returnUntried(items: readonly Work[], how: { count: "skipped" | "deferred"; nextAttemptAt?: Date }): void {
+  private returnUntried(items: readonly Work[], how: { count: GivenBackAs; nextAttemptAt?: Date }): void {
     for (const item of items) this.settle(item.claimed.partitionKey);
     this.giveBack(items, how);
   }
 
   /**
    * Rows this sweep will not try: back as they were (with a cooldown, if Graph set one), counted as
-   * `skipped` or `deferred`.
+   * `skipped`, `deferred` or `paused`.
    */
-  private giveBack(items: readonly Pick<Work, "claimed" | "original">[], how: { count: "skipped" | "deferred"; nextAttemptAt?: Date }): void {
+  private giveBack(items: readonly Pick<Work, "claimed" | "original">[], how: { count: GivenBackAs; nextAttemptAt?: Date }): void {
     this.summary[how.count] += items.length;
     const released = this.deps.ledger.releaseClaims(items, how.nextAttemptAt ? { nextAttemptAt: how.nextAttemptAt } : {}).then(
       () => undefined,

@@ -124,6 +124,27 @@ export class WorkbookScheduler<T extends ScheduledItem> {
     return ready;
   }
 
+  /**
+   * Takes back every item of `tenantId` not started yet (its items in flight finish): the sweep
+   * must stop sending to that tenant. The caller gives them back.
+   */
+  withdraw(tenantId: string): T[] {
+    const items: T[] = [];
+    for (const [key, workbook] of this.workbooks) {
+      if (workbook.tenant !== tenantId) continue;
+      items.push(...workbook.items.splice(0));
+      if (!workbook.busy) this.workbooks.delete(key);
+    }
+    const tenant = this.tenants.get(tenantId);
+    if (tenant) {
+      tenant.ready.length = 0;
+      tenant.head = 0;
+    }
+    this.queued -= items.length;
+    this.wake();
+    return items;
+  }
+
   /** Stops starting items; what waits goes to onLeft. Items in flight finish. */
   private stop(): void {
     if (this.stopped) return;

@@ -1,10 +1,11 @@
 import type { DelegatedCredentials } from "../auth/DelegatedCredentials";
-import type { CloseAttempt, CloseOutcome } from "../core/closeOutcome";
+import type { CloseAttempt, PausedOutcome, SettledOutcome } from "../core/closeOutcome";
 import type { WorkbookSessionCloser } from "../graph/WorkbookSessionCloser";
 import type { SessionLedger } from "../ledger/SessionLedger";
 import type { RowTransition, SessionToClose } from "../core/session";
 import { transitionFor } from "./outcomeTransition";
 import { Codes } from "../core/codes";
+import { AppFaultError } from "../core/errors";
 
 /** What closing needs: the ledger, the users' credentials and the Graph client. */
 export interface CloseDependencies {
@@ -18,36 +19,60 @@ export interface CloseDependencies {
 }
 
 /** What one attempt on a claimed row came to, and the state the row takes for it (not yet written). */
-export interface CloseResult extends CloseAttempt {
+export interface SettledResult {
+  readonly outcome: SettledOutcome;
+  readonly sent: boolean;
   readonly transition: RowTransition;
 }
+
+/**
+ * The app's own settings or credential failed before anything reached Graph: the row takes no
+ * transition, it goes back as it was before the claim (`ledger.releaseClaims`), its attempt unspent.
+ */
+export interface PausedResult {
+  readonly outcome: PausedOutcome;
+  readonly sent: false;
+}
+
+export type CloseResult = SettledResult | PausedResult;
 
 /**
  * A close of one recorded session (the queue trigger's path):
  * - `lostRace`: the row changed before we claimed it (a heartbeat, another sweeper): nothing sent.
  * - otherwise the attempt's result, and whether its transition was written. `recorded` is false
  *   when the row changed under us after the call and the change already says enough.
+ * A paused attempt (the app's own fault) is no report: the row is given back and AppFaultError thrown.
  */
 export type CloseReport =
   | { readonly result: "lostRace"; readonly reason: "changed" | "gone" }
-  | (CloseResult & { readonly result: CloseOutcome["kind"]; readonly recorded: boolean });
+  | (SettledResult & { readonly result: SettledOutcome["kind"]; readonly recorded: boolean });
 
 /**
- * Waits for the sweep's turn to send to the row's tenant: a paced slot, or the time before which
- * the request must not go out (the tenant's budget or cooldown outlasts this sweep).
+ * Waits for the sweep's turn to send to the row's tenant: a paced slot, the time before which the
+ * request must not go out (the tenant's budget or cooldown outlasts this sweep), or a pause: the
+ * app's settings or credential failed for this tenant or for all, and nothing is to be sent.
  */
-export type SendSlot = () => Promise<{ send: true } | { send: false; retryAt: Date }>;
+export type SendSlot = () => Promise<{ send: true } | { send: false; retryAt: Date } | { send: false; paused: PausedOutcome }>;
 
 export interface CloseOptions {
   /** The pacer's slot, awaited after every check and right before the request goes out. @default send at once */
   waitForSendSlot?: SendSlot;
 }
 
-/** Claim → token → closeSession → mark, for one row (the queue trigger's path). */
+/**
+ * Claim → token → closeSession → mark, for one row (the queue trigger's path). When the app's own
+ * settings or credential fail (a `paused` outcome), the row goes back as it was before the claim,
+ * its attempt unspent, and AppFaultError is thrown with the cause's code.
+ */
 export async function closeRecordedSession(row: SessionToClose, deps: CloseDependencies, options: CloseOptions = {}): Promise<CloseReport> {
   const claim = await deps.ledger.claim(row, { leaseMs: deps.leaseMs });
   if (!claim.claimed) return { result: "lostRace", reason: claim.reason };
   const closed = await closeClaimed(claim.row, row, deps, options);
+  if (!("transition" in closed)) {
+    await deps.ledger.releaseClaims([{ claimed: claim.row, original: row }]);
+    const { scope, code, message } = closed.outcome;
+    throw new AppFaultError(code, message, scope, scope === "tenant" ? row.tenantId : undefined);
+  }
   const [recorded] = await deps.ledger.recordTransitions([{ row: claim.row, transition: closed.transition }]);
   return { result: closed.outcome.kind, ...closed, recorded: recorded! };
 }
@@ -63,6 +88,7 @@ export async function closeClaimed(
   options: CloseOptions = {},
 ): Promise<CloseResult> {
   const attempt = await attemptClose(claimed, deps, options);
+  if (attempt.outcome.kind === "paused") return { outcome: attempt.outcome, sent: false };
   const outcome = original.status === "closing" ? afterInterruptedClose(attempt.outcome) : attempt.outcome;
   return { outcome, sent: attempt.sent, transition: transitionFor(outcome, claimed, deps.maxAttempts) };
 }
@@ -85,12 +111,15 @@ export async function attemptClose(claimed: SessionToClose, deps: Pick<CloseDepe
   if (!checked.ok) return { outcome: checked.outcome, sent: false };
   if (options.waitForSendSlot) {
     const slot = await options.waitForSendSlot();
+    if ("paused" in slot) return { outcome: slot.paused, sent: false };
     if (!slot.send) {
       const message = "Not sent: the tenant's request budget or cooldown outlasted this sweep.";
       return { outcome: { kind: "retry", retryAt: slot.retryAt, cooldown: false, code: Codes.NotSent, message }, sent: false };
     }
   }
-  return { outcome: await deps.closer.send(checked.request), sent: true };
+  const outcome = await deps.closer.send(checked.request);
+  // A paused outcome here is a token the Graph client could not get: nothing reached Graph.
+  return { outcome, sent: outcome.kind !== "paused" };
 }
 
 /**
@@ -98,7 +127,7 @@ export async function attemptClose(claimed: SessionToClose, deps: Pick<CloseDepe
  * dead sweeper's request may have closed it (its 204 never recorded) or it idled out. Neither can
  * be proven, so the row is `expired` (never `closed` without a 204 in hand) with a code that says so.
  */
-function afterInterruptedClose(outcome: CloseOutcome): CloseOutcome {
+function afterInterruptedClose(outcome: SettledOutcome): SettledOutcome {
   if (outcome.kind !== "expired" || outcome.status === undefined) return outcome;
   return {
     ...outcome,

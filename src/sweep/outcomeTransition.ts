@@ -1,12 +1,13 @@
-import type { CloseOutcome } from "../core/closeOutcome";
+import type { SettledOutcome } from "../core/closeOutcome";
 import type { RowTransition, SessionToClose } from "../core/session";
 import type { ErrorInfo } from "../core/errors";
 
 /**
  * The row's next state for an attempt's outcome. `row` is the claimed row, its attempts counting
- * this one; when they reach `maxAttempts`, a retry becomes `failed` with the last reason.
+ * this one; when they reach `maxAttempts`, a retry becomes `failed` with the last reason. A
+ * `paused` outcome has no transition: the row is given back as it was (`ledger.releaseClaims`).
  */
-export function transitionFor(outcome: CloseOutcome, row: SessionToClose, maxAttempts: number): RowTransition {
+export function transitionFor(outcome: SettledOutcome, row: SessionToClose, maxAttempts: number): RowTransition {
   switch (outcome.kind) {
     case "closed":
       return { to: "closed" };
@@ -22,7 +23,7 @@ export function transitionFor(outcome: CloseOutcome, row: SessionToClose, maxAtt
   }
 }
 
-function errorOf(outcome: Exclude<CloseOutcome, { kind: "closed" }>): ErrorInfo {
+function errorOf(outcome: Exclude<SettledOutcome, { kind: "closed" }>): ErrorInfo {
   const status = outcome.status !== undefined ? ` (HTTP ${outcome.status}${outcome.requestId ? `, request-id ${outcome.requestId}` : ""})` : "";
   return { code: outcome.code, message: `${outcome.message}${status}` };
 }

@@ -36,6 +36,18 @@ export const KNOWN_ERRORS: Readonly<Record<string, KnownError>> = {
     description:
       "Application with identifier '{clientId}' was not found in the directory '{tenantId}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
   },
+  AADSTS7000222: {
+    status: 401,
+    error: "invalid_client",
+    description: "The provided client secret keys for app '{clientId}' are expired. Visit the Azure portal to create new keys for your app.",
+  },
+  AADSTS7000112: { status: 400, error: "unauthorized_client", description: "Application '{clientId}' is disabled." },
+  AADSTS90002: {
+    status: 400,
+    error: "invalid_request",
+    description:
+      "Tenant '{tenantId}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant.",
+  },
   AADSTS700024: { status: 401, error: "invalid_client", description: "Client assertion is not within its valid time range." },
   AADSTS700027: {
     status: 401,

@@ -15,6 +15,8 @@
  *   - Grant errors are `invalid_grant`, HTTP 400: AADSTS500133 expired user assertion, AADSTS50013
  *     assertion signature / audience / tenant mismatch, AADSTS65001 scope not consented,
  *     AADSTS50173 grant revoked, AADSTS700082 refresh token expired by inactivity.
+ *   - A Graph permission Graph does not have (`Files.ReadWrite.Everything`) is AADSTS70011
+ *     `invalid_scope`, HTTP 400 ("The scope '…' does not exist."), before consent is looked at.
  *   - AADSTS90033 is `temporarily_unavailable`, HTTP 503 ("A transient error has occurred.").
  *   - A request for `https://graph.microsoft.com/.default` is answered with the expanded list of the
  *     client's consented Graph permissions in `scope` (never ".default"), as Entra does; MSAL files the
@@ -43,6 +45,33 @@ import {
 } from "./tokens";
 
 const OIDC_SCOPES = new Set(["openid", "profile", "offline_access", "email"]);
+
+/**
+ * Delegated permissions Graph has, among those an app closing workbook sessions (or a test) asks
+ * for: a name not here is a scope that does not exist (AADSTS70011), whatever was consented.
+ */
+const GRAPH_PERMISSIONS = new Set(
+  [
+    "Files.Read",
+    "Files.Read.All",
+    "Files.ReadWrite",
+    "Files.ReadWrite.All",
+    "Files.ReadWrite.AppFolder",
+    "Files.Read.Selected",
+    "Files.ReadWrite.Selected",
+    "Sites.Read.All",
+    "Sites.ReadWrite.All",
+    "Sites.Manage.All",
+    "Sites.FullControl.All",
+    "Sites.Selected",
+    "User.Read",
+    "User.ReadBasic.All",
+    "User.Read.All",
+    "User.ReadWrite",
+    "Mail.Read",
+    "Mail.Send",
+  ].map((p) => p.toLowerCase()),
+);
 const GRANT_OBO = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const GRANT_CLIENT_CREDENTIALS = "client_credentials";
 
@@ -86,6 +115,8 @@ export interface FailRule {
   error: "AADSTS500133" | "AADSTS7000215" | "AADSTS90033" | "AADSTS50173" | "AADSTS700082" | string;
   /** Only requests whose user assertion belongs to this user. */
   userId?: string;
+  /** Only requests made in this tenant (the path segment; for common/organizations the assertion's tid). */
+  tenantId?: string;
   /** Adds a Retry-After header (seconds) to the answer. */
   retryAfterSec?: number;
 }
@@ -310,7 +341,7 @@ export class FakeAuthorityServer implements FakeAuthority {
     try {
       if (method !== "POST") throw new AuthorityError("AADSTS900561");
       // Injected failures come first: they stand for what Entra decided, whatever the request held.
-      const rule = this.takeFailRule(request.assertionOid);
+      const rule = this.takeFailRule(request.assertionOid, request.tenantId);
       if (rule) return this.answerError(res, record, new AuthorityError(rule.error), errorContext, rule.retryAfterSec);
       const answer = this.grant(request);
       record.status = 200;
@@ -323,8 +354,10 @@ export class FakeAuthorityServer implements FakeAuthority {
   }
 
   /** The first fail rule this request matches, counted down (and dropped when used up). */
-  private takeFailRule(assertionOid: string | undefined): FailRule | undefined {
-    const rule = this.rules.find((r) => r.remaining > 0 && (r.userId === undefined || r.userId === assertionOid));
+  private takeFailRule(assertionOid: string | undefined, tenantId: string): FailRule | undefined {
+    const rule = this.rules.find(
+      (r) => r.remaining > 0 && (r.userId === undefined || r.userId === assertionOid) && (r.tenantId === undefined || r.tenantId.toLowerCase() === tenantId.toLowerCase()),
+    );
     if (!rule) return undefined;
     rule.remaining -= 1;
     this.rules = this.rules.filter((r) => r.remaining > 0);
@@ -408,6 +441,8 @@ export class FakeAuthorityServer implements FakeAuthority {
     if (askedDefault && names.length > 0) {
       throw new AuthorityError("AADSTS70011", {}, "The scope '.default' cannot be combined with resource-specific scopes.");
     }
+    const unknown = names.filter((n) => !GRAPH_PERMISSIONS.has(n.toLowerCase()));
+    if (unknown.length > 0) throw new AuthorityError("AADSTS70011", {}, `The scope '${unknown.join(" ")}' does not exist.`);
     const consented = new Set(client.graphScopes.map((s) => s.toLowerCase()));
     const missing = names.filter((n) => !consented.has(n.toLowerCase()));
     if (missing.length > 0) throw new AuthorityError("AADSTS65001", {}, `Missing consent for: ${missing.join(" ")}.`);

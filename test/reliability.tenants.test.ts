@@ -1,0 +1,107 @@
+/**
+ * One sender per tenant across processes (src/ledger/tenantLeases.ts): the timer, an HTTP sweep
+ * and the CLI, each in a process of its own as they run when deployed, over one backlog; and queue
+ * close requests arriving while a sweep holds their tenant.
+ */
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { afterAll, beforeAll, beforeEach, expect, it } from "vitest";
+import { handleCloseRequest } from "../src/app/handleCloseRequest";
+import { mapConcurrent } from "../src/utils/concurrency";
+import { httpInput, startFunctionsWorker, timerInput, type RunningWorker } from "../standins/functionsWorker";
+import { HOME_TENANT, newUserId, startCloudFixture, type CloudFixture } from "./support/cloudFixture";
+
+const OTHER_TENANT = "22222222-2222-4222-8222-222222222222";
+const launcher = join(__dirname, "..", "bin", "workbook-session-sweeper.js");
+
+let cloud: CloudFixture;
+const workers: RunningWorker[] = [];
+beforeAll(async () => {
+  cloud = await startCloudFixture();
+});
+beforeEach(() => {
+  cloud.emulator.reset();
+  cloud.authority.reset();
+});
+afterAll(async () => {
+  await Promise.all(workers.map((worker) => worker.stop()));
+  await cloud?.close();
+});
+
+function runCli(env: Record<string, string | undefined>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [launcher, "sweep", "--json"], { env: env as NodeJS.ProcessEnv, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on("error", reject);
+    child.on("exit", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+it("the timer, an HTTP sweep and the CLI at once, each its own process, over 600 sessions on 30 shared workbooks: one request per workbook at a time, each session closed once", { timeout: 120_000 }, async () => {
+  const overrides = { SWEEP_CONCURRENCY: "4", CLAIM_LEASE: "PT10S" };
+  const table = await cloud.newTable(overrides);
+  cloud.emulator.configure({ latencyMs: 15 });
+  const users = Array.from({ length: 40 }, (_, i) => ({ userId: newUserId(), tenantId: i % 2 ? OTHER_TENANT : HOME_TENANT }));
+  const opened = await mapConcurrent(Array.from({ length: 600 }, (_, i) => i), 16, (i) =>
+    table.openSession({ ...users[i % users.length]!, workbook: `/drives/shared/items/wb${i % 30}`, idleMinutes: 60 }),
+  );
+  const settings = cloud.settings({ SESSIONS_TABLE: table.tableName, ...overrides });
+  const [timerHost, httpHost] = await Promise.all([startFunctionsWorker(settings), startFunctionsWorker(settings)]);
+  workers.push(timerHost!, httpHost!);
+
+  const [timer, http, cli] = await Promise.all([
+    timerHost!.invoke("sweepTimer", timerInput()),
+    httpHost!.invoke("sweep", httpInput("{}")),
+    runCli({ PATH: process.env.PATH, NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS, ...settings }),
+  ]);
+  expect(timer.error).toBeUndefined();
+  expect(http.error).toBeUndefined();
+  expect(cli.code, cli.stderr).toBe(0);
+
+  const stats = cloud.emulator.stats();
+  expect(stats.maxConcurrentPerWorkbook, "two requests in flight for one workbook").toBeLessThanOrEqual(1);
+  expect(stats.closesAfterClosed).toBe(0);
+  const closes = cloud.emulator.requests.filter((r) => r.kind === "closeSession");
+  expect(closes).toHaveLength(opened.length);
+  for (const { sessionId } of opened) expect(cloud.emulator.sessionState(sessionId)).toBe("closed");
+  // Each tenant was swept by whichever process took its lease; the others left it, and said so.
+  const summaries = [JSON.parse(cli.stdout.trim().split("\n").at(-1)!) as { closed: number; leasedElsewhere: number }];
+  expect(summaries[0]!.closed + summaries[0]!.leasedElsewhere).toBeGreaterThan(0);
+  expect(await table.services.newSweeper().run()).toMatchObject({ stale: 0, claimed: 0 });
+});
+
+it("queue close requests for a tenant a sweep holds: handed to the sweep, none lost, none sent beside it", { timeout: 60_000 }, async () => {
+  const table = await cloud.newTable({ SWEEP_CONCURRENCY: "2" });
+  // Long enough that the sweep outlasts a close request's brief wait for the tenant's lease.
+  cloud.emulator.configure({ latencyMs: 60 });
+  const users = Array.from({ length: 6 }, () => newUserId());
+  const stale = await mapConcurrent(Array.from({ length: 120 }, (_, i) => i), 8, (i) =>
+    table.openSession({ userId: users[i % users.length]!, workbook: `/drives/q/items/wb${i % 6}`, idleMinutes: 60 }),
+  );
+  // In use, so no sweep would take them: only a close request asks for them.
+  const asked = await mapConcurrent(Array.from({ length: 12 }, (_, i) => i), 8, (i) =>
+    table.openSession({ userId: users[i % users.length]!, workbook: `/drives/q/items/wb${i % 6}`, idleMinutes: 0 }),
+  );
+
+  const sweeping = table.services.newSweeper().run();
+  // Once the sweep holds the tenant (its first closes are answered), the requests come in.
+  while (cloud.emulator.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+  const results = await Promise.all(asked.map(({ row }) => handleCloseRequest(table.services, { tenantId: row.tenantId, userId: row.userId, sessionId: row.sessionId })));
+  const summary = await sweeping;
+  expect(summary.closed).toBe(stale.length);
+  // Each request either got the tenant once the sweep let it go (and closed its session) or handed its row over.
+  const handedOff = results.filter((r) => r.result === "handedOff").length;
+  expect(handedOff, "the sweep held the tenant past the requests' wait").toBeGreaterThan(0);
+  for (const r of results) if (r.result !== "handedOff") expect(r).toMatchObject({ result: "attempted", report: { result: "closed" } });
+  expect(cloud.emulator.stats().maxConcurrentPerWorkbook).toBeLessThanOrEqual(1);
+
+  // The holder's next sweep closes what was handed to it.
+  const next = await table.services.newSweeper().run();
+  expect(next.closed).toBe(handedOff);
+  for (const { sessionId } of [...stale, ...asked]) expect(cloud.emulator.sessionState(sessionId)).toBe("closed");
+  expect(cloud.emulator.requests.filter((r) => r.kind === "closeSession")).toHaveLength(stale.length + asked.length);
+  expect(cloud.emulator.stats().maxConcurrentPerWorkbook).toBeLessThanOrEqual(1);
+});
