@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, expect, it } from "vitest";
 import { handleCloseRequest } from "../src/app/handleCloseRequest";
 import { mapConcurrent } from "../src/utils/concurrency";
-import { httpInput, startFunctionsWorker, timerInput, type RunningWorker } from "../standins/functionsWorker";
+import { httpInput, queueInput, startFunctionsWorker, timerInput, type RunningWorker } from "../standins/functionsWorker";
 import { HOME_TENANT, newUserId, startCloudFixture, type CloudFixture } from "./support/cloudFixture";
 
 const OTHER_TENANT = "22222222-2222-4222-8222-222222222222";
@@ -104,4 +104,45 @@ it("queue close requests for a tenant a sweep holds: handed to the sweep, none l
   for (const { sessionId } of [...stale, ...asked]) expect(cloud.emulator.sessionState(sessionId)).toBe("closed");
   expect(cloud.emulator.requests.filter((r) => r.kind === "closeSession")).toHaveLength(stale.length + asked.length);
   expect(cloud.emulator.stats().maxConcurrentPerWorkbook).toBeLessThanOrEqual(1);
+});
+
+it("two processes, each running sweeps and queue close requests for four tenants: Graph's rules hold across them, every session closed once", { timeout: 120_000 }, async () => {
+  const overrides = { SWEEP_CONCURRENCY: "8", CLAIM_LEASE: "PT10S", EXCEL_BUDGET_REQUESTS: "40", EXCEL_BUDGET_WINDOW: "PT2S" };
+  const table = await cloud.newTable(overrides);
+  // Graph's per-tenant budget, enforced: a second sender beside a tenant's holder would overrun it.
+  cloud.emulator.configure({ latencyMs: 20, tenantBudget: { requests: 40, windowMs: 2_000 } });
+  const tenants = [HOME_TENANT, OTHER_TENANT, "33333333-3333-4333-8333-333333333333", "44444444-4444-4444-8444-444444444444"];
+  const users = Array.from({ length: 16 }, (_, i) => ({ userId: newUserId(), tenantId: tenants[i % tenants.length]! }));
+  const stale = await mapConcurrent(Array.from({ length: 160 }, (_, i) => i), 16, (i) =>
+    table.openSession({ ...users[i % users.length]!, workbook: `/drives/two/items/wb${i % 12}`, idleMinutes: 60 }),
+  );
+  const requested = await mapConcurrent(Array.from({ length: 24 }, (_, i) => i), 16, (i) =>
+    table.openSession({ ...users[i % users.length]!, workbook: `/drives/two/items/wb${i % 12}`, idleMinutes: 0 }),
+  );
+  const settings = cloud.settings({ SESSIONS_TABLE: table.tableName, ...overrides });
+  const processes = await Promise.all([startFunctionsWorker(settings), startFunctionsWorker(settings)]);
+  workers.push(...processes);
+
+  // Each process: a sweep, and half the close requests, one after another as its queue delivers them, then a second sweep.
+  const runs = processes.map(async (worker, p) => {
+    const outcomes = [await worker.invoke("sweepTimer", timerInput())];
+    for (const [i, { row }] of requested.entries()) {
+      if (i % 2 !== p) continue;
+      const message = JSON.stringify({ tenantId: row.tenantId, userId: row.userId, sessionId: row.sessionId });
+      outcomes.push(await worker.invoke("closeRequest", queueInput(message, `m${i}`)));
+    }
+    outcomes.push(await worker.invoke("sweepTimer", timerInput()));
+    return outcomes;
+  });
+  for (const outcome of (await Promise.all(runs)).flat()) expect(outcome.error).toBeUndefined();
+  // What was handed over to a holder that has finished since: the next sweep, wherever it runs.
+  await table.services.newSweeper().run();
+
+  const stats = cloud.emulator.stats();
+  expect(stats.maxConcurrentPerWorkbook, "two requests in flight for one workbook").toBeLessThanOrEqual(1);
+  expect(stats.closesAfterClosed).toBe(0);
+  const closes = cloud.emulator.requests.filter((r) => r.kind === "closeSession");
+  expect(closes.filter((r) => r.status === 429), "a tenant's budget overrun by two senders").toEqual([]);
+  for (const { sessionId } of [...stale, ...requested]) expect(cloud.emulator.sessionState(sessionId)).toBe("closed");
+  expect(closes).toHaveLength(stale.length + requested.length);
 });

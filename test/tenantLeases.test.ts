@@ -68,4 +68,19 @@ describe("tenant leases", () => {
     expect(held.holds(TENANT)).toBe(false);
     expect((await b.tenantLeases.acquire(TENANT, 1_500))?.held).toBe(true);
   });
+
+  it("hands the holder's sends still in the window to the next holder, in the service's time", async () => {
+    const { a, b } = twoLedgers();
+    const first = await a.tenantLeases.acquire(TENANT, 30_000);
+    const sends = [Date.now() - 2_000, Date.now() - 1_000, Date.now()];
+    expect(await first!.renew(sends.slice(0, 2))).toBe(true);
+    await first!.release(sends);
+    const next = await b.tenantLeases.acquire(TENANT, 30_000);
+    expect(next?.previousSends).toEqual(sends);
+    // Taken over after its holder died: the sends of its last renewal.
+    const dead = await a.tenantLeases.acquire(OTHER, 1_000);
+    await dead!.renew(sends.slice(0, 1));
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    expect((await b.tenantLeases.acquire(OTHER, 1_000))?.previousSends).toEqual(sends.slice(0, 1));
+  });
 });

@@ -3,7 +3,8 @@ import { SessionNotFoundError } from "../core/errors";
 import { isTerminal } from "../core/session";
 import { closeRecordedSession, type CloseReport } from "../sweep/closeRecordedSession";
 import { MAX_TENANT_LEASE_MS } from "../sweep/Sweeper";
-import { HeldLeases } from "../ledger/tenantLeases";
+import { HeldLeases, type SendLog } from "../ledger/tenantLeases";
+import { TenantPacer } from "../sweep/TenantPacer";
 import type { SessionLedger } from "../ledger/SessionLedger";
 import type { CloseRequestMessage } from "../core/closeRequestMessage";
 
@@ -42,8 +43,15 @@ export async function handleCloseRequest(services: SweeperServices, request: Clo
     if (row.nextAttemptAt && row.nextAttemptAt.getTime() > (now ?? ledger.serviceNow()).getTime()) {
       return { result: "scheduled", nextAttemptAt: row.nextAttemptAt.toISOString() };
     }
-    // One sender per tenant: only while this request holds the tenant's lease.
-    const leases = await tenantLease(ledger, row.tenantId, Math.min(dependencies.leaseMs, MAX_TENANT_LEASE_MS));
+    // One sender per tenant: only while this request holds the tenant's lease, and within the
+    // tenant's Excel budget as the lease's previous holders left it.
+    const pacer = new TenantPacer(services.config.graph.tenantBudget);
+    const offsetMs = () => ledger.serviceNow().getTime() - Date.now();
+    const sends = {
+      recent: (tenant: string) => pacer.recent(tenant, Date.now()).map((at) => at + offsetMs()),
+      seed: (tenant: string, times: readonly number[]) => pacer.seed(tenant, times.map((at) => at - offsetMs())),
+    };
+    const leases = await tenantLease(ledger, row.tenantId, Math.min(dependencies.leaseMs, MAX_TENANT_LEASE_MS), sends);
     if (!leases) {
       // Neither lost nor sent beside the holder's requests: due now, for the holder's next sweep.
       if ((await ledger.markDue(row)).written) return { result: "handedOff" };
@@ -52,7 +60,15 @@ export async function handleCloseRequest(services: SweeperServices, request: Clo
     }
     try {
       const report = await closeRecordedSession(row, dependencies, {
-        waitForSendSlot: async () => (leases.holds(row.tenantId) ? { send: true } : { send: false, retryAt: ledger.serviceNow() }),
+        waitForSendSlot: async () => {
+          // The budget's window frees within its length; past the lease, the request is not sent.
+          for (let wait = pacer.waitMs(row.tenantId, Date.now()); wait > 0; wait = pacer.waitMs(row.tenantId, Date.now())) {
+            await new Promise((resolve) => setTimeout(resolve, wait));
+          }
+          if (!leases.holds(row.tenantId)) return { send: false, retryAt: ledger.serviceNow() };
+          pacer.record(row.tenantId, Date.now());
+          return { send: true };
+        },
       });
       // A heartbeat or a sweep got in between: look again once, then it is theirs.
       if (report.result === "lostRace" && attempt < 2) continue;
@@ -64,11 +80,11 @@ export async function handleCloseRequest(services: SweeperServices, request: Clo
 }
 
 /** The tenant's lease, held and renewed, if it comes free within LEASE_WAIT_MS; undefined otherwise. */
-async function tenantLease(ledger: SessionLedger, tenantId: string, leaseMs: number): Promise<HeldLeases | undefined> {
+async function tenantLease(ledger: SessionLedger, tenantId: string, leaseMs: number, sends: SendLog): Promise<HeldLeases | undefined> {
   const deadline = Date.now() + LEASE_WAIT_MS;
   for (;;) {
     // A renewal that fails leaves the lease to run out: the close then is not sent.
-    const leases = new HeldLeases(ledger.tenantLeases, leaseMs, () => undefined);
+    const leases = new HeldLeases(ledger.tenantLeases, leaseMs, () => undefined, sends);
     if (await leases.take(tenantId)) return leases;
     if (Date.now() + LEASE_POLL_MS > deadline) return undefined;
     await new Promise((resolve) => setTimeout(resolve, LEASE_POLL_MS));

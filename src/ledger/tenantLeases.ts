@@ -11,6 +11,29 @@ export interface TenantLeasesOptions {
   serviceNow: () => Date;
 }
 
+/** Most sends a lease row carries (Excel's budget is 1,500 per window): a bound on what a row may hold. */
+const MAX_SENDS = 5_000;
+
+/**
+ * The holder's sends still in the tenant's Excel window, in the service's time (ms), written with each
+ * renewal and the release: the next holder counts them against the budget, so one budget holds
+ * across a hand-over. A JSON array in a string column (well under its 64 KiB at Excel's 1,500).
+ */
+function parseSends(value: unknown): number[] {
+  if (typeof value !== "string" || value.length === 0) return [];
+  try {
+    const parsed: unknown = JSON.parse(value);
+    if (!Array.isArray(parsed)) return [];
+    return parsed.filter((t): t is number => typeof t === "number" && Number.isFinite(t)).slice(-MAX_SENDS);
+  } catch {
+    return [];
+  }
+}
+
+function formatSends(sends: readonly number[] | undefined): { recentSends?: string } {
+  return sends === undefined ? {} : { recentSends: JSON.stringify(sends.slice(-MAX_SENDS).map(Math.round)) };
+}
+
 /**
  * One sender per tenant, across processes and instances: whatever sends closeSession for a tenant
  * (a sweep, a close request) does so only while it holds that tenant's lease, a row in
@@ -33,20 +56,22 @@ export class TenantLeases {
     const holder = randomUUID();
     const now = this.options.serviceNow();
     const entity = { partitionKey: PARTITION, rowKey: tenantId, holder, leaseUntil: new Date(now.getTime() + leaseMs), acquiredAt: now };
-    let current: { etag: string; holder?: unknown; leaseUntil?: unknown } | undefined;
+    let current: { etag: string; holder?: unknown; leaseUntil?: unknown; recentSends?: unknown } | undefined;
     try {
-      current = await withTable(this.client, () => this.client.getEntity<{ holder?: unknown; leaseUntil?: unknown }>(PARTITION, tenantId));
+      current = await withTable(this.client, () => this.client.getEntity<{ holder?: unknown; leaseUntil?: unknown; recentSends?: unknown }>(PARTITION, tenantId));
     } catch (error) {
       if (storageStatus(error) !== 404) throw error;
     }
     try {
       if (!current) {
         const created = await this.client.createEntity(entity);
-        return new TenantLease(this.client, { ...this.options, leaseMs }, tenantId, holder, created.etag ?? "", entity.leaseUntil);
+        return new TenantLease(this.client, { ...this.options, leaseMs }, tenantId, holder, created.etag ?? "", entity.leaseUntil, []);
       }
       if (current.leaseUntil instanceof Date && current.leaseUntil.getTime() > now.getTime()) return undefined;
-      const taken = await this.client.updateEntity(entity, "Replace", { etag: current.etag });
-      return new TenantLease(this.client, { ...this.options, leaseMs }, tenantId, holder, taken.etag ?? "", entity.leaseUntil);
+      // The previous holder's sends stay on the row until this holder writes its own.
+      const previousSends = parseSends(current.recentSends);
+      const taken = await this.client.updateEntity({ ...entity, ...formatSends(previousSends) }, "Replace", { etag: current.etag });
+      return new TenantLease(this.client, { ...this.options, leaseMs }, tenantId, holder, taken.etag ?? "", entity.leaseUntil, previousSends);
     } catch (error) {
       // Someone else created or took it between our read and our write.
       const status = storageStatus(error);
@@ -70,6 +95,8 @@ export class TenantLease {
     private readonly holder: string,
     private etag: string,
     private leaseUntil: Date,
+    /** The previous holders' sends still on the row (service time, ms): count them before sending. */
+    readonly previousSends: readonly number[],
   ) {}
 
   /** A lease is taken as lost a second (a quarter of a short lease) before it expires: a request decided on now arrives in time. */
@@ -78,12 +105,16 @@ export class TenantLease {
     return !this.lost && this.leaseUntil.getTime() - safetyMs > this.options.serviceNow().getTime();
   }
 
-  /** Extends the lease; false (and `held` false from then on) when it was taken by another holder. */
-  async renew(): Promise<boolean> {
+  /**
+   * Extends the lease, writing `sends` (this holder's sends still in the window, service time) when
+   * given; false (and `held` false from then on) when it was taken by another holder.
+   */
+  async renew(sends?: readonly number[]): Promise<boolean> {
     if (this.lost) return false;
     const leaseUntil = new Date(this.options.serviceNow().getTime() + this.options.leaseMs);
     try {
-      const response = await this.client.updateEntity({ partitionKey: PARTITION, rowKey: this.tenantId, holder: this.holder, leaseUntil }, "Merge", { etag: this.etag });
+      const patch = { partitionKey: PARTITION, rowKey: this.tenantId, holder: this.holder, leaseUntil, ...formatSends(sends) };
+      const response = await this.client.updateEntity(patch, "Merge", { etag: this.etag });
       this.etag = response.etag ?? this.etag;
       this.leaseUntil = leaseUntil;
       return true;
@@ -95,12 +126,13 @@ export class TenantLease {
     }
   }
 
-  /** Gives the lease up for the next holder at once; a lease already lost is left as it is. */
-  async release(): Promise<void> {
+  /** Gives the lease up for the next holder at once, with `sends` for it to count; a lease already lost is left as it is. */
+  async release(sends?: readonly number[]): Promise<void> {
     if (this.lost) return;
     this.lost = true;
     try {
-      await this.client.updateEntity({ partitionKey: PARTITION, rowKey: this.tenantId, holder: "", leaseUntil: new Date(0) }, "Merge", { etag: this.etag });
+      const patch = { partitionKey: PARTITION, rowKey: this.tenantId, holder: "", leaseUntil: new Date(0), ...formatSends(sends) };
+      await this.client.updateEntity(patch, "Merge", { etag: this.etag });
     } catch (error) {
       const status = storageStatus(error);
       if (status !== 412 && status !== 404) throw error;
@@ -108,19 +140,31 @@ export class TenantLease {
   }
 }
 
+/** Where a holder's sends are counted (its pacer), in the service's time: handed over with the lease. */
+export interface SendLog {
+  /** The tenant's sends still in its window. */
+  recent(tenantId: string): number[];
+  /** Counts the previous holder's sends. */
+  seed(tenantId: string, sends: readonly number[]): void;
+}
+
 /**
- * The leases one sweep holds: taken as it meets each tenant, renewed in the background every third
- * of the lease, released when the sweep ends. A renewal that fails leaves the lease not `held`.
+ * The leases one sweep (or close request) holds: taken as it meets each tenant, renewed in the
+ * background every third of the lease, released when it ends. A renewal that fails leaves the lease
+ * not `held`. With a `sends` log, the previous holder's sends are counted on taking, and this
+ * holder's are written with every renewal and the release.
  */
 export class HeldLeases {
   private readonly leases = new Map<string, TenantLease | undefined>();
   private readonly pending = new Map<string, Promise<TenantLease | undefined>>();
   private timer: NodeJS.Timeout | undefined;
+  private renewing: Promise<void> | undefined;
 
   constructor(
     private readonly source: TenantLeases,
     private readonly leaseMs: number,
     private readonly onError: (error: unknown) => void,
+    private readonly sends?: SendLog,
   ) {}
 
   /** Whether this sweep may send for the tenant: takes its lease the first time it is asked. */
@@ -133,8 +177,9 @@ export class HeldLeases {
     }
     const lease = await taking;
     this.pending.delete(tenantId);
+    if (!this.leases.has(tenantId) && lease) this.sends?.seed(tenantId, lease.previousSends);
     this.leases.set(tenantId, lease);
-    if (lease) this.timer ??= setInterval(() => void this.renewAll(), this.leaseMs / 3);
+    if (lease) this.timer ??= setInterval(() => this.renewAll(), this.leaseMs / 3);
     return lease?.held ?? false;
   }
 
@@ -146,11 +191,16 @@ export class HeldLeases {
   async releaseAll(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    // A renewal under way would otherwise land after the release, on the ETag the release just changed.
+    await this.renewing;
     await Promise.all([...this.pending.values()]);
-    await Promise.all([...this.leases.values()].map((lease) => lease?.release().catch(this.onError)));
+    await Promise.all([...this.leases.values()].map((lease) => lease?.release(this.sends?.recent(lease.tenantId)).catch(this.onError)));
   }
 
-  private async renewAll(): Promise<void> {
-    await Promise.all([...this.leases.values()].map((lease) => (lease?.held ? lease.renew().catch(this.onError) : undefined)));
+  private renewAll(): void {
+    if (this.renewing) return;
+    this.renewing = Promise.all([...this.leases.values()].map((lease) => (lease?.held ? lease.renew(this.sends?.recent(lease.tenantId)).catch(this.onError) : undefined))).then(() => {
+      this.renewing = undefined;
+    });
   }
 }

@@ -146,9 +146,16 @@ class SweepRun {
     this.writer = new OutcomeWriter(deps.ledger, { onError: (error) => this.fail(error) });
     this.leases = this.summary.dryRun
       ? undefined
-      : new HeldLeases(deps.ledger.tenantLeases, Math.min(deps.leaseMs, MAX_TENANT_LEASE_MS), (error) =>
+      : new HeldLeases(
+          deps.ledger.tenantLeases,
+          Math.min(deps.leaseMs, MAX_TENANT_LEASE_MS),
           // A renewal that failed for a storage fault: the lease runs out and sends stop; the sweep goes on.
-          this.logger?.warn("A tenant lease could not be renewed", { ...describeFault(error) }),
+          (error) => this.logger?.warn("A tenant lease could not be renewed", { ...describeFault(error) }),
+          // One Excel budget per tenant across hand-overs: the pacer's sends go with the lease, in the service's time.
+          {
+            recent: (tenant) => this.scheduler.recentSends(tenant).map((at) => at + this.serviceOffsetMs()),
+            seed: (tenant, sends) => this.scheduler.seedSends(tenant, sends.map((at) => at - this.serviceOffsetMs())),
+          },
         );
     this.scheduler = new WorkbookScheduler<Work>({
       concurrency: settings.concurrency,
@@ -197,6 +204,19 @@ class SweepRun {
     this.fault.abort(error);
   }
 
+  /** The tenants of `rows` whose lease this sweep holds (taken now where nobody else holds it). */
+  private async tenantsHeld(rows: readonly SessionToClose[]): Promise<Set<string>> {
+    const ours = new Set<string>();
+    const tenants = [...new Set(rows.map((row) => row.tenantId))];
+    await Promise.all(tenants.map(async (tenant) => (await this.leases?.take(tenant)) && ours.add(tenant)));
+    return ours;
+  }
+
+  /** The storage service's time minus the sweep's clock. */
+  private serviceOffsetMs(): number {
+    return this.deps.ledger.serviceNow().getTime() - this.clock().getTime();
+  }
+
   /** Why sends to this tenant are paused, if they are. */
   private pauseOf(tenant: string): PausedOutcome | undefined {
     return this.appPause ?? this.pausedTenants.get(tenant);
@@ -237,8 +257,17 @@ class SweepRun {
       this.summary.scanned += page.rows.length + page.malformed.length;
       if (page.malformed.length > 0) await this.handleMalformed(page.malformed);
       const finished = page.rows.filter((row) => isTerminal(row.status));
-      // Left by a move cut short: copied as stored (the columns a sweep reads are not all of them).
-      if (finished.length > 0 && !this.summary.dryRun) this.summary.moved += await this.deps.ledger.history.moveAsStored(finished, this.clock());
+      if (finished.length > 0 && !this.summary.dryRun) {
+        // Left by a move cut short, or waiting for its own sweep to move it: a tenant's holder moves
+        // its own. Copied as stored (the columns a sweep reads are not all of them).
+        const ours = await this.tenantsHeld(finished);
+        const elsewhere = finished.filter((row) => !ours.has(row.tenantId));
+        this.summary.leasedElsewhere += elsewhere.length;
+        this.summary.moved += await this.deps.ledger.history.moveAsStored(
+          finished.filter((row) => ours.has(row.tenantId)),
+          this.clock(),
+        );
+      }
       // A row's nextAttemptAt is in the service's time, as the ledger wrote it.
       const due = this.dueRows(
         page.rows.filter((row) => !isTerminal(row.status)),
@@ -294,9 +323,7 @@ class SweepRun {
     const rows: SessionToClose[] = [];
     const held = new Map<number, SessionToClose[]>();
     // One sender per tenant: a tenant another sender holds is left to it, its rows untouched.
-    const tenants = [...new Set(due.map((row) => row.tenantId))];
-    const ours = new Set<string>();
-    await Promise.all(tenants.map(async (tenant) => (await this.leases?.take(tenant)) && ours.add(tenant)));
+    const ours = await this.tenantsHeld(due);
     for (const row of due) {
       if (this.pauseOf(row.tenantId)) {
         this.summary.paused++;

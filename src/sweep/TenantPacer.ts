@@ -38,6 +38,25 @@ export class TenantPacer {
     this.state(tenant).sent.push(now);
   }
 
+  /**
+   * The sends still in the tenant's window at `now`: what the next sender of this tenant must count
+   * (handed over with its lease, see tenantLeases.ts).
+   */
+  recent(tenant: string, now: number): number[] {
+    const state = this.tenants.get(tenant);
+    if (!state) return [];
+    this.forget(state, now);
+    return state.sent.slice(state.head);
+  }
+
+  /** Counts sends another sender made for the tenant (the lease's previous holder), in this pacer's time. */
+  seed(tenant: string, times: readonly number[]): void {
+    if (times.length === 0) return;
+    const state = this.state(tenant);
+    state.sent = [...state.sent.slice(state.head), ...times].sort((a, b) => a - b);
+    state.head = 0;
+  }
+
   /** Graph asked for a cooldown: nothing for this tenant before `until`. */
   pause(tenant: string, until: number): void {
     const state = this.state(tenant);

@@ -124,6 +124,16 @@ export class WorkbookScheduler<T extends ScheduledItem> {
     return ready;
   }
 
+  /** The tenant's sends still in its budget's window, on the sweep's clock (for the tenant's next sender). */
+  recentSends(tenantId: string): number[] {
+    return this.pacer.recent(tenantId, this.now());
+  }
+
+  /** Counts the tenant's previous sender's sends (on the sweep's clock) against its budget. */
+  seedSends(tenantId: string, times: readonly number[]): void {
+    this.pacer.seed(tenantId, times);
+  }
+
   /**
    * Takes back every item of `tenantId` not started yet (its items in flight finish): the sweep
    * must stop sending to that tenant. The caller gives them back.
