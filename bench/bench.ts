@@ -18,6 +18,7 @@ import {
   CONTENDER_SCENARIOS,
   DEFAULT_OPTIONS,
   HISTORY_LIVE_STALE,
+  THREE_SWEEPERS,
   type BenchOptions,
   type ContenderName,
   type ContenderScenario,
@@ -27,7 +28,7 @@ import {
 export type { ContenderScenario, ScenarioName } from "./options";
 import { PROJECT_ROOT } from "./projectRoot";
 import { evaluateTargets, type Targets } from "./targets";
-import { runJob, type JobRequest, type JobResult, type StorageCounts } from "./worker";
+import { runJob, runJobsTogether, sumStorageCounts, type JobRequest, type JobResult, type StorageCounts } from "./worker";
 
 
 export interface RunBenchOptions extends Partial<BenchOptions> {
@@ -167,6 +168,58 @@ export interface HistoryResult {
   ratios: { idle: HistoryRatios; sweep: HistoryRatios };
 }
 
+/** One of the three scenario's sweeper processes. */
+export interface ThreeSweeperWorker {
+  /** When it started and ended, ms after the first of the three started. */
+  startMs: number;
+  endMs: number;
+  /** Its own time, from the call to its return. */
+  wallMs: number;
+  storage: StorageCounts;
+  /** Its process's CPU time (inline: the bench process's over the same time, shared with the others). */
+  cpuMs: number;
+  peakRssMb: number;
+  eventLoopDelayMs: { mean: number; p99: number; max: number };
+  /** Its summary line: `closed`, `leasedElsewhere` (rows of a tenant another worker held), `lostRaces`, … */
+  summary?: SweepSummary;
+}
+
+/**
+ * The three scenario: THREE_SWEEPERS sweeper processes started at once on one seeded table, the
+ * emulator enforcing the per-tenant budget as in the budget scenario, measured together.
+ */
+export interface ThreeResult {
+  sweepers: number;
+  /** Stale rows seeded. */
+  rows: number;
+  /** From the first worker's start to the last one's end. */
+  wallMs: number;
+  /** The budget scenario's Graph floor (max over tenants of stale sessions ÷ the budget's rate): the same load. */
+  graphFloorMs: number;
+  /** Stale rows closed, as read back from the ledger and Graph. */
+  closed: number;
+  closedPerSecond: number;
+  /** Graph's side of the three together: requests, 429s, budget utilization per tenant, requests overlapping on a workbook. */
+  graph: GraphFigures;
+  /** 429s ÷ Graph requests; null without requests. */
+  throttledShare: number | null;
+  /** Every storage request of the three workers together. */
+  storage: StorageCounts;
+  storageRequestsPerClosed: number;
+  /**
+   * CPU time during the scenario: the three worker processes together (null inline, where they
+   * share the bench process and are in `standIns`), this bench process, Azurite.
+   */
+  cpuMs: { workers: number | null; standIns: number; azurite: number | null };
+  /**
+   * Every row after the three have ended. No sweep runs after them: a stale row left open (its
+   * tenant's holder ended early, say) is a wrong row here.
+   */
+  correctness: Correctness;
+  seedMs: number;
+  workers: ThreeSweeperWorker[];
+}
+
 export interface Floors {
   table: TableFloor;
   /** The issue's Graph floor per scenario: max(tenant requests ÷ budget rate, workbook sessions × latency). */
@@ -189,6 +242,7 @@ export interface BenchResult {
   runs: ContenderRun[];
   scan?: ScanResult;
   idle?: IdleResult;
+  three?: ThreeResult;
   history?: HistoryResult;
   targets: Targets;
 }
@@ -244,6 +298,9 @@ export async function runBench(input: RunBenchOptions): Promise<BenchResult> {
       }
     }
 
+    let three: ThreeResult | undefined;
+    if (options.scenarios.includes("three")) three = await runThree(env, plan, options, log);
+
     let history: HistoryResult | undefined;
     if (options.scenarios.includes("history")) history = await runHistory(env, options, log);
 
@@ -272,8 +329,9 @@ export async function runBench(input: RunBenchOptions): Promise<BenchResult> {
       runs,
       ...(scan && { scan }),
       ...(idle && { idle }),
+      ...(three && { three }),
       ...(history && { history }),
-      targets: evaluateTargets({ runs, ...(floors && { floors }), ...(scan && { scan }), ...(idle && { idle }), ...(history && { history }) }),
+      targets: evaluateTargets({ runs, ...(floors && { floors }), ...(scan && { scan }), ...(idle && { idle }), ...(three && { three }), ...(history && { history }) }),
     };
   } finally {
     await env.close();
@@ -371,6 +429,80 @@ async function runIdleSweep(env: BenchEnvironment, options: BenchOptions, seeded
   };
   log(`Idle sweep over ${seeded.rows.length} rows, none stale: ${idle.storage.total} storage request(s), ${idle.graphRequests} Graph request(s), ${fmtMs(idle.wallMs)}`);
   return idle;
+}
+
+/**
+ * The three scenario: the budget scenario's table, budget and settings, swept by THREE_SWEEPERS
+ * sweeper processes started at the same moment (as the timer, a manual HTTP sweep and an operator's
+ * CLI would run at once), each exactly as the budget scenario's single sweeper runs. The tenants'
+ * leases are to keep one sender per tenant: one request per workbook and one budget per tenant
+ * across the three. Measured together: Graph's side from the emulator, storage requests summed, and
+ * every row once all three have ended, with no extra sweep to finish what they left.
+ */
+async function runThree(env: BenchEnvironment, plan: DatasetPlan, options: BenchOptions, log: (line: string) => void): Promise<ThreeResult> {
+  const budget = options.budget;
+  const seeded = await seed(env, plan, "three");
+  env.emulator.configure({ tenantBudget: budget });
+  log(`three · ${THREE_SWEEPERS} sweepers at once: ${plan.counts.stale} stale rows…`);
+  const settings = env.settings(seeded.tableName, sweeperSettings(options, budget));
+  const requests: JobRequest[] = Array.from({ length: THREE_SWEEPERS }, () => ({ job: "sweeper", settings }));
+  const cpuBefore = process.cpuUsage();
+  const azuriteBefore = processCpuMs(env.azuritePid);
+  const results = await runJobsTogether(requests, options.isolation, { ...(options.cpuProfileDir && { cpuProfileDir: options.cpuProfileDir }) });
+  const cpuHere = process.cpuUsage(cpuBefore);
+  const azuriteAfter = processCpuMs(env.azuritePid);
+  const graph = graphFigures(env, budget);
+  const correctness = await verifyRows(env, seeded);
+  await env.deleteTable(seeded.tableName);
+
+  const firstStart = Math.min(...results.map((r) => r.startedAtMs));
+  const wallMs = Math.max(...results.map((r) => r.endedAtMs)) - firstStart;
+  const workers = results.map((r): ThreeSweeperWorker => ({
+    startMs: r.startedAtMs - firstStart,
+    endMs: r.endedAtMs - firstStart,
+    wallMs: r.wallMs,
+    storage: r.storage,
+    cpuMs: r.cpuMs,
+    peakRssMb: r.peakRssBytes / 2 ** 20,
+    eventLoopDelayMs: r.eventLoopDelayMs,
+    ...(r.outcome.summary && { summary: r.outcome.summary }),
+  }));
+  const storage = sumStorageCounts(results.map((r) => r.storage));
+  const closed = correctness.closed;
+  const three: ThreeResult = {
+    sweepers: THREE_SWEEPERS,
+    rows: plan.counts.stale,
+    wallMs,
+    graphFloorMs: graphFloor(plan, budget, options.latencyMs).floorMs,
+    closed,
+    closedPerSecond: closed > 0 ? closed / (wallMs / 1000) : 0,
+    graph,
+    throttledShare: graph.requests > 0 ? graph.throttled / graph.requests : null,
+    storage,
+    storageRequestsPerClosed: closed > 0 ? storage.total / closed : Infinity,
+    cpuMs: {
+      workers: options.isolation === "process" ? results.reduce((sum, r) => sum + r.cpuMs, 0) : null,
+      standIns: (cpuHere.user + cpuHere.system) / 1000,
+      azurite: azuriteBefore !== null && azuriteAfter !== null ? azuriteAfter - azuriteBefore : null,
+    },
+    correctness,
+    seedMs: seeded.seedMs,
+    workers,
+  };
+  for (const [i, w] of workers.entries()) {
+    const s = w.summary;
+    log(
+      `  sweeper ${i + 1}: ${fmtMs(w.startMs)} → ${fmtMs(w.endMs)} (${fmtMs(w.wallMs)}), closed ${s?.closed ?? "?"}, leasedElsewhere ${s?.leasedElsewhere ?? "?"}, lostRaces ${s?.lostRaces ?? "?"}, ` +
+        `${w.storage.total} storage requests${s?.stoppedEarly ? `, STOPPED EARLY${s.error ? ` (${s.error.code})` : ""}` : ""}`,
+    );
+  }
+  log(
+    `  together: ${fmtMs(wallMs)}, ${closed} closed, ${graph.requests} Graph requests, ${graph.throttled} × 429, ` +
+      `budget utilization per tenant ${Object.values(graph.perTenant).map((t) => (t.budgetUtilization === null ? "n/a" : t.budgetUtilization.toFixed(3))).join(", ")}, ` +
+      `${graph.workbookOverlaps.count} requests overlapping on a workbook, ${storage.total} storage requests; ` +
+      `${correctness.wrongRows} wrong rows${correctness.examples[0] ? ` (e.g. ${correctness.examples[0]})` : ""}`,
+  );
+  return three;
 }
 
 /**

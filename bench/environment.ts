@@ -10,6 +10,7 @@ import type { FakeAuthority } from "../standins/fakeAuthority";
 import type { GraphEmulator } from "../standins/graphEmulator";
 import { startStandIns } from "../standins/startStandIns";
 import { HISTORY_TABLE_INFIX } from "../src/ledger/history";
+import { LEASES_TABLE_SUFFIX } from "../src/ledger/tenantLeases";
 import { isLoopbackEmulator } from "../src/ledger/tableClient";
 
 export interface BenchEnvironment {
@@ -24,7 +25,7 @@ export interface BenchEnvironment {
   settings(tableName: string, overrides?: Record<string, string>): Record<string, string>;
   /** A table name not used before in this run. */
   newTableName(prefix: string): string;
-  /** Deletes a ledger's live table and its history tables (`<name>History<YYYY>W<WW>`). */
+  /** Deletes a ledger's live table, its history tables (`<name>History<YYYY>W<WW>`) and its tenants' leases (`<name>Leases`). */
   deleteTable(tableName: string): Promise<void>;
   close(): Promise<void>;
 }
@@ -73,6 +74,11 @@ export async function startBenchEnvironment(options: EnvironmentOptions): Promis
       // A sweep moves what it finished to history: Azurite keeps all of it in memory for the run unless it goes too.
       const prefix = `${tableName}${HISTORY_TABLE_INFIX}`;
       for await (const table of service.listTables({ queryOptions: { filter: `TableName ge '${prefix}' and TableName lt '${prefix}{'` } })) {
+        if (table.name) await service.deleteTable(table.name);
+      }
+      // A sweep that came to claim rows took its tenants' leases there (an idle sweep or a dry run makes no such table).
+      const leases = `${tableName}${LEASES_TABLE_SUFFIX}`;
+      for await (const table of service.listTables({ queryOptions: { filter: `TableName eq '${leases}'` } })) {
         if (table.name) await service.deleteTable(table.name);
       }
       await service.deleteTable(tableName);

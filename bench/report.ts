@@ -1,28 +1,33 @@
 /** The bench's printed table and target list. */
-import type { BenchResult, HistoryFigures, HistoryResult } from "./bench";
+import type { BenchResult, ContenderRun, HistoryFigures, HistoryResult, ThreeResult } from "./bench";
+import type { GraphFigures } from "./measure";
 import { representative, type Target } from "./targets";
 
 export function formatReport(result: BenchResult): string {
   const { options, dataset, floors } = result;
   const lines: string[] = [];
   const throughput = result.runs.length > 0;
+  // The three scenario sweeps the same seeded rows under the same budget.
+  const seededRows = throughput || result.three !== undefined;
   lines.push(
     `workbook-session-sweeper bench · ${result.source.commit ? `${result.source.commit.slice(0, 7)}${result.source.srcDirty ? " + uncommitted src/ changes" : ""} · ` : ""}Node ${result.machine.node}, ${result.machine.cpus} cores · ` +
-      (throughput ? `${dataset.stale} stale + ${dataset.fresh} fresh + ${dataset.closed} closed rows, ` : "") +
+      (seededRows ? `${dataset.stale} stale + ${dataset.fresh} fresh + ${dataset.closed} closed rows, ` : "") +
       `${dataset.users} users, ${dataset.tenants} tenants, ${dataset.workbooksPerUser} workbooks/user · Graph latency ${options.latencyMs} ms` +
-      (throughput ? ` · budget ${options.budget.requests}/${options.budget.windowMs / 1000} s per tenant` : ""),
+      (seededRows ? ` · budget ${options.budget.requests}/${options.budget.windowMs / 1000} s per tenant` : ""),
   );
   lines.push("");
   if (throughput) lines.push(...throughputTable(result), "");
   if (floors) lines.push(...floorLines(result));
+  if (result.three) lines.push(...threeLines(result.three, representative(result.runs, "sweeper", "budget")));
   if (result.history) lines.push(...historyLines(result.history));
   if (result.scan) lines.push(`Dry-run scan of ${result.scan.rows} rows: ${(result.scan.wallMs / 1000).toFixed(2)} s, ${result.scan.storage.queries} pages, peak RSS ${result.scan.peakRssMb.toFixed(0)} MB (${result.scan.rssScope}${result.scan.workerBaselineRssMb !== null ? `; an idle worker process: ${result.scan.workerBaselineRssMb.toFixed(0)} MB` : ""})`);
   if (result.idle) lines.push(`Idle sweep: ${result.idle.storage.total} storage request(s) (${result.idle.storage.queries} queries), ${result.idle.graphRequests} Graph request(s), ${result.idle.tokenRequests} token request(s)`);
   lines.push("");
   lines.push("Targets:");
+  const nameWidth = Math.max(20, ...Object.keys(result.targets).map((name) => name.length));
   for (const [name, target] of Object.entries(result.targets) as [string, Target<unknown>][]) {
     const mark = target.met === null ? "n/a " : target.met ? "met " : "MISS";
-    lines.push(`  [${mark}] ${name.padEnd(20)} ${showValue(target.value).padEnd(36)} target ${target.target}${target.note ? `  (${target.note})` : ""}`);
+    lines.push(`  [${mark}] ${name.padEnd(nameWidth)} ${showValue(target.value).padEnd(36)} target ${target.target}${target.note ? `  (${target.note})` : ""}`);
   }
   return lines.join("\n");
 }
@@ -88,6 +93,57 @@ function floorLines(result: BenchResult): string[] {
     );
   }
   return lines;
+}
+
+/** The three scenario: a row per sweeper process, the three together, and the budget scenario's single sweeper beside them. */
+function threeLines(three: ThreeResult, single: ContenderRun | undefined): string[] {
+  const lines: string[] = [];
+  lines.push(`Three sweepers at once (${three.sweepers} processes started together on one table of ${three.rows} stale rows, budget on as in the budget scenario; no sweep after them):`);
+  const header = ["sweeper", "start", "end", "wall", "closed", "leasedElsewhere", "lostRaces", "storage req", "stopped early"];
+  const table: string[][] = [header];
+  for (const [i, w] of three.workers.entries()) {
+    const s = w.summary;
+    table.push([
+      String(i + 1),
+      `${(w.startMs / 1000).toFixed(2)} s`,
+      `${(w.endMs / 1000).toFixed(2)} s`,
+      `${(w.wallMs / 1000).toFixed(2)} s`,
+      String(s?.closed ?? "?"),
+      String(s?.leasedElsewhere ?? "?"),
+      String(s?.lostRaces ?? "?"),
+      String(w.storage.total),
+      s === undefined ? "?" : s.stoppedEarly ? `YES${s.error ? ` (${s.error.code})` : ""}` : "no",
+    ]);
+  }
+  const widths = header.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
+  for (const [index, r] of table.entries()) {
+    lines.push(`  ${r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ")}`);
+    if (index === 0) lines.push(`  ${widths.map((w) => "-".repeat(w)).join("  ")}`);
+  }
+  const wrong = three.correctness.wrongRows;
+  lines.push(
+    `  together: wall ${fmtSeconds(three.wallMs)} (first start to last end; ÷ Graph floor ${(three.wallMs / three.graphFloorMs).toFixed(2)}) · ${three.closed} closed · ` +
+      `${three.graph.requests} Graph requests · ${three.graph.throttled} × 429 · budget utilization per tenant ${utilizations(three.graph)} · ` +
+      `requests overlapping on a workbook: ${overlaps(three.graph)} · ${three.storage.total} storage requests (${fmt(three.storageRequestsPerClosed, 3)}/closed) · ` +
+      (wrong === 0 ? "0 wrong rows" : `${wrong} WRONG rows (${three.correctness.examples[0] ?? ""})`),
+  );
+  if (single) {
+    lines.push(
+      `  one sweeper (budget scenario, this run): wall ${fmtSeconds(single.wallMs)} · ${single.closed} closed · ${single.graph.requests} Graph requests · ${single.graph.throttled} × 429 · ` +
+        `budget utilization per tenant ${utilizations(single.graph)} · requests overlapping on a workbook: ${overlaps(single.graph)} · ` +
+        `${single.storage.total} storage requests (${fmt(single.storageRequestsPerClosed, 3)}/closed) · ${single.correctness.wrongRows} wrong rows`,
+    );
+  }
+  return lines;
+}
+
+function utilizations(graph: GraphFigures): string {
+  return Object.values(graph.perTenant).map((t) => (t.budgetUtilization === null ? "n/a" : t.budgetUtilization.toFixed(3))).join(", ");
+}
+
+function overlaps(graph: GraphFigures): string {
+  const { count, maxOverlapMs } = graph.workbookOverlaps;
+  return count === 0 ? "0" : `${count} (longest ${maxOverlapMs} ms${maxOverlapMs < 5 ? ": the emulator's bookkeeping" : ""})`;
 }
 
 /** The history scenario: its own small table of medians, then the ratios. */

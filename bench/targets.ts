@@ -2,7 +2,8 @@
  * The issue's targets, measured (never asserted in tests): each with the measured value, the
  * target, and whether it is met (null when the run did not measure it).
  */
-import type { ContenderRun, ContenderScenario, Floors, HistoryResult, IdleResult, ScanResult } from "./bench";
+import type { ContenderRun, ContenderScenario, Floors, HistoryResult, IdleResult, ScanResult, ThreeResult } from "./bench";
+import type { GraphFigures } from "./measure";
 import type { ContenderName } from "./options";
 
 export interface Target<V = number | null> {
@@ -32,6 +33,12 @@ export interface Targets {
    * rows. Wall time is in `history.ratios`, not in the target.
    */
   historyRatio: Target & { ratios: HistoryResult["ratios"] | null };
+  /** Three scenario: the three sweepers' 429s ÷ their Graph requests. */
+  threeThrottledShare: Target;
+  /** Three scenario: how full the three together kept the tenant budget (worse tenant). */
+  threeBudgetUtilization: Target;
+  /** Three scenario: requests that reached a workbook while another was still being answered on it. */
+  threeWorkbookOverlaps: Target & { maxOverlapMs: number | null };
   /** Rows left in a wrong state, per contender, over all its runs; the target is the sweeper's 0. */
   wrongRows: Target<Partial<Record<ContenderName, number>>>;
 }
@@ -42,15 +49,15 @@ export function representative(runs: readonly ContenderRun[], contender: Contend
   return matching[Math.floor((matching.length - 1) / 2)];
 }
 
-export function evaluateTargets(input: { runs: ContenderRun[]; floors?: Floors; scan?: ScanResult; idle?: IdleResult; history?: HistoryResult }): Targets {
-  const { runs, floors, scan, idle, history } = input;
+export function evaluateTargets(input: { runs: ContenderRun[]; floors?: Floors; scan?: ScanResult; idle?: IdleResult; three?: ThreeResult; history?: HistoryResult }): Targets {
+  const { runs, floors, scan, idle, three, history } = input;
   const sweeperBudget = representative(runs, "sweeper", "budget");
   const sweeperFree = representative(runs, "sweeper", "unbounded");
   const naive = representative(runs, "naive", "budget") ?? representative(runs, "naive", "unbounded");
 
-  const utilizations = sweeperBudget ? Object.values(sweeperBudget.graph.perTenant).map((t) => t.budgetUtilization) : [];
-  const utilization = utilizations.length > 0 && utilizations.every((u) => u !== null) ? Math.min(...(utilizations as number[])) : null;
+  const utilization = sweeperBudget ? worseUtilization(sweeperBudget.graph) : null;
   const throttled = sweeperBudget && sweeperBudget.graph.requests > 0 ? sweeperBudget.graph.throttled / sweeperBudget.graph.requests : null;
+  const threeUtilization = three ? worseUtilization(three.graph) : null;
 
   const floorFree = floors?.graph.unbounded ? Math.max(floors.graph.unbounded.floorMs, floors.table.floorMs) : null;
   const wallOverFloor = sweeperFree && floorFree ? sweeperFree.wallMs / floorFree : null;
@@ -66,8 +73,9 @@ export function evaluateTargets(input: { runs: ContenderRun[]; floors?: Floors; 
 
   const wrong: Partial<Record<ContenderName, number>> = {};
   for (const run of runs) wrong[run.contender] = (wrong[run.contender] ?? 0) + run.correctness.wrongRows;
-  // The history scenario's sweeps are the sweeper's too.
+  // The history scenario's sweeps and the three scenario's are the sweeper's too.
   if (history) wrong.sweeper = (wrong.sweeper ?? 0) + history.withoutHistory.wrongRows + history.withHistory.wrongRows;
+  if (three) wrong.sweeper = (wrong.sweeper ?? 0) + three.correctness.wrongRows;
 
   const historyWorst = history
     ? Math.max(...(["idle", "sweep"] as const).flatMap((sweep) => [history.ratios[sweep].requests, history.ratios[sweep].rowsReturned, history.ratios[sweep].scanned]))
@@ -118,6 +126,31 @@ export function evaluateTargets(input: { runs: ContenderRun[]; floors?: Floors; 
         note: `with ${history.historyRows} rows of history ÷ without; worst of storage requests, rows returned and scanned, idle sweep and ${history.liveStale}-row sweep (wall, not a target: idle ${history.ratios.idle.wallMs.toFixed(2)}, sweep ${history.ratios.sweep.wallMs.toFixed(2)})`,
       }),
     },
+    threeThrottledShare: {
+      value: three?.throttledShare ?? null,
+      target: "<= 0.01",
+      met: atMost(three?.throttledShare ?? null, 0.01),
+      ...(three && { note: `${three.sweepers} sweepers at once, budget on; ${three.graph.throttled} of ${three.graph.requests} Graph requests` }),
+    },
+    threeBudgetUtilization: {
+      value: threeUtilization,
+      target: ">= 0.95",
+      met: atLeast(threeUtilization, 0.95),
+      ...(three && { note: threeUtilization === null ? "the budget never filled a window: it did not bind" : "worse tenant, the three sweepers' requests together" }),
+    },
+    threeWorkbookOverlaps: {
+      value: three?.graph.workbookOverlaps.count ?? null,
+      target: "== 0",
+      met: three ? three.graph.workbookOverlaps.count === 0 : null,
+      maxOverlapMs: three?.graph.workbookOverlaps.maxOverlapMs ?? null,
+      ...(three && three.graph.workbookOverlaps.count > 0 && { note: `longest ${three.graph.workbookOverlaps.maxOverlapMs} ms` }),
+    },
     wrongRows: { value: wrong, target: "sweeper == 0", met: wrong.sweeper === undefined ? null : wrong.sweeper === 0 },
   };
+}
+
+/** The worse tenant's budget utilization; null when a tenant's budget never filled a window (or no tenant was sent to). */
+function worseUtilization(graph: GraphFigures): number | null {
+  const utilizations = Object.values(graph.perTenant).map((t) => t.budgetUtilization);
+  return utilizations.length > 0 && utilizations.every((u) => u !== null) ? Math.min(...(utilizations as number[])) : null;
 }

@@ -15,6 +15,11 @@ export interface JobRequest {
   settings: Record<string, string>;
   limit?: number;
   parallel?: number;
+  /**
+   * Set by runJobInChild when it has a gate: the child, once loaded, waits for the parent's word to
+   * start, so jobs run together start together, not each as soon as its process has loaded.
+   */
+  startTogether?: boolean;
 }
 
 export interface StorageCounts {
@@ -37,6 +42,12 @@ export interface StorageCounts {
 export interface JobResult {
   outcome: ContenderOutcome;
   wallMs: number;
+  /**
+   * When the job started and ended, in ms since the epoch on the high-resolution clock
+   * (performance.timeOrigin + performance.now()): comparable between the jobs of several processes.
+   */
+  startedAtMs: number;
+  endedAtMs: number;
   storage: StorageCounts;
   peakRssBytes: number;
   /** CPU time (user + system) the process running the job spent on it. */
@@ -51,6 +62,20 @@ export interface JobResult {
 
 export function emptyStorageCounts(): StorageCounts {
   return { total: 0, queries: 0, reads: 0, writes: 0, transactions: 0, byTable: {} };
+}
+
+/** The requests of several clients together (the three scenario's workers). */
+export function sumStorageCounts(counts: readonly StorageCounts[]): StorageCounts {
+  const sum = emptyStorageCounts();
+  for (const c of counts) {
+    sum.total += c.total;
+    sum.queries += c.queries;
+    sum.reads += c.reads;
+    sum.writes += c.writes;
+    sum.transactions += c.transactions;
+    for (const [table, n] of Object.entries(c.byTable)) sum.byTable[table] = (sum.byTable[table] ?? 0) + n;
+  }
+  return sum;
 }
 
 export function countStorageRequest(counts: StorageCounts, request: { method: string; url: string }): void {
@@ -88,15 +113,54 @@ export async function runJobInline(request: JobRequest, sampleRss = true): Promi
       ...(request.limit !== undefined && { limit: request.limit }),
       ...(request.parallel !== undefined && { parallel: request.parallel }),
     });
-    const wallMs = performance.now() - started;
+    const ended = performance.now();
+    const wallMs = ended - started;
     peak = Math.max(peak, process.memoryUsage.rss());
     const used = process.cpuUsage(cpu);
     loop.disable();
     const eventLoopDelayMs = { mean: loop.mean / 1e6, p99: loop.percentile(99) / 1e6, max: loop.max / 1e6 };
-    return { outcome, wallMs, storage, peakRssBytes: peak, cpuMs: (used.user + used.system) / 1000, eventLoopDelayMs, rssScope: "shared" };
+    return {
+      outcome,
+      wallMs,
+      startedAtMs: performance.timeOrigin + started,
+      endedAtMs: performance.timeOrigin + ended,
+      storage,
+      peakRssBytes: peak,
+      cpuMs: (used.user + used.system) / 1000,
+      eventLoopDelayMs,
+      rssScope: "shared",
+    };
   } finally {
     loop.disable();
     if (sampler) clearInterval(sampler);
+  }
+}
+
+/**
+ * Holds jobs run together until every one of their processes has loaded (Node, the SDKs, the app),
+ * so that they start their work at the same moment. A party that fails before it is ready leaves
+ * the gate, so the others are not held forever.
+ */
+export class StartGate {
+  private waiting: number;
+  private readonly opened: Promise<void>;
+  private open!: () => void;
+
+  constructor(parties: number) {
+    this.waiting = parties;
+    this.opened = new Promise((resolve) => (this.open = resolve));
+    if (parties <= 0) this.open();
+  }
+
+  /** This party is ready: resolves when every party is. */
+  arrive(): Promise<void> {
+    this.leave();
+    return this.opened;
+  }
+
+  /** This party will never be ready. */
+  leave(): void {
+    if (--this.waiting <= 0) this.open();
   }
 }
 
@@ -110,7 +174,12 @@ export interface ChildOptions {
   cpuProfileDir?: string;
   /** More Node flags for the child (e.g. `--max-old-space-size=96`). */
   nodeArgs?: string[];
+  /** The child, once loaded, starts its job only when every party of this gate has loaded (runJobsTogether). */
+  gate?: StartGate;
 }
+
+/** Children forked so far: jobs started together in one millisecond still get profiles of their own. */
+let childrenForked = 0;
 
 export function runJobInChild(request: JobRequest, options: ChildOptions = {}): Promise<JobResult> {
   return new Promise((resolve, reject) => {
@@ -119,7 +188,7 @@ export function runJobInChild(request: JobRequest, options: ChildOptions = {}): 
       // add an off-thread ESM loader, ~30 MB of RSS that is the bench's, not the contender's.
       execArgv: [
         ...(__filename.endsWith(".ts") ? ["--require", require.resolve("tsx/cjs")] : []),
-        ...(options.cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`, `--cpu-prof-name=${request.job}-${Date.now()}.cpuprofile`] : []),
+        ...(options.cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`, `--cpu-prof-name=${request.job}-${Date.now()}-${++childrenForked}.cpuprofile`] : []),
         ...(options.nodeArgs ?? []),
       ],
       cwd: PROJECT_ROOT,
@@ -128,29 +197,64 @@ export function runJobInChild(request: JobRequest, options: ChildOptions = {}): 
       serialization: "advanced",
     });
     let settled = false;
-    child.on("message", (message: { ok: true; result: JobResult } | { ok: false; error: string }) => {
+    // Whether this child has arrived at its gate or left it: it counts there once.
+    let counted = false;
+    const gone = () => {
       settled = true;
+      // Failed before it was ready: the other jobs of its gate must not wait for it.
+      if (!counted) options.gate?.leave();
+      counted = true;
+    };
+    child.on("message", (message: WorkerMessage) => {
+      if ("ready" in message) {
+        counted = true;
+        void (options.gate?.arrive() ?? Promise.resolve()).then(() => child.send({ start: true }));
+        return;
+      }
+      gone();
       if (message.ok) resolve(message.result);
       else reject(new Error(`bench worker (${request.job}) failed: ${message.error}`));
     });
     child.on("error", (error) => {
       if (!settled) reject(error);
-      settled = true;
+      gone();
     });
     child.on("exit", (code, signal) => {
       if (!settled) reject(new Error(`bench worker (${request.job}) exited with ${signal ?? code} before answering`));
-      settled = true;
+      gone();
     });
-    child.send(request);
+    child.send({ ...request, startTogether: options.gate !== undefined });
   });
 }
+
+/** What a worker process tells the bench: it has loaded and waits to start, or its job's end. */
+type WorkerMessage = { ready: true } | { ok: true; result: JobResult } | { ok: false; error: string };
 
 export function runJob(request: JobRequest, isolation: Isolation, options: ChildOptions = {}): Promise<JobResult> {
   return isolation === "process" ? runJobInChild(request, options) : runJobInline(request);
 }
 
+/**
+ * Runs the jobs at the same time, as separate processes would run them: in `process` isolation
+ * each in a child process of its own, started together once all have loaded; `inline`, all in
+ * this process, started in the same turn.
+ */
+export function runJobsTogether(requests: readonly JobRequest[], isolation: Isolation, options: Omit<ChildOptions, "gate"> = {}): Promise<JobResult[]> {
+  if (isolation === "inline") return Promise.all(requests.map((request) => runJobInline(request)));
+  const gate = new StartGate(requests.length);
+  return Promise.all(requests.map((request) => runJobInChild(request, { ...options, gate })));
+}
+
+function nextMessage<T>(): Promise<T> {
+  return new Promise<T>((resolve) => process.once("message", (m) => resolve(m as T)));
+}
+
 async function workerMain(): Promise<void> {
-  const request = await new Promise<JobRequest>((resolve) => process.once("message", (m) => resolve(m as JobRequest)));
+  const request = await nextMessage<JobRequest>();
+  if (request.startTogether) {
+    process.send!({ ready: true } satisfies WorkerMessage);
+    await nextMessage<{ start: true }>();
+  }
   try {
     const result = await runJobInline(request, false);
     // getrusage's maxrss: the most this process ever had resident, module loading included.

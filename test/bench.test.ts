@@ -6,7 +6,7 @@
 import { describe, expect, inject, it } from "vitest";
 import { runBench, type BenchResult } from "../bench/bench";
 import { formatReport } from "../bench/report";
-import { runJobInChild } from "../bench/worker";
+import { runJobInChild, runJobsTogether } from "../bench/worker";
 
 describe("bench", () => {
   let result: BenchResult;
@@ -52,8 +52,29 @@ describe("bench", () => {
       expect(c.idles.map((s) => s.graphRequests)).toEqual([0, 0]);
     }
     expect(result.history!.withHistory.historyTables.length).toBeGreaterThan(0);
+    // The three scenario: three sweepers at once on one table under the budget; once they have all
+    // ended (no sweep after them), every row is right and their summaries' closed add up to the stale rows.
+    const three = result.three!;
+    expect(three.correctness, three.correctness.examples.join("; ")).toMatchObject({ checked: 60, wrongRows: 0, closed: 40 });
+    expect(three.workers).toHaveLength(3);
+    expect(three.workers.reduce((sum, w) => sum + (w.summary?.closed ?? 0), 0)).toBe(40);
+    expect(three.storage.total).toBe(three.workers.reduce((sum, w) => sum + w.storage.total, 0));
     expect(Object.keys(result.targets).sort()).toEqual(
-      ["budgetUtilization", "historyRatio", "idleGraphRequests", "idleStorageRequests", "scanPeakRssMb", "throttledShare", "vsCompetent", "vsNaive", "wallOverFloor", "wrongRows"].sort(),
+      [
+        "budgetUtilization",
+        "historyRatio",
+        "idleGraphRequests",
+        "idleStorageRequests",
+        "scanPeakRssMb",
+        "threeBudgetUtilization",
+        "threeThrottledShare",
+        "threeWorkbookOverlaps",
+        "throttledShare",
+        "vsCompetent",
+        "vsNaive",
+        "wallOverFloor",
+        "wrongRows",
+      ].sort(),
     );
     expect(result.targets.wrongRows.value).toEqual({ naive: 0, competent: 0, sweeper: 0 });
     expect(formatReport(result)).toContain("Targets:");
@@ -63,5 +84,10 @@ describe("bench", () => {
     const job = await runJobInChild({ job: "baseline", settings: {} });
     expect(job.rssScope).toBe("process");
     expect(job.peakRssBytes).toBeGreaterThan(10 * 2 ** 20);
+  });
+
+  it("runs jobs together, each in a worker process of its own, held until all have loaded", { timeout: 30_000 }, async () => {
+    const jobs = await runJobsTogether([1, 2, 3].map(() => ({ job: "baseline" as const, settings: {} })), "process");
+    expect(jobs.map((j) => j.rssScope)).toEqual(["process", "process", "process"]);
   });
 });
