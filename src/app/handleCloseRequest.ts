@@ -2,7 +2,7 @@ import type { SweeperServices } from "./sweeperServices";
 import { SessionNotFoundError } from "../core/errors";
 import { isTerminal } from "../core/session";
 import { closeRecordedSession, type CloseReport } from "../sweep/closeRecordedSession";
-import { MAX_TENANT_LEASE_MS } from "../sweep/Sweeper";
+import { tenantLeaseMs } from "../sweep/Sweeper";
 import { HeldLeases, type SendLog } from "../ledger/tenantLeases";
 import { TenantPacer } from "../sweep/TenantPacer";
 import type { SessionLedger } from "../ledger/SessionLedger";
@@ -51,7 +51,7 @@ export async function handleCloseRequest(services: SweeperServices, request: Clo
       recent: (tenant: string) => pacer.recent(tenant, Date.now()).map((at) => at + offsetMs()),
       seed: (tenant: string, times: readonly number[]) => pacer.seed(tenant, times.map((at) => at - offsetMs())),
     };
-    const leases = await tenantLease(ledger, row.tenantId, Math.min(dependencies.leaseMs, MAX_TENANT_LEASE_MS), sends);
+    const leases = await tenantLease(ledger, row.tenantId, tenantLeaseMs(dependencies.leaseMs), sends);
     if (!leases) {
       // Neither lost nor sent beside the holder's requests: due now, for the holder's next sweep.
       if ((await ledger.markDue(row)).written) return { result: "handedOff" };

@@ -48,11 +48,20 @@ export class TenantLeases {
     private readonly options: TenantLeasesOptions,
   ) {}
 
+  serviceNow(): Date {
+    return this.options.serviceNow();
+  }
+
   /**
    * Takes the tenant's lease for `leaseMs` (how long a dead holder keeps the tenant) if nobody else
    * holds it; undefined when another holder's lease is still running.
    */
   async acquire(tenantId: string, leaseMs: number): Promise<TenantLease | undefined> {
+    return (await this.tryAcquire(tenantId, leaseMs)).lease;
+  }
+
+  /** `acquire`, saying until when another holder's lease runs where it got none. */
+  async tryAcquire(tenantId: string, leaseMs: number): Promise<{ lease?: TenantLease; heldUntil?: Date }> {
     const holder = randomUUID();
     const now = this.options.serviceNow();
     const entity = { partitionKey: PARTITION, rowKey: tenantId, holder, leaseUntil: new Date(now.getTime() + leaseMs), acquiredAt: now };
@@ -65,17 +74,17 @@ export class TenantLeases {
     try {
       if (!current) {
         const created = await this.client.createEntity(entity);
-        return new TenantLease(this.client, { ...this.options, leaseMs }, tenantId, holder, created.etag ?? "", entity.leaseUntil, []);
+        return { lease: new TenantLease(this.client, { ...this.options, leaseMs }, tenantId, holder, created.etag ?? "", entity.leaseUntil, []) };
       }
-      if (current.leaseUntil instanceof Date && current.leaseUntil.getTime() > now.getTime()) return undefined;
+      if (current.leaseUntil instanceof Date && current.leaseUntil.getTime() > now.getTime()) return { heldUntil: current.leaseUntil };
       // The previous holder's sends stay on the row until this holder writes its own.
       const previousSends = parseSends(current.recentSends);
       const taken = await this.client.updateEntity({ ...entity, ...formatSends(previousSends) }, "Replace", { etag: current.etag });
-      return new TenantLease(this.client, { ...this.options, leaseMs }, tenantId, holder, taken.etag ?? "", entity.leaseUntil, previousSends);
+      return { lease: new TenantLease(this.client, { ...this.options, leaseMs }, tenantId, holder, taken.etag ?? "", entity.leaseUntil, previousSends) };
     } catch (error) {
       // Someone else created or took it between our read and our write.
       const status = storageStatus(error);
-      if (status === 409 || status === 412) return undefined;
+      if (status === 409 || status === 412) return {};
       throw error;
     }
   }
@@ -86,7 +95,7 @@ export class TenantLeases {
  * did not land in time) or another holder took it: from then on nothing may be sent for the tenant.
  */
 export class TenantLease {
-  private lost = false;
+  private lostValue = false;
 
   constructor(
     private readonly client: TableClient,
@@ -99,10 +108,15 @@ export class TenantLease {
     readonly previousSends: readonly number[],
   ) {}
 
+  /** Whether another holder took it (a renewal found the row changed) or this holder gave it up. */
+  get lost(): boolean {
+    return this.lostValue;
+  }
+
   /** A lease is taken as lost a second (a quarter of a short lease) before it expires: a request decided on now arrives in time. */
   get held(): boolean {
     const safetyMs = Math.min(1_000, this.options.leaseMs / 4);
-    return !this.lost && this.leaseUntil.getTime() - safetyMs > this.options.serviceNow().getTime();
+    return !this.lostValue && this.leaseUntil.getTime() - safetyMs > this.options.serviceNow().getTime();
   }
 
   /**
@@ -110,7 +124,7 @@ export class TenantLease {
    * given; false (and `held` false from then on) when it was taken by another holder.
    */
   async renew(sends?: readonly number[]): Promise<boolean> {
-    if (this.lost) return false;
+    if (this.lostValue) return false;
     const leaseUntil = new Date(this.options.serviceNow().getTime() + this.options.leaseMs);
     try {
       const patch = { partitionKey: PARTITION, rowKey: this.tenantId, holder: this.holder, leaseUntil, ...formatSends(sends) };
@@ -121,15 +135,15 @@ export class TenantLease {
     } catch (error) {
       const status = storageStatus(error);
       if (status !== 412 && status !== 404) throw error;
-      this.lost = true;
+      this.lostValue = true;
       return false;
     }
   }
 
   /** Gives the lease up for the next holder at once, with `sends` for it to count; a lease already lost is left as it is. */
   async release(sends?: readonly number[]): Promise<void> {
-    if (this.lost) return;
-    this.lost = true;
+    if (this.lostValue) return;
+    this.lostValue = true;
     try {
       const patch = { partitionKey: PARTITION, rowKey: this.tenantId, holder: "", leaseUntil: new Date(0), ...formatSends(sends) };
       await this.client.updateEntity(patch, "Merge", { etag: this.etag });
@@ -169,10 +183,15 @@ export class HeldLeases {
 
   /** Whether this sweep may send for the tenant: takes its lease the first time it is asked. */
   async take(tenantId: string): Promise<boolean> {
-    if (this.leases.has(tenantId)) return this.leases.get(tenantId)?.held ?? false;
+    if (this.leases.has(tenantId)) {
+      const lease = this.leases.get(tenantId);
+      // Lapsed (a renewal came late) but nobody took it: the row is still ours to extend.
+      if (lease && !lease.held && !lease.lost) await lease.renew(this.sends?.recent(tenantId)).catch(this.onError);
+      return lease?.held ?? false;
+    }
     let taking = this.pending.get(tenantId);
     if (!taking) {
-      taking = this.source.acquire(tenantId, this.leaseMs);
+      taking = this.takeOrWait(tenantId);
       this.pending.set(tenantId, taking);
     }
     const lease = await taking;
@@ -181,6 +200,21 @@ export class HeldLeases {
     this.leases.set(tenantId, lease);
     if (lease) this.timer ??= setInterval(() => this.renewAll(), this.leaseMs / 3);
     return lease?.held ?? false;
+  }
+
+  /**
+   * A lease another holder let run out (it died) ends within one term of its last renewal; a live
+   * holder's has most of a term left. One that ends within a third of a term is waited for, once,
+   * so a sweep started just after a crash does not leave the tenant for a whole sweep interval.
+   */
+  private async takeOrWait(tenantId: string): Promise<TenantLease | undefined> {
+    const first = await this.source.tryAcquire(tenantId, this.leaseMs);
+    if (first.lease || !first.heldUntil) return first.lease;
+    // The service's time as this process knows it may lag by the Date header's second.
+    const waitMs = first.heldUntil.getTime() - this.source.serviceNow().getTime() + 1_000;
+    if (waitMs > this.leaseMs / 3 + 1_000) return undefined;
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
+    return (await this.source.tryAcquire(tenantId, this.leaseMs)).lease;
   }
 
   /** Whether the tenant's lease is held now (a tenant never taken is not). */
@@ -199,7 +233,8 @@ export class HeldLeases {
 
   private renewAll(): void {
     if (this.renewing) return;
-    this.renewing = Promise.all([...this.leases.values()].map((lease) => (lease?.held ? lease.renew(this.sends?.recent(lease.tenantId)).catch(this.onError) : undefined))).then(() => {
+    // A lease that lapsed is renewed too: its ETag still matches unless another holder took it.
+    this.renewing = Promise.all([...this.leases.values()].map((lease) => (lease && !lease.lost ? lease.renew(this.sends?.recent(lease.tenantId)).catch(this.onError) : undefined))).then(() => {
       this.renewing = undefined;
     });
   }

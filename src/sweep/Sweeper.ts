@@ -11,10 +11,13 @@ import type { PausedOutcome } from "../core/closeOutcome";
 import { HeldLeases } from "../ledger/tenantLeases";
 
 /**
- * A tenant's lease lasts the claim lease (how long a dead sweeper may hold its rows), at most this
- * long: a dead sweeper's tenants are free again soon, while its claimed rows wait out CLAIM_LEASE.
+ * A tenant's lease lasts half the claim lease (how long a dead sweeper may hold its rows), at most
+ * 30 s: a dead sender's tenants are free again well before its claimed rows, which wait out
+ * CLAIM_LEASE.
  */
-export const MAX_TENANT_LEASE_MS = 30_000;
+export function tenantLeaseMs(claimLeaseMs: number): number {
+  return Math.min(claimLeaseMs / 2, 30_000);
+}
 
 export interface SweeperSettings {
   /** STALE_AFTER */
@@ -148,7 +151,7 @@ class SweepRun {
       ? undefined
       : new HeldLeases(
           deps.ledger.tenantLeases,
-          Math.min(deps.leaseMs, MAX_TENANT_LEASE_MS),
+          tenantLeaseMs(deps.leaseMs),
           // A renewal that failed for a storage fault: the lease runs out and sends stop; the sweep goes on.
           (error) => this.logger?.warn("A tenant lease could not be renewed", { ...describeFault(error) }),
           // One Excel budget per tenant across hand-overs: the pacer's sends go with the lease, in the service's time.
