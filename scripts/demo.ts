@@ -73,6 +73,10 @@ async function main(): Promise<void> {
         recordedBy: "demo-service",
         userAssertion: authority.issueUserAssertion({ tenantId: TENANT, userId, audience: CLIENT_ID, lifetimeSec: item.assertionLifetimeSec ?? 3600 }),
       });
+      // The demo cannot wait 45 minutes: it marks the row silent since its last heartbeat, as the
+      // storage service would have seen it (liveness is judged by the service's clock, never the
+      // producer's, so the producer's clock above only dates the row's own columns).
+      if (item.idle > 0) await ledger.client.updateEntity({ partitionKey: row.partitionKey, rowKey: row.rowKey, heartbeatSeenAt: new Date(Date.now() - item.idle * MINUTE) }, "Merge");
       if (item.release) await producer.release(row);
       stories.set(sessionId, { story: item.story, order: stories.size });
       console.log(`  ${item.user.padEnd(6)} idle ${String(item.idle).padStart(2)} min  ${short(item.workbook, 46).padEnd(46)}  ${item.story}`);

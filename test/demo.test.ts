@@ -1,0 +1,29 @@
+/**
+ * `npm run demo` is the README's first promise: on a fresh machine it runs the main job on the
+ * local stand-ins. Run it as a user would and hold it to its story: the abandoned sessions are
+ * closed, the live and the throttled one stay open.
+ */
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { expect, it } from "vitest";
+
+it("npm run demo closes the abandoned sessions and leaves the live one", { timeout: 120_000 }, async () => {
+  const root = join(__dirname, "..");
+  const { code, stdout } = await new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
+    const child = spawn(process.execPath, [join(root, "node_modules", "tsx", "dist", "cli.mjs"), join(root, "scripts", "demo.ts")], {
+      cwd: root,
+      env: { PATH: process.env.PATH },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
+    child.stderr.resume();
+    child.on("error", reject);
+    child.on("exit", (exitCode) => resolve({ code: exitCode, stdout: out }));
+  });
+  expect(code).toBe(0);
+  expect(stdout.match(/closed by sweeper/g)).toHaveLength(3);
+  expect(stdout).toMatch(/ben +live +open +0 .*left alone: it is alive/);
+  expect(stdout).toMatch(/history expired .*AADSTS500133/);
+  expect(stdout).toContain("Graph sessions still open: 2");
+});
