@@ -46,11 +46,7 @@ export async function handleCloseRequest(services: SweeperServices, request: Clo
     // One sender per tenant: only while this request holds the tenant's lease, and within the
     // tenant's Excel budget as the lease's previous holders left it.
     const pacer = new TenantPacer(services.config.graph.tenantBudget);
-    const offsetMs = () => ledger.serviceNow().getTime() - Date.now();
-    const sends = {
-      recent: (tenant: string) => pacer.recent(tenant, Date.now()).map((at) => at + offsetMs()),
-      seed: (tenant: string, times: readonly number[]) => pacer.seed(tenant, times.map((at) => at - offsetMs())),
-    };
+    const sends = pacer.sendLog(Date.now, () => ledger.serviceNow().getTime() - Date.now());
     const leases = await tenantLease(ledger, row.tenantId, tenantLeaseMs(dependencies.leaseMs), sends);
     if (!leases) {
       // Neither lost nor sent beside the holder's requests: due now, for the holder's next sweep.

@@ -97,25 +97,25 @@ export class SessionLedger {
   /** One sender per tenant: the tenants' leases, in `<table>Leases`. */
   readonly tenantLeases: TenantLeases;
 
-  constructor(client: TableClient, history: LedgerHistory, options: SessionLedgerOptions & { leasesClient?: TableClient } = {}) {
+  constructor(client: TableClient, history: LedgerHistory, options: SessionLedgerOptions = {}) {
     this.client = client;
     this.history = history;
     this.clock = options.clock ?? (() => new Date());
     this.serviceTime = options.serviceTime ?? new ServiceClock(this.clock);
     this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
-    this.tenantLeases = new TenantLeases(options.leasesClient ?? history.siblingTable(LEASES_TABLE_SUFFIX), { serviceNow: () => this.serviceNow() });
+    this.tenantLeases = new TenantLeases(history.siblingTable(LEASES_TABLE_SUFFIX), { serviceNow: () => this.serviceNow() });
   }
 
   static fromConnectionString(connectionString: string, tableName: string, options: SessionLedgerOptions = {}): SessionLedger {
     const serviceClock = options.serviceTime ? undefined : new ServiceClock(options.clock);
-    const client = createLedgerTableClient(connectionString, tableName, { ...options, ...(serviceClock && { serviceClock }) });
+    // Every table's answers carry the service's Date (history, leases): one clock learns from all.
+    const clientOptions = { ...options, ...(serviceClock && { serviceClock }) };
+    const client = createLedgerTableClient(connectionString, tableName, clientOptions);
     const history = new LedgerHistory(client, {
       service: createLedgerServiceClient(connectionString, options),
-      client: (name) => createLedgerTableClient(connectionString, name, options),
+      client: (name) => createLedgerTableClient(connectionString, name, clientOptions),
     });
-    // The leases' answers carry the service's Date too: the same clock learns from both.
-    const leasesClient = createLedgerTableClient(connectionString, `${tableName}${LEASES_TABLE_SUFFIX}`, { ...options, ...(serviceClock && { serviceClock }) });
-    return new SessionLedger(client, history, { ...options, leasesClient, ...(serviceClock && { serviceTime: serviceClock }) });
+    return new SessionLedger(client, history, { ...options, ...(serviceClock && { serviceTime: serviceClock }) });
   }
 
   /**

@@ -147,19 +147,6 @@ class SweepRun {
     this.stop = AbortSignal.any([this.timeBudget, this.fault.signal, ...(options.abortSignal ? [options.abortSignal] : [])]);
     // A failed write means storage is failing: stop sending closes whose 204 could not be recorded.
     this.writer = new OutcomeWriter(deps.ledger, { onError: (error) => this.fail(error) });
-    this.leases = this.summary.dryRun
-      ? undefined
-      : new HeldLeases(
-          deps.ledger.tenantLeases,
-          tenantLeaseMs(deps.leaseMs),
-          // A renewal that failed for a storage fault: the lease runs out and sends stop; the sweep goes on.
-          (error) => this.logger?.warn("A tenant lease could not be renewed", { ...describeFault(error) }),
-          // One Excel budget per tenant across hand-overs: the pacer's sends go with the lease, in the service's time.
-          {
-            recent: (tenant) => this.scheduler.recentSends(tenant).map((at) => at + this.serviceOffsetMs()),
-            seed: (tenant, sends) => this.scheduler.seedSends(tenant, sends.map((at) => at - this.serviceOffsetMs())),
-          },
-        );
     this.scheduler = new WorkbookScheduler<Work>({
       concurrency: settings.concurrency,
       tenantBudget: settings.tenantBudget,
@@ -171,6 +158,16 @@ class SweepRun {
       onLeft: (items) => this.returnUntried(items, { count: this.appPause ? "paused" : "skipped" }),
       onError: (error) => this.fail(error),
     });
+    this.leases = this.summary.dryRun
+      ? undefined
+      : new HeldLeases(
+          deps.ledger.tenantLeases,
+          tenantLeaseMs(deps.leaseMs),
+          // A renewal that failed for a storage fault: the lease runs out and sends stop; the sweep goes on.
+          (error) => this.logger?.warn("A tenant lease could not be renewed", { ...describeFault(error) }),
+          // One Excel budget per tenant across hand-overs: the pacer's sends go with the lease.
+          this.scheduler.sendLog(() => this.deps.ledger.serviceNow().getTime() - this.clock().getTime()),
+        );
   }
 
   async execute(): Promise<SweepSummary> {
@@ -213,11 +210,6 @@ class SweepRun {
     const tenants = [...new Set(rows.map((row) => row.tenantId))];
     await Promise.all(tenants.map(async (tenant) => (await this.leases?.take(tenant)) && ours.add(tenant)));
     return ours;
-  }
-
-  /** The storage service's time minus the sweep's clock. */
-  private serviceOffsetMs(): number {
-    return this.deps.ledger.serviceNow().getTime() - this.clock().getTime();
   }
 
   /** Why sends to this tenant are paused, if they are. */

@@ -1,4 +1,5 @@
 import type { RequestBudget } from "../core/budget";
+import type { SendLog } from "../ledger/tenantLeases";
 
 /**
  * Keeps each tenant's Graph requests under its budget (Excel: 1,500 per 10 s per app per tenant)
@@ -55,6 +56,17 @@ export class TenantPacer {
     const state = this.state(tenant);
     state.sent = [...state.sent.slice(state.head), ...times].sort((a, b) => a - b);
     state.head = 0;
+  }
+
+  /**
+   * This pacer as a tenant lease's send log: its sends handed over with the lease, in the storage
+   * service's time (`serviceOffsetMs`: the service's time minus `now`'s).
+   */
+  sendLog(now: () => number, serviceOffsetMs: () => number): SendLog {
+    return {
+      recent: (tenant) => this.recent(tenant, now()).map((at) => at + serviceOffsetMs()),
+      seed: (tenant, sends) => this.seed(tenant, sends.map((at) => at - serviceOffsetMs())),
+    };
   }
 
   /** Graph asked for a cooldown: nothing for this tenant before `until`. */

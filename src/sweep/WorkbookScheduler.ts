@@ -1,3 +1,4 @@
+import type { SendLog } from "../ledger/tenantLeases";
 import { TenantPacer } from "./TenantPacer";
 
 /** One unit of work: which tenant's budget it spends and which workbook it must not overlap on. */
@@ -124,14 +125,9 @@ export class WorkbookScheduler<T extends ScheduledItem> {
     return ready;
   }
 
-  /** The tenant's sends still in its budget's window, on the sweep's clock (for the tenant's next sender). */
-  recentSends(tenantId: string): number[] {
-    return this.pacer.recent(tenantId, this.now());
-  }
-
-  /** Counts the tenant's previous sender's sends (on the sweep's clock) against its budget. */
-  seedSends(tenantId: string, times: readonly number[]): void {
-    this.pacer.seed(tenantId, times);
+  /** The tenants' sends, handed over with their leases (TenantPacer.sendLog). */
+  sendLog(serviceOffsetMs: () => number): SendLog {
+    return this.pacer.sendLog(this.now, serviceOffsetMs);
   }
 
   /**
