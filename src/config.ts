@@ -25,9 +25,9 @@ export interface SweeperConfig {
     /** `SWEEP_TIME_BUDGET`: a sweep stops taking rows after this (default PT4M, under Consumption's 5 min). */
     timeBudgetMs: number;
     /**
-     * `SWEEP_CONCURRENCY`: close calls in flight at once across workbooks (default 128). Graph answers
-     * Excel calls in 1-3 s, so filling a tenant's 150 requests a second takes a few hundred in flight;
-     * one request per workbook and the per-tenant pace are what protect Graph, not this number.
+     * `SWEEP_CONCURRENCY`: a safety cap on close calls in flight at once (default 1,500: the app's
+     * budget at Graph's slowest usual 3 s). The sweep keeps each tenant's budget rate times Graph's
+     * observed latency in flight; this bounds the memory and sockets that takes (~0.25 MB each).
      */
     concurrency: number;
     /** `TERMINAL_RETENTION`: closed/expired/failed rows are purged after this (default P7D). */
@@ -42,6 +42,8 @@ export interface SweeperConfig {
     requestTimeoutMs: number;
     /** `EXCEL_BUDGET_REQUESTS` per `EXCEL_BUDGET_WINDOW` per tenant (default 1,500 per PT10S, Excel's own). */
     tenantBudget: RequestBudget;
+    /** `EXCEL_APP_BUDGET_REQUESTS` per `EXCEL_APP_BUDGET_WINDOW` across tenants (default 5,000 per PT10S, Excel's own). */
+    appBudget: RequestBudget;
   };
   auth: {
     /** `AZURE_AUTHORITY_HOST` (default `https://login.microsoftonline.com`). */
@@ -87,13 +89,15 @@ export const DEFAULT_SETTINGS = {
   CLAIM_LEASE: "PT5M",
   MAX_ATTEMPTS: "5",
   SWEEP_TIME_BUDGET: "PT4M",
-  SWEEP_CONCURRENCY: "128",
+  SWEEP_CONCURRENCY: "1500",
   TERMINAL_RETENTION: "P7D",
   PURGE_SCHEDULE: "0 30 3 * * *",
   GRAPH_BASE_URL: "https://graph.microsoft.com/v1.0",
   GRAPH_REQUEST_TIMEOUT: "PT30S",
   EXCEL_BUDGET_REQUESTS: "1500",
   EXCEL_BUDGET_WINDOW: "PT10S",
+  EXCEL_APP_BUDGET_REQUESTS: "5000",
+  EXCEL_APP_BUDGET_WINDOW: "PT10S",
   AZURE_AUTHORITY_HOST: "https://login.microsoftonline.com",
   AZURE_DISABLE_INSTANCE_DISCOVERY: "false",
   AZURE_ADDITIONALLY_ALLOWED_TENANTS: "",
@@ -120,7 +124,7 @@ export function loadConfig(settings: Settings = process.env): SweeperConfig {
       claimLeaseMs: reader.duration("CLAIM_LEASE", { minMs: 1_000 }),
       maxAttempts: reader.integer("MAX_ATTEMPTS", 1, 100),
       timeBudgetMs: reader.duration("SWEEP_TIME_BUDGET", { minMs: 1_000 }),
-      concurrency: reader.integer("SWEEP_CONCURRENCY", 1, 1_000),
+      concurrency: reader.integer("SWEEP_CONCURRENCY", 1, 10_000),
       terminalRetentionMs: reader.duration("TERMINAL_RETENTION", { minMs: 0 }),
       purgeSchedule: reader.schedule("PURGE_SCHEDULE"),
     },
@@ -130,6 +134,10 @@ export function loadConfig(settings: Settings = process.env): SweeperConfig {
       tenantBudget: {
         requests: reader.integer("EXCEL_BUDGET_REQUESTS", 1, 1_000_000),
         windowMs: reader.duration("EXCEL_BUDGET_WINDOW", { minMs: 100 }),
+      },
+      appBudget: {
+        requests: reader.integer("EXCEL_APP_BUDGET_REQUESTS", 1, 10_000_000),
+        windowMs: reader.duration("EXCEL_APP_BUDGET_WINDOW", { minMs: 100 }),
       },
     },
     auth: {

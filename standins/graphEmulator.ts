@@ -8,9 +8,9 @@
  * `/me/...` and `/users/{token's oid}/...` are the same drive. Other drive addressings of one file (a
  * user's drive id under /drives/...) are NOT aliased: each form names its own workbook key.
  *
- * Order of decisions for one request (as a real front door would): fault rules, then the per-tenant
- * budget (429), then latency, then authentication (401), authorization (403), method (405), the
- * session semantics. What it answers, and why:
+ * Order of decisions for one request (as a real front door would): fault rules, then Excel's budgets
+ * (429: per app per tenant, and per app across tenants), then latency, then authentication (401),
+ * authorization (403), method (405), the session semantics. What it answers, and why:
  *   - No/invalid/expired bearer token: 401 `InvalidAuthenticationToken` (Graph's code for this).
  *   - App-only token (roles, no scp): 403 `accessDenied` — workbook APIs document application
  *     permissions as not supported. A delegated token without Files.ReadWrite(.All): 403 `accessDenied`.
@@ -62,6 +62,8 @@ export interface RecordedRequest {
   /** From a valid token only. */
   tenantId?: string;
   userId?: string;
+  /** The token's `appid` (the client id of the app that called). */
+  appId?: string;
   tokenKind: TokenKind;
   /** HTTP status answered; 0 when no answer was sent (reset, hang, or still pending). */
   status: number;
@@ -73,15 +75,45 @@ export interface RecordedRequest {
   startedAt: number;
   /** When the answer was sent or the connection ended; undefined while pending. */
   endedAt?: number;
-  /** Why the answer was not the emulator's own: a fault rule or the tenant budget. */
-  fault?: "status" | "reset" | "hang" | "budget";
+  /** The latency drawn for it at arrival (set on every request the emulator records). A reset or
+   *  hang fault answers without waiting it. */
+  latencyMs?: number;
+  /** Why the answer was not the emulator's own: a fault rule, the per-tenant budget ("budget", also
+   *  when both budgets were over) or the app-wide one ("appBudget"). */
+  fault?: "status" | "reset" | "hang" | "budget" | "appBudget";
+}
+
+/**
+ * Graph's latency has a long right tail, so a fixed delay hides what a sweeper does while a few
+ * requests straggle. Given as median and p99 because that is how latency is measured and quoted;
+ * sigma follows from them (z₀.₉₉ = 2.3263).
+ */
+export interface LognormalLatency {
+  kind: "lognormal";
+  medianMs: number;
+  p99Ms: number;
+  /** Clamps applied after the draw. */
+  minMs?: number;
+  maxMs?: number;
+  /** PRNG seed, so a bench run can be repeated draw for draw. Default: a fixed seed. */
+  seed?: number;
+}
+
+/** Milliseconds added to every request (as before), or a distribution drawn from once per request. */
+export type LatencySpec = number | LognormalLatency;
+
+export interface ExcelBudget {
+  requests: number;
+  windowMs: number;
 }
 
 export interface EmulatorBehaviour {
-  latencyMs: number;
+  latencyMs: LatencySpec;
   idleMs: { persistent: number; nonPersistent: number };
   /** Excel's limit is 1,500 requests per 10 s per app per tenant. null: no limit. */
-  tenantBudget: { requests: number; windowMs: number } | null;
+  tenantBudget: ExcelBudget | null;
+  /** Excel's limit is 5,000 requests per 10 s per app across all tenants. null: no limit. */
+  appBudget: ExcelBudget | null;
 }
 
 export interface FaultAnswer {
@@ -111,6 +143,8 @@ export interface EmulatorStats {
   closesAfterClosed: number;
   /** Most requests (recorded, with that tenant's valid token) that started within any windowMs. */
   maxTenantRequestsInWindow(tenantId: string, windowMs: number): number;
+  /** Most requests (recorded, with a valid token of that app, any tenant) that started within any windowMs. */
+  maxAppRequestsInWindow(appId: string, windowMs: number): number;
   nonCloseRequests: number;
 }
 
@@ -134,9 +168,10 @@ export interface GraphEmulator {
 export interface GraphEmulatorOptions {
   certificate: TestCertificate;
   authority: FakeAuthority;
-  latencyMs?: number;
+  latencyMs?: LatencySpec;
   idleMs?: { persistent: number; nonPersistent: number };
-  tenantBudget?: { requests: number; windowMs: number } | null;
+  tenantBudget?: ExcelBudget | null;
+  appBudget?: ExcelBudget | null;
 }
 
 const DEFAULT_IDLE = { persistent: 5 * 60_000, nonPersistent: 7 * 60_000 };
@@ -156,6 +191,68 @@ const DEFAULT_ERRORS: Record<number, { code: string; message: string }> = {
   503: { code: "serviceUnavailable", message: "The service is not available. Please try your request again." },
   504: { code: "gatewayTimeout", message: "The service wasn't able to complete the request within the time limit." },
 };
+
+/** Φ⁻¹(0.99): a log-normal's p99 lies this many sigmas above its median (in log space). */
+const Z_99 = 2.3263478740408408;
+/** Any fixed seed: a bench that names none still gets the same draws run after run. */
+const DEFAULT_LATENCY_SEED = 0x5eed1a7e;
+
+/** mulberry32: tiny and seedable, which node:crypto and Math.random are not. Uniform on [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** One request's latency in ms. A fixed latency takes nothing from `random`, so it stays deterministic. */
+export function drawLatency(spec: LatencySpec, random: () => number): number {
+  if (typeof spec === "number") return spec;
+  const sigma = Math.log(spec.p99Ms / spec.medianMs) / Z_99;
+  // Box–Muller; 1 − u keeps the logarithm's argument in (0, 1].
+  const z = Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
+  const ms = spec.medianMs * Math.exp(sigma * z);
+  return Math.min(spec.maxMs ?? Number.POSITIVE_INFINITY, Math.max(spec.minMs ?? 0, ms));
+}
+
+/** Throws at configure time, not as a 500 on some later request. */
+function checkLatency(spec: LatencySpec): void {
+  if (typeof spec === "number") return;
+  const { medianMs, p99Ms, minMs, maxMs } = spec;
+  const finite = (n: number | undefined) => n === undefined || Number.isFinite(n);
+  if (spec.kind !== "lognormal") throw new RangeError(`latency: unknown distribution ${String(spec.kind)}`);
+  if (!(medianMs > 0) || !(p99Ms >= medianMs) || ![medianMs, p99Ms, minMs, maxMs].every(finite)) {
+    throw new RangeError(`latency: need 0 < medianMs <= p99Ms, finite (got median ${medianMs}, p99 ${p99Ms})`);
+  }
+  if (minMs !== undefined && maxMs !== undefined && minMs > maxMs) throw new RangeError(`latency: minMs ${minMs} > maxMs ${maxMs}`);
+}
+
+function randomFor(spec: LatencySpec): () => number {
+  return mulberry32(typeof spec === "number" ? DEFAULT_LATENCY_SEED : (spec.seed ?? DEFAULT_LATENCY_SEED));
+}
+
+/** Drops what left the window; then, when it is full, the seconds until its oldest leaves (at least 1). */
+function retryAfterIn(window: number[], budget: ExcelBudget, now: number): number | undefined {
+  while (window.length > 0 && window[0]! <= now - budget.windowMs) window.shift();
+  if (window.length < budget.requests) return undefined;
+  return Math.max(1, Math.ceil(((window[0] ?? now) + budget.windowMs - now) / 1000));
+}
+
+/** Most of `times` that fall within any windowMs. */
+function maxInWindow(times: number[], windowMs: number): number {
+  const sorted = [...times].sort((a, b) => a - b);
+  let best = 0;
+  let lo = 0;
+  for (let hi = 0; hi < sorted.length; hi++) {
+    while (lo <= hi && sorted[hi]! - sorted[lo]! >= windowMs) lo++;
+    best = Math.max(best, hi - lo + 1);
+  }
+  return best;
+}
 
 interface WorkbookRef {
   form: "me" | "users" | "drives" | "sites";
@@ -267,6 +364,7 @@ interface WorkbookTarget {
   scopeKey: string | undefined;
   tenantId: string | undefined;
   userId: string | undefined;
+  appId: string | undefined;
 }
 
 /** A request that passed authentication and authorization: a session operation by the token's user. */
@@ -329,7 +427,7 @@ function targetOf(route: GraphRoute, auth: AuthInfo): WorkbookTarget {
   const tenantId = auth.claims?.tid;
   const workbookKey = route.ref ? workbookKeyOf(route.ref, userId) : undefined;
   const scopeKey = workbookKey !== undefined ? `${tenantId ?? "?"}|${workbookKey}` : undefined;
-  return { workbookKey, scopeKey, tenantId, userId };
+  return { workbookKey, scopeKey, tenantId, userId, appId: auth.claims?.appid };
 }
 
 /** Stage 3: authentication (401), authorization (403), the route (400) and the method (405). */
@@ -443,7 +541,11 @@ class GraphEmulatorImpl implements GraphEmulator {
   /** Tenant-scoped workbook keys on which a session was ever opened. */
   private readonly workbooks = new Set<string>();
   private faults: ActiveFault[] = [];
-  private readonly budgetWindows = new Map<string, number[]>();
+  /** Arrival times counted against each budget, by tenant id and by app id. */
+  private readonly tenantWindows = new Map<string, number[]>();
+  private readonly appWindows = new Map<string, number[]>();
+  /** Reseeded whenever the latency is set, so the same configuration replays the same draws. */
+  private random: () => number;
   private readonly inflightWorkbook = new Map<string, number>();
   private readonly inflightSession = new Map<string, number>();
   private maxWorkbook = 0;
@@ -459,14 +561,18 @@ class GraphEmulatorImpl implements GraphEmulator {
 
   constructor(private readonly options: GraphEmulatorOptions) {
     this.behaviour = this.initialBehaviour();
+    this.random = randomFor(this.behaviour.latencyMs);
     this.server = new LocalHttpsServer(options.certificate, (req, res) => this.handle(req, res));
   }
 
   private initialBehaviour(): EmulatorBehaviour {
+    const latencyMs = this.options.latencyMs ?? 0;
+    checkLatency(latencyMs);
     return {
-      latencyMs: this.options.latencyMs ?? 0,
+      latencyMs,
       idleMs: { ...(this.options.idleMs ?? DEFAULT_IDLE) },
       tenantBudget: this.options.tenantBudget ?? null,
+      appBudget: this.options.appBudget ?? null,
     };
   }
 
@@ -504,12 +610,16 @@ class GraphEmulatorImpl implements GraphEmulator {
   }
 
   configure(b: Partial<EmulatorBehaviour>): void {
+    if (b.latencyMs !== undefined) checkLatency(b.latencyMs);
     this.behaviour = {
       latencyMs: b.latencyMs ?? this.behaviour.latencyMs,
       idleMs: b.idleMs ? { ...b.idleMs } : this.behaviour.idleMs,
       tenantBudget: b.tenantBudget !== undefined ? b.tenantBudget : this.behaviour.tenantBudget,
+      appBudget: b.appBudget !== undefined ? b.appBudget : this.behaviour.appBudget,
     };
-    if (b.tenantBudget !== undefined) this.budgetWindows.clear();
+    if (b.latencyMs !== undefined) this.random = randomFor(b.latencyMs);
+    if (b.tenantBudget !== undefined) this.tenantWindows.clear();
+    if (b.appBudget !== undefined) this.appWindows.clear();
   }
 
   addFault(rule: FaultRule): void {
@@ -541,14 +651,10 @@ class GraphEmulatorImpl implements GraphEmulator {
       closesAfterClosed: this.closesAfterClosed,
       nonCloseRequests: records.filter((r) => r.kind !== "closeSession").length,
       maxTenantRequestsInWindow(tenantId: string, windowMs: number): number {
-        const times = records.filter((r) => r.tenantId === tenantId).map((r) => r.startedAt).sort((a, b) => a - b);
-        let best = 0;
-        let lo = 0;
-        for (let hi = 0; hi < times.length; hi++) {
-          while (times[hi]! - times[lo]! >= windowMs) lo++;
-          best = Math.max(best, hi - lo + 1);
-        }
-        return best;
+        return maxInWindow(records.filter((r) => r.tenantId === tenantId).map((r) => r.startedAt), windowMs);
+      },
+      maxAppRequestsInWindow(appId: string, windowMs: number): number {
+        return maxInWindow(records.filter((r) => r.appId === appId).map((r) => r.startedAt), windowMs);
       },
     };
   }
@@ -559,7 +665,8 @@ class GraphEmulatorImpl implements GraphEmulator {
     this.sessions.clear();
     this.workbooks.clear();
     this.faults = [];
-    this.budgetWindows.clear();
+    this.tenantWindows.clear();
+    this.appWindows.clear();
     this.inflightWorkbook.clear();
     this.inflightSession.clear();
     this.maxWorkbook = 0;
@@ -567,6 +674,7 @@ class GraphEmulatorImpl implements GraphEmulator {
     this.closesAfterClosed = 0;
     this.seq = 0;
     this.behaviour = this.initialBehaviour();
+    this.random = randomFor(this.behaviour.latencyMs);
     for (const res of this.hung) res.destroy();
     this.hung.clear();
   }
@@ -647,42 +755,56 @@ class GraphEmulatorImpl implements GraphEmulator {
     return undefined;
   }
 
-  /** Sliding-window budget per tenant; returns the Retry-After seconds when over budget. */
-  private overBudget(tenantId: string | undefined, now: number): number | undefined {
-    const budget = this.behaviour.tenantBudget;
-    if (!budget || tenantId === undefined) return undefined;
-    let window = this.budgetWindows.get(tenantId);
-    if (!window) this.budgetWindows.set(tenantId, (window = []));
-    while (window.length > 0 && window[0]! <= now - budget.windowMs) window.shift();
-    if (window.length >= budget.requests) {
-      return Math.max(1, Math.ceil((window[0]! + budget.windowMs - now) / 1000));
+  /**
+   * Excel's two sliding windows, per app per tenant and per app across tenants, counted at arrival.
+   * A request is counted in both or in neither: one refused by either never ran, so it must not use
+   * up the other's room.
+   */
+  private overBudget(target: WorkbookTarget, now: number): { fault: "budget" | "appBudget"; retryAfter: number } | undefined {
+    const windowOf = (windows: Map<string, number[]>, key: string | undefined): number[] | undefined => {
+      if (key === undefined) return undefined;
+      let window = windows.get(key);
+      if (!window) windows.set(key, (window = []));
+      return window;
+    };
+    const { tenantBudget, appBudget } = this.behaviour;
+    const tenantWindow = tenantBudget ? windowOf(this.tenantWindows, target.tenantId) : undefined;
+    const appWindow = appBudget ? windowOf(this.appWindows, target.appId) : undefined;
+    const tenantWait = tenantWindow && tenantBudget ? retryAfterIn(tenantWindow, tenantBudget, now) : undefined;
+    const appWait = appWindow && appBudget ? retryAfterIn(appWindow, appBudget, now) : undefined;
+    if (tenantWait === undefined && appWait === undefined) {
+      tenantWindow?.push(now);
+      appWindow?.push(now);
+      return undefined;
     }
-    window.push(now);
-    return undefined;
+    // When both are full, the earliest the request could pass is when both have room.
+    return { fault: tenantWait !== undefined ? "budget" : "appBudget", retryAfter: Math.max(tenantWait ?? 0, appWait ?? 0) };
   }
 
   /**
    * One request, in the order a real front door decides (see the file's comment): route it,
-   * authenticate it, record it, then answer from the first stage that decides: a fault rule, the
-   * tenant budget, authentication and authorization, the workbook action.
+   * authenticate it, record it, then answer from the first stage that decides: a fault rule, Excel's
+   * budgets, authentication and authorization, the workbook action.
    */
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const startedAt = Date.now();
     const generation = this.generation;
     const requestId = randomUUID();
+    // Drawn for every request, faulted or not, so a fault rule does not shift later draws.
+    const latencyMs = drawLatency(this.behaviour.latencyMs, this.random);
     const route = routeOf(req);
     const auth = this.authenticate(req);
     const target = targetOf(route, auth);
-    const record = this.recordRequest(route, auth, target, requestId, startedAt);
+    const record = this.recordRequest(route, auth, target, requestId, startedAt, latencyMs);
     this.trackInFlight(res, record, target.scopeKey, route.sessionId, generation);
     this.countCloseAfterClosed(route, startedAt);
     const answer = new GraphAnswer(res, record, requestId, req.headers["client-request-id"]?.toString() || requestId);
 
-    if (await this.applyFault(req, res, record, answer)) return;
-    if (await this.applyBudget(req, record, answer, target.tenantId, startedAt)) return;
+    if (await this.applyFault(req, res, record, answer, latencyMs)) return;
+    if (await this.applyBudget(req, record, answer, target, startedAt, latencyMs)) return;
 
     const body = await this.drain(req);
-    await this.delay(this.behaviour.latencyMs);
+    await this.delay(latencyMs);
     if (res.destroyed) return;
 
     const authorization = authorize(route, auth, target);
@@ -690,8 +812,8 @@ class GraphEmulatorImpl implements GraphEmulator {
     answer.reply(this.workbookAction(authorization.operation, body));
   }
 
-  private recordRequest(route: GraphRoute, auth: AuthInfo, target: WorkbookTarget, requestId: string, startedAt: number): RecordedRequest {
-    const { workbookKey, tenantId, userId } = target;
+  private recordRequest(route: GraphRoute, auth: AuthInfo, target: WorkbookTarget, requestId: string, startedAt: number, latencyMs: number): RecordedRequest {
+    const { workbookKey, tenantId, userId, appId } = target;
     const { sessionId } = route;
     const record: RecordedRequest = {
       seq: ++this.seq,
@@ -702,10 +824,12 @@ class GraphEmulatorImpl implements GraphEmulator {
       ...(sessionId !== undefined ? { sessionId } : {}),
       ...(tenantId !== undefined ? { tenantId } : {}),
       ...(userId !== undefined ? { userId } : {}),
+      ...(appId !== undefined ? { appId } : {}),
       tokenKind: auth.kind,
       status: 0,
       requestId,
       startedAt,
+      latencyMs,
     };
     this.requests.push(record);
     return record;
@@ -749,7 +873,7 @@ class GraphEmulatorImpl implements GraphEmulator {
   }
 
   /** Stage 1: a fault rule that matches answers instead of the emulator. True when it did. */
-  private async applyFault(req: IncomingMessage, res: ServerResponse, record: RecordedRequest, answer: GraphAnswer): Promise<boolean> {
+  private async applyFault(req: IncomingMessage, res: ServerResponse, record: RecordedRequest, answer: GraphAnswer, latencyMs: number): Promise<boolean> {
     const fault = this.findFault(record);
     if (!fault) return false;
     const action = fault.rule.action;
@@ -766,7 +890,7 @@ class GraphEmulatorImpl implements GraphEmulator {
     }
     record.fault = "status";
     await this.drain(req);
-    await this.delay(this.behaviour.latencyMs);
+    await this.delay(latencyMs);
     const headers = { ...(action.headers ?? {}) };
     const hasContentType = Object.keys(headers).some((h) => h.toLowerCase() === "content-type");
     let body: string | undefined;
@@ -783,13 +907,14 @@ class GraphEmulatorImpl implements GraphEmulator {
     return true;
   }
 
-  /** Stage 2: the per-tenant budget (Excel: per app per tenant). True when it answered 429. */
-  private async applyBudget(req: IncomingMessage, record: RecordedRequest, answer: GraphAnswer, tenantId: string | undefined, startedAt: number): Promise<boolean> {
-    const retryAfter = this.overBudget(tenantId, startedAt);
-    if (retryAfter === undefined) return false;
-    record.fault = "budget";
+  /** Stage 2: Excel's budgets (per app per tenant, per app). True when it answered 429. */
+  private async applyBudget(req: IncomingMessage, record: RecordedRequest, answer: GraphAnswer, target: WorkbookTarget, startedAt: number, latencyMs: number): Promise<boolean> {
+    const over = this.overBudget(target, startedAt);
+    if (over === undefined) return false;
+    const { fault, retryAfter } = over;
+    record.fault = fault;
     await this.drain(req);
-    await this.delay(this.behaviour.latencyMs);
+    await this.delay(latencyMs);
     answer.reply({
       status: 429,
       code: "tooManyRequests",

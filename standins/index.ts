@@ -17,8 +17,12 @@ export {
   type TokenRequestRecord,
 } from "./fakeAuthority";
 export {
+  drawLatency,
   startGraphEmulator,
   type EmulatorBehaviour,
+  type ExcelBudget,
+  type LatencySpec,
+  type LognormalLatency,
   type FaultRule,
   type GraphEmulator,
   type GraphEmulatorOptions,

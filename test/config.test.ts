@@ -28,8 +28,8 @@ describe("loadConfig", () => {
   it("reads a complete configuration with documented defaults", () => {
     const config = loadConfig(COMPLETE);
     expect(config.storage).toEqual({ connectionString: "UseDevelopmentStorage=true", tableName: "WorkbookSessions", closeQueueName: "workbook-session-close" });
-    expect(config.sweep).toMatchObject({ schedule: "0 * * * * *", staleAfterMs: 120_000, claimLeaseMs: 300_000, maxAttempts: 5, concurrency: 128 });
-    expect(config.graph).toEqual({ baseUrl: "https://graph.microsoft.com/v1.0", requestTimeoutMs: 30_000, tenantBudget: { requests: 1_500, windowMs: 10_000 } });
+    expect(config.sweep).toMatchObject({ schedule: "0 * * * * *", staleAfterMs: 120_000, claimLeaseMs: 300_000, maxAttempts: 5, concurrency: 1_500 });
+    expect(config.graph).toEqual({ baseUrl: "https://graph.microsoft.com/v1.0", requestTimeoutMs: 30_000, tenantBudget: { requests: 1_500, windowMs: 10_000 }, appBudget: { requests: 5_000, windowMs: 10_000 } });
     expect(config.auth).toMatchObject({ authorityHost: "https://login.microsoftonline.com", disableInstanceDiscovery: false, clientCredential: { kind: "secret" } });
     expect(config.auth.assertionKey).toHaveLength(32);
   });

@@ -14,7 +14,7 @@ import { Client, GraphError, ResponseType, RetryHandlerOptions } from "@microsof
 import { TokenCredentialAuthenticationProvider } from "@microsoft/microsoft-graph-client/authProviders/azureTokenCredentials";
 import { loadTestCertificate, type TestCertificate } from "../standins/certificate";
 import { startFakeAuthority, type FakeAuthority } from "../standins/fakeAuthority";
-import { startGraphEmulator, type GraphEmulator } from "../standins/graphEmulator";
+import { drawLatency, mulberry32, startGraphEmulator, type GraphEmulator, type LognormalLatency } from "../standins/graphEmulator";
 
 const TENANT = "11111111-1111-4111-8111-111111111111";
 const OTHER_TENANT = "22222222-2222-4222-8222-222222222222";
@@ -448,6 +448,80 @@ describe("Graph emulator with the real Graph client", () => {
     expect(emulator.stats().maxTenantRequestsInWindow(OTHER_TENANT, 10_000)).toBe(0);
   });
 
+  it("enforces the app-wide budget across tenants; a request refused by one budget is counted in neither", async () => {
+    const alice = graphClient(oboCredential(ALICE));
+    const bob = graphClient(oboCredential(BOB, { tenantId: OTHER_TENANT, assertion: assertionFor(BOB, { tenantId: OTHER_TENANT }) }));
+    emulator.configure({ tenantBudget: { requests: 3, windowMs: 10_000 }, appBudget: { requests: 4, windowMs: 10_000 } });
+    let n = 0;
+    const close = async (client: Client, tenantId: string, userId: string): Promise<Response> => {
+      const workbook = `/drives/d/items/app${n++}`;
+      const id = emulator.openSession({ tenantId, userId, workbook });
+      return closeRaw(client, `${workbook}/workbook/closeSession`, id);
+    };
+    const statuses: number[] = [];
+    for (const [client, tenantId, userId] of [[alice, TENANT, ALICE], [alice, TENANT, ALICE], [bob, OTHER_TENANT, BOB], [bob, OTHER_TENANT, BOB]] as const) {
+      statuses.push((await close(client, tenantId, userId)).status);
+    }
+    // Four in the app's window, two in each tenant's: the app budget refuses both tenants.
+    for (const [client, tenantId, userId] of [[alice, TENANT, ALICE], [bob, OTHER_TENANT, BOB]] as const) {
+      const refused = await close(client, tenantId, userId);
+      statuses.push(refused.status);
+      expect(Number(refused.headers.get("retry-after"))).toBeGreaterThanOrEqual(9);
+      expect((await errorOf(refused)).code).toBe("tooManyRequests");
+    }
+    expect(statuses).toEqual([204, 204, 204, 204, 429, 429]);
+    expect(emulator.requests.map((r) => [r.tenantId, r.appId, r.fault])).toEqual([
+      ...[TENANT, TENANT, OTHER_TENANT, OTHER_TENANT].map((t) => [t, CLIENT_ID, undefined]),
+      [TENANT, CLIENT_ID, "appBudget"],
+      [OTHER_TENANT, CLIENT_ID, "appBudget"],
+    ]);
+
+    // Giving appBudget empties the app's window only. Alice's third request passes her tenant's
+    // budget (the one the app budget refused was not counted there); her fourth does not, and is
+    // not counted in the app's window either, so Bob's request still fits in a budget of two.
+    emulator.configure({ appBudget: { requests: 2, windowMs: 10_000 } });
+    expect((await close(alice, TENANT, ALICE)).status).toBe(204);
+    expect((await close(alice, TENANT, ALICE)).status).toBe(429);
+    expect(emulator.requests.at(-1)?.fault).toBe("budget");
+    expect((await close(bob, OTHER_TENANT, BOB)).status).toBe(204);
+
+    const stats = emulator.stats();
+    expect(stats.maxAppRequestsInWindow(CLIENT_ID, 10_000)).toBe(9); // every request, as recorded
+    expect(stats.maxAppRequestsInWindow(CERT_CLIENT_ID, 10_000)).toBe(0);
+    expect(stats.maxTenantRequestsInWindow(TENANT, 10_000)).toBe(5);
+    emulator.reset();
+    expect((await close(alice, TENANT, ALICE)).status).toBe(204); // reset() restores no budget
+  });
+
+  it("draws each request's latency from a log-normal, records it, and replays the same draws", async () => {
+    const client = graphClient(oboCredential(ALICE));
+    const spec: LognormalLatency = { kind: "lognormal", medianMs: 10, p99Ms: 40, maxMs: 60, seed: 42 };
+    const random = mulberry32(42);
+    const expected = Array.from({ length: 4 }, () => drawLatency(spec, random));
+    const run = async (): Promise<{ latencyMs: number | undefined; waited: number }[]> => {
+      const id = emulator.openSession({ tenantId: TENANT, userId: ALICE, workbook: "/drives/d/items/lat" });
+      const path = "/drives/d/items/lat/workbook/refreshSession";
+      for (let i = 0; i < 3; i++) expect((await closeRaw(client, path, id)).status).toBe(204);
+      emulator.addFault({ times: 1, action: { status: 503 } });
+      expect((await closeRaw(client, path, id)).status).toBe(503);
+      return emulator.requests.map((r) => ({ latencyMs: r.latencyMs, waited: (r.endedAt ?? 0) - r.startedAt }));
+    };
+    emulator.configure({ latencyMs: spec });
+    const first = await run();
+    expect(first.map((r) => r.latencyMs)).toEqual(expected);
+    // A fault's answer waits the request's own draw; every answer waited about what was drawn.
+    for (const r of first) expect(r.waited).toBeGreaterThanOrEqual(Math.floor(r.latencyMs!) - 1);
+
+    emulator.reset();
+    emulator.configure({ latencyMs: spec }); // the same configuration reseeds: the same draws
+    expect((await run()).map((r) => r.latencyMs)).toEqual(expected);
+
+    emulator.reset();
+    emulator.configure({ latencyMs: 3 }); // a fixed latency, recorded as given
+    expect((await run()).map((r) => r.latencyMs)).toEqual([3, 3, 3, 3]);
+    expect(() => emulator.configure({ latencyMs: { kind: "lognormal", medianMs: 50, p99Ms: 10 } })).toThrow(RangeError);
+  });
+
   it("odd answers: 500 HTML, empty 404 as JSON, 200 with a body instead of 204", async () => {
     const client = graphClient(oboCredential(ALICE));
     const id = emulator.openSession({ tenantId: TENANT, userId: ALICE, workbook: "/drives/d1/items/i1" });
@@ -512,5 +586,51 @@ describe("Graph emulator with the real Graph client", () => {
     // Nor any token's header: every JWT the authority signs starts with {"typ":"JWT", (16 characters
     // no random session id will happen to contain; a loose /eyJ…/ pattern would now and then).
     expect(recorded).not.toContain(Buffer.from('{"typ":"JWT",').toString("base64url").slice(0, 16));
+  });
+});
+
+// -------------------------------------------------------------------------------------------------
+
+describe("drawLatency", () => {
+  const quantile = (sorted: number[], q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  const draws = (spec: LognormalLatency, n = 20_000): number[] => {
+    const random = mulberry32(spec.seed ?? 1);
+    return Array.from({ length: n }, () => drawLatency(spec, random)).sort((a, b) => a - b);
+  };
+
+  it("has the median and p99 it is given", () => {
+    for (const spec of [
+      { kind: "lognormal", medianMs: 120, p99Ms: 900, seed: 1 },
+      { kind: "lognormal", medianMs: 40, p99Ms: 60, seed: 2 },
+    ] satisfies LognormalLatency[]) {
+      const sorted = draws(spec);
+      expect(Math.abs(quantile(sorted, 0.5) / spec.medianMs - 1)).toBeLessThan(0.03);
+      expect(Math.abs(quantile(sorted, 0.99) / spec.p99Ms - 1)).toBeLessThan(0.08);
+      expect(sorted[0]).toBeGreaterThan(0);
+    }
+  });
+
+  it("clamps to [minMs, maxMs]; a fixed latency is returned as is and draws nothing", () => {
+    const sorted = draws({ kind: "lognormal", medianMs: 100, p99Ms: 1_000, minMs: 50, maxMs: 400, seed: 3 });
+    expect(sorted[0]).toBe(50);
+    expect(sorted.at(-1)).toBe(400);
+    // P(X < 50) = Φ(ln 0.5 / σ) ≈ 24%, P(X > 400) ≈ 8% for σ = ln 10 / 2.3263.
+    expect(sorted.filter((ms) => ms === 50).length / sorted.length).toBeCloseTo(0.24, 1);
+    expect(sorted.filter((ms) => ms === 400).length / sorted.length).toBeCloseTo(0.08, 1);
+    expect(quantile(sorted, 0.5)).toBeCloseTo(100, -1);
+
+    let calls = 0;
+    expect(drawLatency(25, () => (calls++, 0.5))).toBe(25);
+    expect(calls).toBe(0);
+  });
+
+  it("repeats its draws for a seed", () => {
+    const spec: LognormalLatency = { kind: "lognormal", medianMs: 100, p99Ms: 500 };
+    const a = mulberry32(9);
+    const b = mulberry32(9);
+    const c = mulberry32(10);
+    const [x, y, z] = [a, b, c].map((r) => Array.from({ length: 5 }, () => drawLatency(spec, r)));
+    expect(x).toEqual(y);
+    expect(x).not.toEqual(z);
   });
 });

@@ -79,6 +79,7 @@ export function createSweeperServices(config: SweeperConfig, options: SweeperSer
           timeBudgetMs: config.sweep.timeBudgetMs,
           concurrency: config.sweep.concurrency,
           tenantBudget: config.graph.tenantBudget,
+          appBudget: config.graph.appBudget,
         },
         { ...(logger && { logger }), clock },
       ),

@@ -1,5 +1,6 @@
 import type { Context, FetchOptions, Middleware } from "@microsoft/microsoft-graph-client";
 import { createDefaultHttpClient, createHttpHeaders, createPipelineRequest, type HttpClient, type HttpHeaders, type HttpMethods } from "@azure/core-rest-pipeline";
+import type { Agent } from "node:https";
 import type { Readable } from "node:stream";
 import { SweeperError } from "../core/errors";
 import { Codes } from "../core/codes";
@@ -11,6 +12,8 @@ export interface CoreHttpMessageHandlerOptions {
   maxBodyBytes?: number;
   /** The HTTP client. @default `createDefaultHttpClient()`, node:https with keep-alive connections */
   httpClient?: HttpClient;
+  /** The agent each request is sent through. @default the HTTP client's own keep-alive agent */
+  agent?: Agent;
 }
 
 /**
@@ -36,28 +39,31 @@ export class CoreHttpMessageHandler implements Middleware {
   private readonly http: HttpClient;
   private readonly timeoutMs: number;
   private readonly maxBodyBytes: number;
+  private readonly agent: Agent | undefined;
 
   constructor(options: CoreHttpMessageHandlerOptions = {}) {
     this.http = options.httpClient ?? createDefaultHttpClient();
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.maxBodyBytes = options.maxBodyBytes ?? 64 * 1024;
+    this.agent = options.agent;
   }
 
   async execute(context: Context): Promise<void> {
     const { request, options = {} } = context;
     if (typeof request !== "string") throw new TypeError("CoreHttpMessageHandler sends requests given as URL strings only.");
     const deadline = Date.now() + this.timeoutMs;
-    const response = await this.http.sendRequest(
-      createPipelineRequest({
-        url: request,
-        method: (options.method ?? "GET").toUpperCase() as HttpMethods,
-        headers: headersOf(options.headers),
-        body: typeof options.body === "string" || options.body instanceof Uint8Array ? options.body : undefined,
-        timeout: this.timeoutMs,
-        abortSignal: options.signal ?? undefined,
-        streamResponseStatusCodes: ANY_STATUS,
-      }),
-    );
+    const pipelineRequest = createPipelineRequest({
+      url: request,
+      method: (options.method ?? "GET").toUpperCase() as HttpMethods,
+      headers: headersOf(options.headers),
+      body: typeof options.body === "string" || options.body instanceof Uint8Array ? options.body : undefined,
+      timeout: this.timeoutMs,
+      abortSignal: options.signal ?? undefined,
+      streamResponseStatusCodes: ANY_STATUS,
+    });
+    // createPipelineRequest does not copy an agent from its options; the HTTP client reads it off the request.
+    if (this.agent) pipelineRequest.agent = this.agent;
+    const response = await this.http.sendRequest(pipelineRequest);
     const text = await readText(response.readableStreamBody as Readable | undefined, deadline, this.maxBodyBytes);
     context.response = toResponse(response.status, response.headers, text);
   }

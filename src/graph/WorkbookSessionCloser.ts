@@ -6,6 +6,7 @@ import { backoffMs, type CloseAttempt, type CloseOutcome } from "../core/closeOu
 import { checkSessionIdHeader, closeSessionPath, graphRoot, UnsafeRequestError, type GraphRoot } from "./closeSessionUrl";
 import { outcomeForResponse, parseGraphErrorBody } from "./graphErrors";
 import { CoreHttpMessageHandler } from "./CoreHttpMessageHandler";
+import { TimedHttpsAgent } from "./TimedHttpsAgent";
 import { Codes } from "../core/codes";
 
 /**
@@ -67,6 +68,7 @@ export class WorkbookSessionCloser {
   private readonly clock: () => Date;
   private readonly credentialErrorOutcome: CredentialErrorOutcome | undefined;
   private readonly providers = new WeakMap<TokenCredential, Map<string, AuthenticationProvider>>();
+  private readonly agent = new TimedHttpsAgent();
 
   constructor(options: WorkbookSessionCloserOptions) {
     this.root = graphRoot(options.baseUrl);
@@ -74,7 +76,7 @@ export class WorkbookSessionCloser {
     this.clock = options.clock ?? (() => new Date());
     this.credentialErrorOutcome = options.credentialErrorOutcome;
     this.client = Client.initWithMiddleware({
-      middleware: [new AuthenticationHandler(NO_USER), new TelemetryHandler(), new CoreHttpMessageHandler({ timeoutMs: this.timeoutMs })],
+      middleware: [new AuthenticationHandler(NO_USER), new TelemetryHandler(), new CoreHttpMessageHandler({ timeoutMs: this.timeoutMs, agent: this.agent })],
       baseUrl: this.root.baseUrl,
       defaultVersion: this.root.version,
       // The auth handler attaches tokens only to https URLs of Graph hosts or of these.
@@ -96,6 +98,14 @@ export class WorkbookSessionCloser {
       if (error instanceof UnsafeRequestError) return { ok: false, outcome: { kind: "failed", code: error.code, message: error.message } };
       throw error;
     }
+  }
+
+  /**
+   * How much later than sent a request sent in the last `withinMs` may have reached Graph: the
+   * longest handshake of a connection opened meanwhile (0 on warm connections).
+   */
+  sendDelayMs(withinMs: number): number {
+    return this.agent.handshakeDelayMs(withinMs);
   }
 
   /** Checks, then sends at once: for callers that do not pace their requests. */

@@ -24,10 +24,12 @@ export interface SweeperSettings {
   staleAfterMs: number;
   /** SWEEP_TIME_BUDGET */
   timeBudgetMs: number;
-  /** SWEEP_CONCURRENCY */
+  /** SWEEP_CONCURRENCY: a cap on requests in flight; the budgets and Graph's latency set how many are. */
   concurrency: number;
   /** EXCEL_BUDGET_REQUESTS / EXCEL_BUDGET_WINDOW */
   tenantBudget: RequestBudget;
+  /** EXCEL_APP_BUDGET_REQUESTS / EXCEL_APP_BUDGET_WINDOW. @default none: the tenants' budgets alone */
+  appBudget?: RequestBudget;
   /** Rows read per page. @default the ledger's page size */
   pageSize?: number;
 }
@@ -57,7 +59,10 @@ export interface SweepRunOptions {
 }
 
 const MAX_CANDIDATES = 1_000;
-/** Rows claimed and waiting per SWEEP_CONCURRENCY slot before claims pause (1,024 at the default 128). */
+/**
+ * Rows claimed and waiting per request the sweep keeps in flight before claims pause: a few rows
+ * per workbook, so that every workbook that finishes has its next row at hand.
+ */
 const CLAIMED_AHEAD_PER_SLOT = 8;
 
 /** A claimed row on its way through the scheduler. */
@@ -150,9 +155,11 @@ class SweepRun {
     this.scheduler = new WorkbookScheduler<Work>({
       concurrency: settings.concurrency,
       tenantBudget: settings.tenantBudget,
+      ...(settings.appBudget && { appBudget: settings.appBudget }),
       deadline: this.deadline,
       signal: this.stop,
       now: () => this.clock().getTime(),
+      sendDelayMs: (withinMs) => deps.closer.sendDelayMs(withinMs),
       run: (work, waitForSendSlot) => this.attempt(work, waitForSendSlot),
       onDeferred: (items, until) => this.returnUntried(items, { nextAttemptAt: new Date(until), count: "deferred" }),
       onLeft: (items) => this.returnUntried(items, { count: this.appPause ? "paused" : "skipped" }),
@@ -299,11 +306,9 @@ class SweepRun {
    * lease to delay or another sweeper to miss. Returns how many of `due` it took up.
    */
   private async claimAhead(due: readonly SessionToClose[]): Promise<number> {
-    // However many workbooks it takes, no new claim while this many rows are claimed and waiting.
-    const maxClaimedAhead = CLAIMED_AHEAD_PER_SLOT * this.settings.concurrency;
     let next = 0;
     while (next < due.length && !this.stop.aborted) {
-      const freeSlots = await this.scheduler.waitForDemand(maxClaimedAhead);
+      const freeSlots = await this.scheduler.waitForDemand(CLAIMED_AHEAD_PER_SLOT);
       if (this.stop.aborted) break;
       const chunk = nextUsers(due, next, freeSlots, this.deps.ledger.writeBatching);
       next += chunk.length;

@@ -1,4 +1,5 @@
 import type { SendLog } from "../ledger/tenantLeases";
+import { InFlightTarget } from "./InFlightTarget";
 import { TenantPacer } from "./TenantPacer";
 
 /** One unit of work: which tenant's budget it spends and which workbook it must not overlap on. */
@@ -22,12 +23,20 @@ import type { SendSlot } from "./closeRecordedSession";
 import type { RequestBudget } from "../core/budget";
 
 export interface WorkbookSchedulerOptions<T extends ScheduledItem> {
+  /** Never more items running at once, whatever the budgets and the latency would allow (SWEEP_CONCURRENCY). */
   concurrency: number;
   tenantBudget: RequestBudget;
+  /** The app's budget across tenants. @default none: the tenants' budgets alone */
+  appBudget?: RequestBudget;
   /** The end of the sweep's time budget (epoch ms): no wait is started that would outlast it. */
   deadline: number;
   /** The sweep's one stop signal (its caller's, its time budget's, a fault's): nothing new starts once it fires. */
   signal: AbortSignal;
+  /**
+   * How much later than sent a request sent `withinMs` ago may have reached Graph (a new
+   * connection's handshake): its slot is counted from then. @default 0
+   */
+  sendDelayMs?: (withinMs: number) => number;
   /** Runs an item; it awaits `waitForSendSlot` right before its Graph request. */
   run: (item: T, waitForSendSlot: SendSlot) => Promise<ItemResult>;
   /** Items that will not run in this sweep because Graph asked their tenant to wait past the deadline. */
@@ -51,19 +60,26 @@ interface Tenant {
   head: number;
   /** Items started and not past their send gate yet: they will want a slot. */
   unsent: number;
+  /** Items started and not finished. */
+  inFlight: number;
 }
 
 /**
- * Runs items with bounded concurrency, one at a time per workbook (Graph's rule for workbook
- * calls), each tenant paced under its request budget, and a tenant's Retry-After holding back that
- * tenant only. Tenants take turns, so one tenant's backlog does not starve another's.
+ * Runs items one at a time per workbook (Graph's rule for workbook calls), each tenant paced under
+ * its request budget and all of them under the app's, a tenant's Retry-After holding back that
+ * tenant only. Each tenant keeps as many items running as its budget's rate times Graph's latency
+ * calls for (InFlightTarget), never more than `concurrency` in all. Tenants take turns for every
+ * start and every slot of the app's budget, so one tenant's backlog does not starve another's.
  */
 export class WorkbookScheduler<T extends ScheduledItem> {
   private readonly pacer: TenantPacer;
+  private readonly target: InFlightTarget;
   private readonly workbooks = new Map<string, Workbook<T>>();
   private readonly tenants = new Map<string, Tenant>();
   private readonly now: () => number;
   private inFlight = 0;
+  /** Items started and not past their send gate yet, all tenants'. */
+  private unsent = 0;
   private queued = 0;
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
@@ -72,7 +88,12 @@ export class WorkbookScheduler<T extends ScheduledItem> {
   private nextTenant = 0;
 
   constructor(private readonly options: WorkbookSchedulerOptions<T>) {
-    this.pacer = new TenantPacer(options.tenantBudget);
+    this.pacer = new TenantPacer(options.tenantBudget, options.appBudget);
+    this.target = new InFlightTarget({
+      tenantBudget: options.tenantBudget,
+      appBudget: options.appBudget ?? { requests: Number.MAX_SAFE_INTEGER, windowMs: 1 },
+      cap: options.concurrency,
+    });
     this.now = options.now ?? Date.now;
     if (options.signal.aborted) this.stop();
     else options.signal.addEventListener("abort", this.onAbort, { once: true });
@@ -106,17 +127,24 @@ export class WorkbookScheduler<T extends ScheduledItem> {
 
   /**
    * Resolves once the scheduler could use more work (fewer workbooks ready to start or running
-   * than its concurrency) and fewer than `maxPending` items wait, with how many more workbooks it
-   * could start; or with 0 once it has stopped. Rows come to it sorted by user, a handful of
-   * workbooks per user: counting workbooks, not rows, is what keeps every slot busy.
+   * than it would keep in flight now) and fewer than `pendingPerSlot` items per such slot wait,
+   * with how many more workbooks it could start; or with 0 once it has stopped. Rows come to it
+   * sorted by user, a handful of workbooks per user: counting workbooks, not rows, is what keeps
+   * every slot busy.
    */
-  async waitForDemand(maxPending: number): Promise<number> {
+  async waitForDemand(pendingPerSlot: number): Promise<number> {
     while (!this.stopped) {
-      const free = this.options.concurrency - this.readyWorkbooks() - this.inFlight;
-      if (this.queued < maxPending && free > 0) return free;
+      const slots = this.slots();
+      const free = slots - this.readyWorkbooks() - this.inFlight;
+      if (this.queued < pendingPerSlot * slots && free > 0) return free;
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
     return 0;
+  }
+
+  /** Items the scheduler would keep running now, for the tenants it has met. */
+  slots(): number {
+    return this.target.forTenants(this.tenants.keys());
   }
 
   private readyWorkbooks(): number {
@@ -174,7 +202,7 @@ export class WorkbookScheduler<T extends ScheduledItem> {
 
   private tenant(id: string): Tenant {
     let tenant = this.tenants.get(id);
-    if (!tenant) this.tenants.set(id, (tenant = { ready: [], head: 0, unsent: 0 }));
+    if (!tenant) this.tenants.set(id, (tenant = { ready: [], head: 0, unsent: 0, inFlight: 0 }));
     return tenant;
   }
 
@@ -189,11 +217,11 @@ export class WorkbookScheduler<T extends ScheduledItem> {
     while (this.inFlight < this.options.concurrency && idle < ids.length) {
       const id = ids[this.nextTenant++ % ids.length]!;
       const tenant = this.tenants.get(id)!;
-      if (tenant.head >= tenant.ready.length) {
+      if (tenant.head >= tenant.ready.length || tenant.inFlight >= this.target.forTenant(id)) {
         idle++;
         continue;
       }
-      const wait = this.pacer.waitMs(id, now, tenant.unsent);
+      const wait = this.pacer.waitMs(id, now, tenant.unsent, this.unsent);
       if (wait > 0) {
         if (now + wait >= this.options.deadline || this.heldBackUntil(id) !== undefined) this.giveUpTenant(id, tenant);
         else earliest = Math.min(earliest, now + wait);
@@ -215,14 +243,21 @@ export class WorkbookScheduler<T extends ScheduledItem> {
     workbook.busy = true;
     this.queued--;
     this.inFlight++;
+    tenant.inFlight++;
     tenant.unsent++;
+    this.unsent++;
+    const startedAt = this.now();
     let gated = false;
+    let sentAt: number | undefined;
     const waitForSendSlot: SendSlot = async () => {
       if (!gated) {
         gated = true;
         tenant.unsent--;
+        this.unsent--;
       }
-      return this.sendSlot(tenantId);
+      const slot = await this.sendSlot(tenantId);
+      if (slot.send) sentAt = slot.at;
+      return slot;
     };
     void this.options
       .run(item, waitForSendSlot)
@@ -233,8 +268,18 @@ export class WorkbookScheduler<T extends ScheduledItem> {
         (error: unknown) => this.options.onError(error, item),
       )
       .finally(() => {
-        if (!gated) tenant.unsent--;
+        if (!gated) {
+          tenant.unsent--;
+          this.unsent--;
+        }
+        if (sentAt !== undefined) {
+          // The time the item held its place, its token and its wait for a slot included: what Little's law counts.
+          this.target.observe(tenantId, this.now() - startedAt);
+          const late = this.options.sendDelayMs?.(this.now() - sentAt) ?? 0;
+          if (late > 0) this.pacer.restamp(tenantId, sentAt, sentAt + late);
+        }
         this.inFlight--;
+        tenant.inFlight--;
         workbook.busy = false;
         if (workbook.items.length > 0 && !this.stopped) tenant.ready.push(key);
         else if (workbook.items.length === 0) this.workbooks.delete(key);
@@ -248,13 +293,13 @@ export class WorkbookScheduler<T extends ScheduledItem> {
    * the deadline or a stop, if a slot is free; only a wait that would outlast the deadline (or a
    * stopped scheduler) means the request must not go out in this sweep.
    */
-  private async sendSlot(tenantId: string): Promise<{ send: true } | { send: false; retryAt: Date }> {
+  private async sendSlot(tenantId: string): Promise<{ send: true; at: number } | { send: false; retryAt: Date }> {
     for (;;) {
       const now = this.now();
       const wait = this.pacer.waitMs(tenantId, now);
       if (wait === 0) {
         this.pacer.record(tenantId, now);
-        return { send: true };
+        return { send: true, at: now };
       }
       if (this.stopped || now + wait >= this.options.deadline) return { send: false, retryAt: new Date(now + wait) };
       await new Promise((resolve) => setTimeout(resolve, wait));

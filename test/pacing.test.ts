@@ -1,0 +1,161 @@
+import { describe, expect, it } from "vitest";
+import { InFlightTarget } from "../src/sweep/InFlightTarget";
+import { TenantPacer } from "../src/sweep/TenantPacer";
+import { WorkbookScheduler, type ScheduledItem } from "../src/sweep/WorkbookScheduler";
+
+const UNLIMITED = { requests: Number.MAX_SAFE_INTEGER, windowMs: 1 };
+
+describe("InFlightTarget", () => {
+  it("keeps the budget's rate times the observed latency in flight, with headroom, and follows the latency", () => {
+    const target = new InFlightTarget({ tenantBudget: { requests: 1_500, windowMs: 10_000 }, appBudget: UNLIMITED, cap: 10_000, initialLatencyMs: 1_000 });
+    // Before any answer: 150/s × 1 s × 1.25, and 2 spare.
+    expect(target.forTenant("a")).toBe(190);
+    for (let i = 0; i < 200; i++) target.observe("a", 3_000);
+    expect(target.latencyMs("a")).toBeCloseTo(3_000, 0);
+    expect(target.forTenant("a")).toBe(565);
+    // Graph speeds up during the sweep: the target comes down within a few dozen answers.
+    for (let i = 0; i < 100; i++) target.observe("a", 30);
+    expect(target.forTenant("a")).toBeLessThan(10);
+    // A tenant without answers of its own borrows the sweep's estimate.
+    expect(target.latencyMs("b")).toBeCloseTo(target.latencyMs(), 5);
+  });
+
+  it("never exceeds the app's rate for one tenant, the app's budget for all, or the cap", () => {
+    const app = { requests: 5_000, windowMs: 10_000 };
+    const target = new InFlightTarget({ tenantBudget: { requests: 1_000_000, windowMs: 10_000 }, appBudget: app, cap: 10_000, initialLatencyMs: 1_000 });
+    expect(target.forTenant("a")).toBe(627);
+    const tenants = Array.from({ length: 10 }, (_, i) => `t${i}`);
+    expect(target.forTenants(tenants)).toBe(627);
+    const capped = new InFlightTarget({ tenantBudget: { requests: 1_000_000, windowMs: 10_000 }, appBudget: app, cap: 100 });
+    expect(capped.forTenant("a")).toBe(100);
+    expect(capped.forTenants(tenants)).toBe(100);
+  });
+});
+
+describe("TenantPacer", () => {
+  it("holds every tenant to the app's budget as well as its own", () => {
+    const pacer = new TenantPacer({ requests: 3, windowMs: 1_000 }, { requests: 4, windowMs: 1_000 });
+    for (let i = 0; i < 3; i++) pacer.record("a", 0);
+    expect(pacer.waitMs("a", 0)).toBeGreaterThan(0);
+    expect(pacer.waitMs("b", 0)).toBe(0);
+    pacer.record("b", 0);
+    // The app's fourth request is gone: b waits too, for the window (and the pacer's margin) to pass.
+    expect(pacer.waitMs("b", 10)).toBe(1_240);
+    // Promised slots count: two tenants' pending sends against the app's budget.
+    const fresh = new TenantPacer({ requests: 3, windowMs: 1_000 }, { requests: 4, windowMs: 1_000 });
+    expect(fresh.waitMs("a", 0, 1, 3)).toBe(0);
+    expect(fresh.waitMs("a", 0, 1, 4)).toBeGreaterThan(0);
+  });
+
+  it("counts a previous holder's sends for the tenant, not again for the app", () => {
+    const pacer = new TenantPacer({ requests: 2, windowMs: 1_000 }, { requests: 3, windowMs: 1_000 });
+    pacer.seed("a", [0, 0]);
+    expect(pacer.waitMs("a", 0)).toBeGreaterThan(0);
+    expect(pacer.waitMs("b", 0, 0, 2)).toBe(0);
+  });
+});
+
+interface Item extends ScheduledItem {
+  readonly id: number;
+}
+
+/**
+ * Runs `items` through a scheduler whose runs take `latencyMs()` each after their send slot, and
+ * records every send and how many were in flight per tenant.
+ */
+async function schedule(items: Item[], options: { tenantBudget: { requests: number; windowMs: number }; appBudget?: { requests: number; windowMs: number }; latencyMs: (item: Item) => number; concurrency?: number }) {
+  const sends: { tenant: string; at: number; inFlight: number }[] = [];
+  const finished = new Map<number, number>();
+  const inFlight = new Map<string, number>();
+  const maxInFlight = new Map<string, number>();
+  let perWorkbookOverlap = 0;
+  const busy = new Set<string>();
+  const started = Date.now();
+  const controller = new AbortController();
+  const scheduler = new WorkbookScheduler<Item>({
+    concurrency: options.concurrency ?? 10_000,
+    tenantBudget: options.tenantBudget,
+    ...(options.appBudget && { appBudget: options.appBudget }),
+    deadline: Date.now() + 60_000,
+    signal: controller.signal,
+    run: async (item, waitForSendSlot) => {
+      if (busy.has(item.workbook)) perWorkbookOverlap++;
+      busy.add(item.workbook);
+      const count = (inFlight.get(item.tenant) ?? 0) + 1;
+      inFlight.set(item.tenant, count);
+      maxInFlight.set(item.tenant, Math.max(maxInFlight.get(item.tenant) ?? 0, count));
+      const slot = await waitForSendSlot();
+      expect(slot.send).toBe(true);
+      sends.push({ tenant: item.tenant, at: Date.now() - started, inFlight: inFlight.get(item.tenant)! });
+      await new Promise((resolve) => setTimeout(resolve, options.latencyMs(item)));
+      inFlight.set(item.tenant, inFlight.get(item.tenant)! - 1);
+      busy.delete(item.workbook);
+      finished.set(item.id, Date.now() - started);
+      return {};
+    },
+    onDeferred: () => expect.unreachable("nothing is deferred"),
+    onLeft: () => expect.unreachable("nothing is left"),
+    onError: (error) => expect.unreachable(String(error)),
+  });
+  for (const item of items) scheduler.add(item);
+  await scheduler.drain();
+  return { sends, finished, maxInFlight, perWorkbookOverlap, wallMs: Date.now() - started };
+}
+
+/** Most sends within any `windowMs`, of `tenant` or of all. */
+function mostInWindow(sends: { tenant: string; at: number }[], windowMs: number, tenant?: string): number {
+  const times = sends.filter((s) => tenant === undefined || s.tenant === tenant).map((s) => s.at).sort((a, b) => a - b);
+  let most = 0;
+  for (let i = 0, j = 0; i < times.length; i++) {
+    while (times[i]! - times[j]! >= windowMs) j++;
+    most = Math.max(most, i - j + 1);
+  }
+  return most;
+}
+
+function itemsOf(tenant: string, count: number, from: number): Item[] {
+  return Array.from({ length: count }, (_, i) => ({ id: from + i, tenant, workbook: `${tenant}/book-${i}` }));
+}
+
+function interleave<T>(...lists: T[][]): T[] {
+  const out: T[] = [];
+  for (let i = 0; out.length < lists.reduce((n, l) => n + l.length, 0); i++) for (const list of lists) if (i < list.length) out.push(list[i]!);
+  return out;
+}
+
+describe("WorkbookScheduler at Graph-like latency", () => {
+  it("keeps rate × latency in flight per tenant: fills the budget without bursting it", async () => {
+    // 400 a second per tenant at 100 ms: 40 in flight fill it; a fixed 128 would burst 128 at once.
+    const budget = { requests: 200, windowMs: 500 };
+    const items = [...itemsOf("a", 600, 0), ...itemsOf("b", 600, 600)];
+    const result = await schedule(items, { tenantBudget: budget, latencyMs: () => 100 });
+
+    for (const tenant of ["a", "b"]) {
+      expect(mostInWindow(result.sends, budget.windowMs, tenant)).toBeLessThanOrEqual(budget.requests);
+      // The first guess (1 s) lets a window's worth start at once; once answers come in, 1.25 ×
+      // 0.4/ms × 100 ms + 2 = 52, a little more for timers that fire late: not the window's 200.
+      expect(result.maxInFlight.get(tenant)).toBeLessThanOrEqual(budget.requests);
+      const later = result.sends.filter((s) => s.tenant === tenant).slice(budget.requests);
+      expect(Math.max(...later.map((s) => s.inFlight))).toBeLessThanOrEqual(80);
+    }
+    expect(result.perWorkbookOverlap).toBe(0);
+    // 600 per tenant at 200 per 0.5 s (and the pacer's 250 ms margin): three windows of sends.
+    expect(result.sends).toHaveLength(1_200);
+  });
+
+  it("shares the app's budget between tenants in turn: a small backlog is not starved by a large one", async () => {
+    const app = { requests: 150, windowMs: 500 };
+    // Claimed as a sweep claims them: users of every tenant mixed in the ledger's order.
+    const items = interleave(itemsOf("big1", 500, 0), itemsOf("small", 30, 1_000), itemsOf("big2", 500, 2_000));
+    const result = await schedule(items, { tenantBudget: { requests: 1_000, windowMs: 500 }, appBudget: app, latencyMs: () => 20 });
+
+    expect(mostInWindow(result.sends, app.windowMs)).toBeLessThanOrEqual(app.requests);
+    const finishedOf = (tenant: string) => items.filter((i) => i.tenant === tenant).map((i) => result.finished.get(i.id)!);
+    // A fair share of the app's 150 per 0.5 s is 50 per window for each of the three: the small
+    // tenant's 30 go out in the first window, not spread over the big tenants' ten.
+    expect(Math.max(...finishedOf("small"))).toBeLessThan(app.windowMs);
+    const firstWindow = result.sends.filter((s) => s.at < app.windowMs / 2);
+    const share = (tenant: string) => firstWindow.filter((s) => s.tenant === tenant).length;
+    expect(Math.abs(share("big1") - share("big2"))).toBeLessThanOrEqual(5);
+  });
+});
