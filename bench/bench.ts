@@ -18,12 +18,16 @@ import {
   CONTENDER_SCENARIOS,
   DEFAULT_OPTIONS,
   HISTORY_LIVE_STALE,
+  REALISTIC_SCENARIOS,
   THREE_SWEEPERS,
   type BenchOptions,
   type ContenderName,
   type ContenderScenario,
+  type RealisticScenario,
   type TenantBudget,
 } from "./options";
+import { runRealistic, type RealisticResult, type RunContender } from "./realistic";
+import type { LatencySpec } from "../standins/graphEmulator";
 
 export type { ContenderScenario, ScenarioName } from "./options";
 import { PROJECT_ROOT } from "./projectRoot";
@@ -42,11 +46,13 @@ export interface RunBenchOptions extends Partial<BenchOptions> {
 
 export interface ContenderRun {
   contender: ContenderName;
-  scenario: ContenderScenario;
+  scenario: ContenderScenario | RealisticScenario;
   repeat: number;
   /** Stale rows the contender was given (naive: its prefix). */
   rows: number;
   wallMs: number;
+  /** When the contender's job started, in ms since the epoch (the stand-ins' requests are stamped on the same clock). */
+  startedAtMs: number;
   /** Stale rows closed, as read back from the ledger and Graph. */
   closed: number;
   closedPerSecond: number;
@@ -244,6 +250,7 @@ export interface BenchResult {
   idle?: IdleResult;
   three?: ThreeResult;
   history?: HistoryResult;
+  realistic?: Partial<Record<RealisticScenario, RealisticResult>>;
   targets: Targets;
 }
 
@@ -304,6 +311,11 @@ export async function runBench(input: RunBenchOptions): Promise<BenchResult> {
     let history: HistoryResult | undefined;
     if (options.scenarios.includes("history")) history = await runHistory(env, options, log);
 
+    let realistic: BenchResult["realistic"];
+    for (const name of REALISTIC_SCENARIOS.filter((n) => options.scenarios.includes(n))) {
+      (realistic ??= {})[name] = await runRealistic(env, options, name, runContender, log);
+    }
+
     let scan: ScanResult | undefined;
     if (options.scanRows > 0) scan = await runScan(env, plan, options, log);
 
@@ -331,7 +343,16 @@ export async function runBench(input: RunBenchOptions): Promise<BenchResult> {
       ...(idle && { idle }),
       ...(three && { three }),
       ...(history && { history }),
-      targets: evaluateTargets({ runs, ...(floors && { floors }), ...(scan && { scan }), ...(idle && { idle }), ...(three && { three }), ...(history && { history }) }),
+      ...(realistic && { realistic }),
+      targets: evaluateTargets({
+        runs,
+        ...(floors && { floors }),
+        ...(scan && { scan }),
+        ...(idle && { idle }),
+        ...(three && { three }),
+        ...(history && { history }),
+        ...(realistic && { realistic }),
+      }),
     };
   } finally {
     await env.close();
@@ -344,13 +365,24 @@ async function seed(env: BenchEnvironment, plan: DatasetPlan, prefix: string, ki
   return seedTable(env, plan, env.newTableName(prefix), kinds ? { kinds } : {});
 }
 
-function sweeperSettings(options: BenchOptions, budget: TenantBudget | null): Record<string, string> {
+function sweeperSettings(options: BenchOptions, budget: TenantBudget | null, appBudget?: TenantBudget): Record<string, string> {
   return {
     // The operator sets the budget the sweep keeps under to the tenant's; with no budget enforced, one that never binds.
     EXCEL_BUDGET_REQUESTS: String(budget ? budget.requests : 1_000_000),
     EXCEL_BUDGET_WINDOW: budget ? String(budget.windowMs / 1000) : "PT10S",
+    // The app's budget only where the emulator keeps one (the realistic scenarios): elsewhere one that never binds.
+    EXCEL_APP_BUDGET_REQUESTS: String(appBudget ? appBudget.requests : 10_000_000),
+    EXCEL_APP_BUDGET_WINDOW: appBudget ? String(appBudget.windowMs / 1000) : "PT10S",
     ...(options.sweepConcurrency !== undefined && { SWEEP_CONCURRENCY: String(options.sweepConcurrency) }),
   };
+}
+
+/** What a scenario sets beyond the tenant's budget: the app's, Graph's latency, a prefix. */
+export interface ContenderSetup {
+  appBudget?: TenantBudget;
+  latency?: LatencySpec;
+  /** Stale rows the contender is given. @default naive: `naivePrefix`; the others: all */
+  limit?: number;
 }
 
 async function runContender(
@@ -358,21 +390,26 @@ async function runContender(
   plan: DatasetPlan,
   options: BenchOptions,
   contender: ContenderName,
-  scenario: ContenderScenario,
+  scenario: ContenderScenario | RealisticScenario,
   budget: TenantBudget | null,
   repeat: number,
   log: (line: string) => void,
+  setup: ContenderSetup = {},
 ): Promise<{ run: ContenderRun; seeded: SeededTable }> {
   const seeded = await seed(env, plan, contender.slice(0, 5));
-  env.emulator.configure({ tenantBudget: budget });
-  const limit = contender === "naive" ? Math.min(options.naivePrefix, plan.counts.stale) : undefined;
+  env.emulator.configure({
+    tenantBudget: budget,
+    appBudget: setup.appBudget ?? null,
+    ...(setup.latency !== undefined && { latencyMs: setup.latency }),
+  });
+  const limit = setup.limit ?? (contender === "naive" ? Math.min(options.naivePrefix, plan.counts.stale) : undefined);
   const rows = limit ?? plan.counts.stale;
   log(`${scenario} · ${contender}${options.repeats > 1 ? ` #${repeat}` : ""}: ${rows} stale rows${limit !== undefined ? ` (a prefix of ${plan.counts.stale})` : ""}…`);
   const cpuBefore = process.cpuUsage();
   const azuriteBefore = processCpuMs(env.azuritePid);
   const result: JobResult = await job(options, {
     job: contender,
-    settings: env.settings(seeded.tableName, sweeperSettings(options, budget)),
+    settings: env.settings(seeded.tableName, sweeperSettings(options, budget, setup.appBudget)),
     ...(limit !== undefined && { limit }),
   });
   const cpuHere = process.cpuUsage(cpuBefore);
@@ -391,6 +428,7 @@ async function runContender(
     repeat,
     rows,
     wallMs: result.wallMs,
+    startedAtMs: result.startedAtMs,
     closed,
     closedPerSecond: closed > 0 ? closed / (result.wallMs / 1000) : 0,
     msPerClosed: closed > 0 ? result.wallMs / closed : Infinity,

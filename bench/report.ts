@@ -1,5 +1,6 @@
 /** The bench's printed table and target list. */
 import type { BenchResult, ContenderRun, HistoryFigures, HistoryResult, ThreeResult } from "./bench";
+import type { RealisticResult } from "./realistic";
 import type { GraphFigures } from "./measure";
 import { representative, type Target } from "./targets";
 
@@ -20,6 +21,7 @@ export function formatReport(result: BenchResult): string {
   if (floors) lines.push(...floorLines(result));
   if (result.three) lines.push(...threeLines(result.three, representative(result.runs, "sweeper", "budget")));
   if (result.history) lines.push(...historyLines(result.history));
+  for (const realistic of Object.values(result.realistic ?? {})) lines.push(...realisticLines(realistic));
   if (result.scan) lines.push(`Dry-run scan of ${result.scan.rows} rows: ${(result.scan.wallMs / 1000).toFixed(2)} s, ${result.scan.storage.queries} pages, peak RSS ${result.scan.peakRssMb.toFixed(0)} MB (${result.scan.rssScope}${result.scan.workerBaselineRssMb !== null ? `; an idle worker process: ${result.scan.workerBaselineRssMb.toFixed(0)} MB` : ""})`);
   if (result.idle) lines.push(`Idle sweep: ${result.idle.storage.total} storage request(s) (${result.idle.storage.queries} queries), ${result.idle.graphRequests} Graph request(s), ${result.idle.tokenRequests} token request(s)`);
   lines.push("");
@@ -83,6 +85,7 @@ function floorLines(result: BenchResult): string[] {
       `(${((trips.closed / trips.closeMs) * 1000).toFixed(0)}/s)`,
   );
   for (const run of result.runs.filter((r) => r.contender === "sweeper")) {
+    if (run.scenario !== "budget" && run.scenario !== "unbounded") continue;
     const floor = Math.max(floors.table.floorMs, g[run.scenario]?.floorMs ?? 0);
     const tenants = Object.values(run.graph.perTenant).map((t) => (t.budgetUtilization === null ? "n/a" : t.budgetUtilization.toFixed(3)));
     lines.push(
@@ -92,6 +95,43 @@ function floorLines(result: BenchResult): string[] {
         (run.graph.workbookOverlaps.count > 0 ? ` (longest ${run.graph.workbookOverlaps.maxOverlapMs} ms${run.graph.workbookOverlaps.maxOverlapMs < 5 ? ": the emulator's bookkeeping, not a real overlap" : ""})` : ""),
     );
   }
+  return lines;
+}
+
+/** A realistic scenario: its setup and floor, then a row per contender. */
+function realisticLines(r: RealisticResult): string[] {
+  const lines: string[] = [];
+  lines.push(
+    `${r.scenario}: ${r.tenants} tenants, ${r.stale} stale sessions (${r.users} users × ${r.workbooksPerUser} workbooks), Graph latency log-normal median ${r.latency.medianMs} ms / p99 ${r.latency.p99Ms} ms, ` +
+      `budgets ${r.tenantBudget.requests}/${r.tenantBudget.windowMs / 1000} s per tenant and ${r.appBudget.requests}/${r.appBudget.windowMs / 1000} s per app · ` +
+      `floor ${fmtSeconds(r.floor.floorMs)} (${r.floor.binding} budget binds; tenant ${fmtSeconds(r.floor.tenantMs)}, app ${fmtSeconds(r.floor.appMs)}, busiest workbook ${fmtSeconds(r.floor.workbookMs)})`,
+  );
+  const header = ["contender", "rows", "wall", "÷ floor", "closed/s", "ms/closed", "429 share", "tenant util.", "app util.", "share dev.", "in flight", "release p50", "release p99", "wrong rows"];
+  const table: string[][] = [header];
+  for (const { contender, run, figures: f } of r.runs) {
+    table.push([
+      contender,
+      `${run.rows}${run.rows < r.stale ? " (prefix)" : ""}`,
+      fmtSeconds(run.wallMs),
+      f.wallOverFloor.toFixed(3),
+      run.closedPerSecond.toFixed(1),
+      fmt(run.msPerClosed, 2),
+      f.throttledShare === null ? "n/a" : `${(f.throttledShare * 100).toFixed(2)}%`,
+      f.tenantUtilization[0] === undefined || f.tenantUtilization[0] === null ? "n/a" : f.tenantUtilization[0].toFixed(3),
+      f.appUtilization === null ? "n/a" : f.appUtilization.toFixed(3),
+      f.maxShareDeviation === null ? "n/a" : f.maxShareDeviation.toFixed(3),
+      f.meanInFlight.toFixed(0),
+      f.releaseLatencyMs ? fmtSeconds(f.releaseLatencyMs.p50) : "n/a",
+      f.releaseLatencyMs ? fmtSeconds(f.releaseLatencyMs.p99) : "n/a",
+      run.correctness.wrongRows === 0 ? "0" : `${run.correctness.wrongRows} WRONG`,
+    ]);
+  }
+  const widths = header.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+  for (const [index, row] of table.entries()) {
+    lines.push(`  ${row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ")}`);
+    if (index === 0) lines.push(`  ${widths.map((w) => "-".repeat(w)).join("  ")}`);
+  }
+  lines.push("  tenant util.: the worst tenant's; share dev.: the largest |tenant's share ÷ a fair share − 1| while every tenant had work; release: from the run's start (every row stale by then) to the session's 204.");
   return lines;
 }
 

@@ -4,7 +4,8 @@
  */
 import type { ContenderRun, ContenderScenario, Floors, HistoryResult, IdleResult, ScanResult, ThreeResult } from "./bench";
 import type { GraphFigures } from "./measure";
-import type { ContenderName } from "./options";
+import type { ContenderName, RealisticScenario } from "./options";
+import type { RealisticResult, RealisticRun } from "./realistic";
 
 export interface Target<V = number | null> {
   value: V;
@@ -39,6 +40,22 @@ export interface Targets {
   threeBudgetUtilization: Target;
   /** Three scenario: requests that reached a workbook while another was still being answered on it. */
   threeWorkbookOverlaps: Target & { maxOverlapMs: number | null };
+  /** Realistic latency, 2 tenants: the worse tenant's budget utilization. */
+  realistic2BudgetUtilization: Target;
+  /** Realistic latency, 2 tenants: 429s ÷ Graph requests. */
+  realistic2ThrottledShare: Target;
+  /** Realistic latency, 2 tenants: wall ÷ the budget floor. */
+  realistic2WallOverFloor: Target;
+  /** Realistic latency, 10 tenants: the app budget's utilization across tenants. */
+  realistic10AppUtilization: Target;
+  /** Realistic latency, 10 tenants: 429s ÷ Graph requests. */
+  realistic10ThrottledShare: Target;
+  /** Realistic latency, 10 tenants: the largest |tenant's share ÷ fair − 1| while every tenant had work. */
+  realistic10FairShare: Target;
+  /** Realistic latency, 2 tenants, per closed session: naive's time ÷ the sweeper's. */
+  realisticVsNaive: Target;
+  /** Realistic latency, 2 tenants, per closed session: competent's time ÷ the sweeper's. */
+  realisticVsCompetent: Target;
   /** Rows left in a wrong state, per contender, over all its runs; the target is the sweeper's 0. */
   wrongRows: Target<Partial<Record<ContenderName, number>>>;
 }
@@ -49,8 +66,25 @@ export function representative(runs: readonly ContenderRun[], contender: Contend
   return matching[Math.floor((matching.length - 1) / 2)];
 }
 
-export function evaluateTargets(input: { runs: ContenderRun[]; floors?: Floors; scan?: ScanResult; idle?: IdleResult; three?: ThreeResult; history?: HistoryResult }): Targets {
-  const { runs, floors, scan, idle, three, history } = input;
+export function evaluateTargets(input: {
+  runs: ContenderRun[];
+  floors?: Floors;
+  scan?: ScanResult;
+  idle?: IdleResult;
+  three?: ThreeResult;
+  history?: HistoryResult;
+  realistic?: Partial<Record<RealisticScenario, RealisticResult>>;
+}): Targets {
+  const { runs, floors, scan, idle, three, history, realistic } = input;
+  const realisticRun = (scenario: RealisticScenario, contender: ContenderName): RealisticRun | undefined =>
+    realistic?.[scenario]?.runs.find((r) => r.contender === contender);
+  const sweeper2 = realisticRun("realistic2", "sweeper");
+  const sweeper10 = realisticRun("realistic10", "sweeper");
+  const worstTenant2 = sweeper2 ? (sweeper2.figures.tenantUtilization.some((u) => u === null) ? null : Math.min(...(sweeper2.figures.tenantUtilization as number[]))) : null;
+  const realisticRatio = (contender: ContenderName) => {
+    const other = realisticRun("realistic2", contender);
+    return other && sweeper2 && Number.isFinite(other.run.msPerClosed) && Number.isFinite(sweeper2.run.msPerClosed) ? other.run.msPerClosed / sweeper2.run.msPerClosed : null;
+  };
   const sweeperBudget = representative(runs, "sweeper", "budget");
   const sweeperFree = representative(runs, "sweeper", "unbounded");
   const naive = representative(runs, "naive", "budget") ?? representative(runs, "naive", "unbounded");
@@ -76,6 +110,9 @@ export function evaluateTargets(input: { runs: ContenderRun[]; floors?: Floors; 
   // The history scenario's sweeps and the three scenario's are the sweeper's too.
   if (history) wrong.sweeper = (wrong.sweeper ?? 0) + history.withoutHistory.wrongRows + history.withHistory.wrongRows;
   if (three) wrong.sweeper = (wrong.sweeper ?? 0) + three.correctness.wrongRows;
+  for (const result of Object.values(realistic ?? {})) {
+    for (const { contender, run } of result.runs) wrong[contender] = (wrong[contender] ?? 0) + run.correctness.wrongRows;
+  }
 
   const historyWorst = history
     ? Math.max(...(["idle", "sweep"] as const).flatMap((sweep) => [history.ratios[sweep].requests, history.ratios[sweep].rowsReturned, history.ratios[sweep].scanned]))
@@ -144,6 +181,39 @@ export function evaluateTargets(input: { runs: ContenderRun[]; floors?: Floors; 
       met: three ? three.graph.workbookOverlaps.count === 0 : null,
       maxOverlapMs: three?.graph.workbookOverlaps.maxOverlapMs ?? null,
       ...(three && three.graph.workbookOverlaps.count > 0 && { note: `longest ${three.graph.workbookOverlaps.maxOverlapMs} ms` }),
+    },
+    realistic2BudgetUtilization: {
+      value: worstTenant2,
+      target: ">= 0.95",
+      met: atLeast(worstTenant2, 0.95),
+      ...(sweeper2 && { note: "worse tenant; Graph at 1-3 s, Excel's budgets" }),
+    },
+    realistic2ThrottledShare: { value: sweeper2?.figures.throttledShare ?? null, target: "<= 0.01", met: atMost(sweeper2?.figures.throttledShare ?? null, 0.01) },
+    realistic2WallOverFloor: {
+      value: sweeper2?.figures.wallOverFloor ?? null,
+      target: "<= 1.1",
+      met: atMost(sweeper2?.figures.wallOverFloor ?? null, 1.1),
+      ...(realistic?.realistic2 && { note: `floor ${(realistic.realistic2.floor.floorMs / 1000).toFixed(1)} s: ${realistic.realistic2.floor.binding} budget` }),
+    },
+    realistic10AppUtilization: { value: sweeper10?.figures.appUtilization ?? null, target: ">= 0.95", met: atLeast(sweeper10?.figures.appUtilization ?? null, 0.95) },
+    realistic10ThrottledShare: { value: sweeper10?.figures.throttledShare ?? null, target: "<= 0.01", met: atMost(sweeper10?.figures.throttledShare ?? null, 0.01) },
+    realistic10FairShare: {
+      value: sweeper10?.figures.maxShareDeviation ?? null,
+      target: "<= 0.2",
+      met: atMost(sweeper10?.figures.maxShareDeviation ?? null, 0.2),
+      ...(sweeper10 && { note: "largest |a tenant's share of the app budget ÷ fair − 1| while all had work" }),
+    },
+    realisticVsNaive: {
+      value: realisticRatio("naive"),
+      target: ">= 100",
+      met: atLeast(realisticRatio("naive"), 100),
+      ...(sweeper2 && { note: "time per closed session, realistic2; naive on a prefix" }),
+    },
+    realisticVsCompetent: {
+      value: realisticRatio("competent"),
+      target: ">= 3",
+      met: atLeast(realisticRatio("competent"), 3),
+      ...(sweeper2 && { note: "time per closed session, realistic2; competent on a prefix" }),
     },
     wrongRows: { value: wrong, target: "sweeper == 0", met: wrong.sweeper === undefined ? null : wrong.sweeper === 0 },
   };

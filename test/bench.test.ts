@@ -11,7 +11,7 @@ import { runJobInChild, runJobsTogether } from "../bench/worker";
 describe("bench", () => {
   let result: BenchResult;
 
-  it("runs every contender on a tiny data set and leaves every row right", { timeout: 60_000 }, async () => {
+  it("runs every contender on a tiny data set and leaves every row right", { timeout: 90_000 }, async () => {
     result = await runBench({
       certificateDir: inject("testCertificateDir"),
       connectionString: inject("storageConnectionString"),
@@ -26,6 +26,12 @@ describe("bench", () => {
       scanRows: 300,
       historyRows: 200,
       historyRepeats: 2,
+      realisticLatency: { medianMs: 3, p99Ms: 12 },
+      realisticSeconds: 1,
+      realisticBudget: { requests: 20, windowMs: 1_000 },
+      appBudget: { requests: 30, windowMs: 1_000 },
+      realisticNaivePrefix: 3,
+      realisticCompetentPrefix: 10,
       isolation: "inline",
     });
 
@@ -59,8 +65,32 @@ describe("bench", () => {
     expect(three.workers).toHaveLength(3);
     expect(three.workers.reduce((sum, w) => sum + (w.summary?.closed ?? 0), 0)).toBe(40);
     expect(three.storage.total).toBe(three.workers.reduce((sum, w) => sum + w.storage.total, 0));
+    // The realistic scenarios: 2 tenants with the peers on prefixes, 10 tenants sharing the app's budget.
+    const realistic2 = result.realistic!.realistic2!;
+    expect(realistic2.runs.map((r) => [r.contender, r.run.rows])).toEqual([
+      ["naive", 3],
+      ["competent", 10],
+      ["sweeper", realistic2.stale],
+    ]);
+    const realistic10 = result.realistic!.realistic10!;
+    expect(realistic10.tenants).toBe(10);
+    expect(realistic10.runs.map((r) => r.contender)).toEqual(["sweeper"]);
+    for (const { contender, run, figures } of [...realistic2.runs, ...realistic10.runs]) {
+      expect(run.correctness, `${run.scenario}/${contender}: ${run.correctness.examples.join("; ")}`).toMatchObject({ wrongRows: 0, closed: run.rows });
+      expect(figures.releaseLatencyMs).not.toBeNull();
+      expect(figures.meanGraphLatencyMs).toBeGreaterThan(0);
+    }
+    expect(realistic10.runs[0]!.figures.fairShares).toHaveLength(10);
     expect(Object.keys(result.targets).sort()).toEqual(
       [
+        "realistic10AppUtilization",
+        "realistic10FairShare",
+        "realistic10ThrottledShare",
+        "realistic2BudgetUtilization",
+        "realistic2ThrottledShare",
+        "realistic2WallOverFloor",
+        "realisticVsCompetent",
+        "realisticVsNaive",
         "budgetUtilization",
         "historyRatio",
         "idleGraphRequests",

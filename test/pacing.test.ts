@@ -1,21 +1,24 @@
 import { describe, expect, it } from "vitest";
 import { InFlightTarget } from "../src/sweep/InFlightTarget";
+import { ReadyWorkbooks } from "../src/sweep/ReadyWorkbooks";
+import { SendWindow } from "../src/sweep/SendWindow";
 import { TenantPacer } from "../src/sweep/TenantPacer";
+import { readAhead } from "../src/utils/readAhead";
 import { WorkbookScheduler, type ScheduledItem } from "../src/sweep/WorkbookScheduler";
 
 const UNLIMITED = { requests: Number.MAX_SAFE_INTEGER, windowMs: 1 };
 
 describe("InFlightTarget", () => {
-  it("keeps the budget's rate times the observed latency in flight, with headroom, and follows the latency", () => {
+  it("keeps the pacer's fastest rate times the observed latency in flight, with headroom, and follows the latency", () => {
     const target = new InFlightTarget({ tenantBudget: { requests: 1_500, windowMs: 10_000 }, appBudget: UNLIMITED, cap: 10_000, initialLatencyMs: 1_000 });
-    // Before any answer: 150/s × 1 s × 1.25, and 2 spare.
-    expect(target.forTenant("a")).toBe(190);
-    for (let i = 0; i < 200; i++) target.observe("a", 3_000);
+    // Before any answer: the pacer's 300/s (twice the budget's rate, while its window has room) × 1 s × 1.25, and 2 spare.
+    expect(target.forTenant("a")).toBe(377);
+    for (let i = 0; i < 400; i++) target.observe("a", 3_000);
     expect(target.latencyMs("a")).toBeCloseTo(3_000, 0);
-    expect(target.forTenant("a")).toBe(565);
-    // Graph speeds up during the sweep: the target comes down within a few dozen answers.
-    for (let i = 0; i < 100; i++) target.observe("a", 30);
-    expect(target.forTenant("a")).toBeLessThan(10);
+    expect(target.forTenant("a")).toBe(1_127);
+    // Graph speeds up during the sweep: the target comes down within a few hundred answers (about a second's).
+    for (let i = 0; i < 300; i++) target.observe("a", 30);
+    expect(target.forTenant("a")).toBeLessThan(20);
     // A tenant without answers of its own borrows the sweep's estimate.
     expect(target.latencyMs("b")).toBeCloseTo(target.latencyMs(), 5);
   });
@@ -23,9 +26,9 @@ describe("InFlightTarget", () => {
   it("never exceeds the app's rate for one tenant, the app's budget for all, or the cap", () => {
     const app = { requests: 5_000, windowMs: 10_000 };
     const target = new InFlightTarget({ tenantBudget: { requests: 1_000_000, windowMs: 10_000 }, appBudget: app, cap: 10_000, initialLatencyMs: 1_000 });
-    expect(target.forTenant("a")).toBe(627);
+    expect(target.forTenant("a")).toBe(1_252);
     const tenants = Array.from({ length: 10 }, (_, i) => `t${i}`);
-    expect(target.forTenants(tenants)).toBe(627);
+    expect(target.forTenants(tenants)).toBe(1_252);
     const capped = new InFlightTarget({ tenantBudget: { requests: 1_000_000, windowMs: 10_000 }, appBudget: app, cap: 100 });
     expect(capped.forTenant("a")).toBe(100);
     expect(capped.forTenants(tenants)).toBe(100);
@@ -39,8 +42,8 @@ describe("TenantPacer", () => {
     expect(pacer.waitMs("a", 0)).toBeGreaterThan(0);
     expect(pacer.waitMs("b", 0)).toBe(0);
     pacer.record("b", 0);
-    // The app's fourth request is gone: b waits too, for the window (and the pacer's margin) to pass.
-    expect(pacer.waitMs("b", 10)).toBe(1_240);
+    // The app's fourth request is gone: b waits too, for the window (and the pacer's 100 ms margin) to pass.
+    expect(pacer.waitMs("b", 10)).toBe(1_090);
     // Promised slots count: two tenants' pending sends against the app's budget.
     const fresh = new TenantPacer({ requests: 3, windowMs: 1_000 }, { requests: 4, windowMs: 1_000 });
     expect(fresh.waitMs("a", 0, 1, 3)).toBe(0);
@@ -132,11 +135,12 @@ describe("WorkbookScheduler at Graph-like latency", () => {
 
     for (const tenant of ["a", "b"]) {
       expect(mostInWindow(result.sends, budget.windowMs, tenant)).toBeLessThanOrEqual(budget.requests);
-      // The first guess (1 s) lets a window's worth start at once; once answers come in, 1.25 ×
-      // 0.4/ms × 100 ms + 2 = 52, a little more for timers that fire late: not the window's 200.
+      // The first guess (1 s) lets a window's worth start at once; once answers come in, the
+      // pacer's fastest 0.8/ms × 100 ms × 1.25 + 2 = 102, a little more for timers that fire
+      // late; and once the window is full, only what leaves it: not the window's 200.
       expect(result.maxInFlight.get(tenant)).toBeLessThanOrEqual(budget.requests);
       const later = result.sends.filter((s) => s.tenant === tenant).slice(budget.requests);
-      expect(Math.max(...later.map((s) => s.inFlight))).toBeLessThanOrEqual(80);
+      expect(Math.max(...later.map((s) => s.inFlight))).toBeLessThanOrEqual(120);
     }
     expect(result.perWorkbookOverlap).toBe(0);
     // 600 per tenant at 200 per 0.5 s (and the pacer's 250 ms margin): three windows of sends.
@@ -157,5 +161,86 @@ describe("WorkbookScheduler at Graph-like latency", () => {
     const firstWindow = result.sends.filter((s) => s.at < app.windowMs / 2);
     const share = (tenant: string) => firstWindow.filter((s) => s.tenant === tenant).length;
     expect(Math.abs(share("big1") - share("big2"))).toBeLessThanOrEqual(5);
+  });
+});
+
+describe("SendWindow and TenantPacer: a send counted from its arrival", () => {
+  it("a restamped send holds its slot until a window after it arrived", () => {
+    const pacer = new TenantPacer({ requests: 2, windowMs: 1_000 });
+    pacer.record("a", 0);
+    pacer.record("a", 10);
+    // The window (and its 100 ms margin) lets the first send go at 1,100 ms...
+    expect(pacer.waitMs("a", 500)).toBe(600);
+    // ...unless its handshake made it reach Graph 400 ms late: then at 1,500 ms.
+    pacer.restamp("a", 0, 400);
+    expect(pacer.waitMs("a", 500)).toBe(610);
+    expect(pacer.recent("a", 1_110)).toEqual([400]);
+    expect(pacer.waitMs("a", 1_110, 1)).toBe(390);
+  });
+
+  it("keeps the window in order when a send moves past later ones", () => {
+    const window = new SendWindow({ requests: 3, windowMs: 1_000 });
+    for (const at of [0, 10, 20]) window.record(at);
+    window.restamp(0, 15);
+    expect(window.recent(20)).toEqual([10, 15, 20]);
+    expect(window.waitMs(20)).toBe(990);
+    // A time it does not hold is left alone.
+    window.restamp(5, 500);
+    expect(window.recent(20)).toEqual([10, 15, 20]);
+  });
+});
+
+describe("ReadyWorkbooks", () => {
+  it("starts the workbook with the most work first, the oldest first among equals", () => {
+    const ready = new ReadyWorkbooks();
+    ready.push("one-a", 1);
+    ready.push("nine", 9);
+    ready.push("three", 3);
+    ready.push("one-b", 1);
+    ready.push("also-three", 3);
+    expect([ready.pop(), ready.pop(), ready.pop(), ready.pop(), ready.pop(), ready.pop()]).toEqual(["nine", "three", "also-three", "one-a", "one-b", undefined]);
+    ready.push("x", 2);
+    ready.push("y", 5);
+    expect(ready.drain().sort()).toEqual(["x", "y"]);
+    expect(ready.size).toBe(0);
+  });
+});
+
+describe("readAhead", () => {
+  it("asks for the next page while the caller works on this one, and closes the source when the caller stops", async () => {
+    const events: string[] = [];
+    let closed = false;
+    async function* pages() {
+      try {
+        for (let i = 1; i <= 5; i++) {
+          events.push(`fetch ${i}`);
+          await new Promise((resolve) => setTimeout(resolve, 1));
+          yield i;
+        }
+      } finally {
+        closed = true;
+      }
+    }
+    for await (const page of readAhead(pages())) {
+      events.push(`work ${page}`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      if (page === 3) break;
+    }
+    expect(events.slice(0, 4)).toEqual(["fetch 1", "fetch 2", "work 1", "fetch 3"]);
+    expect(events).toContain("fetch 4");
+    expect(events).not.toContain("work 4");
+    expect(closed).toBe(true);
+  });
+
+  it("passes a source's failure to the caller", async () => {
+    async function* failing() {
+      yield 1;
+      throw new Error("storage is gone");
+    }
+    const seen: number[] = [];
+    await expect(async () => {
+      for await (const page of readAhead(failing())) seen.push(page);
+    }).rejects.toThrow("storage is gone");
+    expect(seen).toEqual([1]);
   });
 });

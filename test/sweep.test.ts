@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { type SessionRecord } from "../src";
 import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { mapConcurrent } from "../src/utils/concurrency";
-import { useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 
 const OTHER_TENANT = "22222222-2222-4222-8222-222222222222";
 let cloud: CloudFixture;
@@ -47,6 +47,34 @@ describe("sweep", () => {
     expect(cloud.emulator.requests).toHaveLength(500);
     // One token exchange per user, not per session.
     expect(cloud.authority.tokenRequests.filter((r) => r.status === 200)).toHaveLength(24);
+  });
+
+  it("keeps the app's budget across tenants at Graph-like latency, each tenant an equal share, none throttled", async () => {
+    const tenantBudget = { requests: 30, windowMs: 1_000 };
+    const appBudget = { requests: 40, windowMs: 1_000 };
+    const table = await cloud.newTable({ EXCEL_BUDGET_REQUESTS: "30", EXCEL_BUDGET_WINDOW: "PT1S", EXCEL_APP_BUDGET_REQUESTS: "40", EXCEL_APP_BUDGET_WINDOW: "PT1S" });
+    cloud.emulator.configure({ latencyMs: { kind: "lognormal", medianMs: 20, p99Ms: 80 }, tenantBudget, appBudget });
+    const tenants = [HOME_TENANT, OTHER_TENANT, "33333333-3333-4333-8333-333333333333"];
+    const users = Array.from({ length: 18 }, (_, i) => ({ userId: newUserId(), tenantId: tenants[i % 3]! }));
+    const opened = await mapConcurrent(
+      Array.from({ length: 90 }, (_, i) => ({ ...users[i % users.length]!, workbook: `/me/drive/items/book-${i % 5}` })),
+      16,
+      (p) => table.openSession(p),
+    );
+
+    const summary = await table.services.newSweeper().run();
+
+    expect(summary).toMatchObject({ claimed: 90, closed: 90, retry: 0 });
+    const rows = await statuses(table);
+    for (const { sessionId } of opened) expect(rows.get(sessionId)?.status).toBe("closed");
+    expect(cloud.emulator.requests.filter((r) => r.status === 429)).toHaveLength(0);
+    const stats = cloud.emulator.stats();
+    expect(stats.maxAppRequestsInWindow(CLIENT_ID, appBudget.windowMs)).toBeLessThanOrEqual(appBudget.requests);
+    for (const tenant of tenants) expect(stats.maxTenantRequestsInWindow(tenant, tenantBudget.windowMs)).toBeLessThanOrEqual(tenantBudget.requests);
+    expect(stats.maxConcurrentPerWorkbook).toBe(1);
+    // The app's first window, 40 requests, shared by three tenants with work: 13 or so each, not one tenant's 30.
+    const first = [...cloud.emulator.requests].sort((a, b) => a.startedAt - b.startedAt).slice(0, appBudget.requests);
+    for (const tenant of tenants) expect(first.filter((r) => r.tenantId === tenant).length).toBeGreaterThanOrEqual(8);
   });
 
   it("dry run lists what would be closed and sends and writes nothing", async () => {

@@ -67,5 +67,5 @@ export const competent: Contender = async (context) => {
       // 412: a heartbeat or someone else changed the row meanwhile; leave it to them.
     }
   });
-  return { attempted: rows.length, closed, errors };
+  return { attempted: rows.length, closed, errors, attemptedKeys: rows.map((r) => `${r.partitionKey}/${r.rowKey}`) };
 };

@@ -39,15 +39,18 @@ export class TimedHttpsAgent extends Agent {
   }
 
   /**
-   * The longest any connection opened in the last `withinMs` took to be ready (or has taken so
-   * far): how much later than it was sent a request of that time may have reached the server.
+   * The longest handshake (or the time taken so far) of the connections opened within `windowMs`
+   * after `sentAgoMs` ago: a request sent then on a new connection opened it right away, so this
+   * is how much later than sent it may have reached the server. 0 when none was opened then.
    */
-  handshakeDelayMs(withinMs: number): number {
+  handshakeDelayMs(sentAgoMs: number, windowMs: number): number {
     const now = performance.now();
+    const from = now - sentAgoMs;
     let longest = 0;
     for (let i = this.handshakes.length - 1; i >= 0; i--) {
       const handshake = this.handshakes[i]!;
-      if (handshake.startedAt < now - withinMs) break;
+      if (handshake.startedAt < from) break;
+      if (handshake.startedAt > from + windowMs) continue;
       longest = Math.max(longest, (handshake.endedAt ?? now) - handshake.startedAt);
     }
     return longest;

@@ -32,6 +32,12 @@ export class SendWindow {
     this.sent.splice(this.insertionPoint(to), 0, to);
   }
 
+  /** How many sends are in the window at `now`. */
+  count(now: number): number {
+    this.forget(now);
+    return this.sent.length - this.head;
+  }
+
   /** The sends still in the window at `now`, oldest first. */
   recent(now: number): number[] {
     this.forget(now);

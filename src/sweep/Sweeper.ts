@@ -9,6 +9,7 @@ import { WorkbookScheduler, type ItemResult } from "./WorkbookScheduler";
 import type { ErrorInfo } from "../core/errors";
 import type { PausedOutcome } from "../core/closeOutcome";
 import { HeldLeases } from "../ledger/tenantLeases";
+import { readAhead } from "../utils/readAhead";
 
 /**
  * A tenant's lease lasts half the claim lease (how long a dead sweeper may hold its rows), at most
@@ -60,10 +61,14 @@ export interface SweepRunOptions {
 
 const MAX_CANDIDATES = 1_000;
 /**
- * Rows claimed and waiting per request the sweep keeps in flight before claims pause: a few rows
- * per workbook, so that every workbook that finishes has its next row at hand.
+ * Rows claimed and waiting per request the sweep keeps in flight before claims pause. Claims come
+ * a user at a time, with all of that user's rows in all of their workbooks, and a workbook takes
+ * them one at a time: the work must be spread over many more workbooks than there are requests in
+ * flight, or the last users' workbooks close their sessions one by one after everything else is
+ * done. Measured on the bench (9 sessions per workbook, 1.3 s each): at 8 rows per slot the sweep's
+ * last 8 s sent at a third of the budget's rate.
  */
-const CLAIMED_AHEAD_PER_SLOT = 8;
+const CLAIMED_AHEAD_PER_SLOT = 32;
 
 /** A claimed row on its way through the scheduler. */
 interface Work {
@@ -159,7 +164,7 @@ class SweepRun {
       deadline: this.deadline,
       signal: this.stop,
       now: () => this.clock().getTime(),
-      sendDelayMs: (withinMs) => deps.closer.sendDelayMs(withinMs),
+      sendDelayMs: (sentAgoMs) => deps.closer.sendDelayMs(sentAgoMs),
       run: (work, waitForSendSlot) => this.attempt(work, waitForSendSlot),
       onDeferred: (items, until) => this.returnUntried(items, { nextAttemptAt: new Date(until), count: "deferred" }),
       onLeft: (items) => this.returnUntried(items, { count: this.appPause ? "paused" : "skipped" }),
@@ -255,7 +260,8 @@ class SweepRun {
       withoutAssertion: this.summary.dryRun,
       ...(this.request.userId !== undefined && { userId: this.request.userId }),
     });
-    for await (const page of pages) {
+    // The next page is read while this one's rows are claimed.
+    for await (const page of readAhead(pages)) {
       this.summary.scanned += page.rows.length + page.malformed.length;
       if (page.malformed.length > 0) await this.handleMalformed(page.malformed);
       const finished = page.rows.filter((row) => isTerminal(row.status));
