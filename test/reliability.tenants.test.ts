@@ -146,3 +146,50 @@ it("two processes, each running sweeps and queue close requests for four tenants
   for (const { sessionId } of [...stale, ...requested]) expect(cloud.emulator.sessionState(sessionId)).toBe("closed");
   expect(closes).toHaveLength(stale.length + requested.length);
 });
+
+it("two sweeps in two processes share the app's Excel budget: each keeps its tenants' share of it", { timeout: 60_000 }, async () => {
+  // The app's budget binds (40 a second for 4 tenants that may each send 100); the tenant's lease
+  // lasts 1.5 s, so each sweep counts the tenants held every 0.5 s.
+  const overrides = { CLAIM_LEASE: "PT3S", EXCEL_BUDGET_REQUESTS: "100", EXCEL_BUDGET_WINDOW: "PT1S", EXCEL_APP_BUDGET_REQUESTS: "40", EXCEL_APP_BUDGET_WINDOW: "PT1S" };
+  const appBudget = { requests: 40, windowMs: 1_000 };
+  const table = await cloud.newTable(overrides);
+  cloud.emulator.configure({ latencyMs: { kind: "lognormal", medianMs: 20, p99Ms: 60 }, appBudget });
+  const tenants = [HOME_TENANT, OTHER_TENANT, "33333333-3333-4333-8333-333333333333", "44444444-4444-4444-8444-444444444444"];
+  const users = Array.from({ length: 16 }, (_, i) => ({ userId: newUserId(), tenantId: tenants[i % 4]! }));
+  const open = (tenantSet: string[]) =>
+    mapConcurrent(
+      users.filter((u) => tenantSet.includes(u.tenantId)).flatMap((u) => Array.from({ length: 12 }, (_, i) => ({ ...u, workbook: `/me/drive/items/share-${i % 4}` }))),
+      16,
+      (p) => table.openSession(p),
+    );
+  // The first sweep meets only the first two tenants' rows; the second, started once the first
+  // holds them, takes the other two. Each sends in a process of its own as far as the budget goes:
+  // its own pacer, its own leases.
+  const first = await open(tenants.slice(0, 2));
+  const a = await cloud.newTableServicesFor(table, overrides);
+  const b = await cloud.newTableServicesFor(table, overrides);
+  const sweepA = a.newSweeper().run();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const second = await open(tenants.slice(2));
+  const bStarted = Date.now();
+  const [summaryA, summaryB] = await Promise.all([sweepA, b.newSweeper().run()]);
+
+  // Until the first sweep counts the second's tenants, the two may overrun the app's window: a
+  // 429 then is a retry (with Graph's cooldown), never a session's fate, and only in that moment.
+  expect(summaryA.closed + summaryB.closed + summaryA.retry + summaryB.retry).toBe(first.length + second.length);
+  expect(summaryA.failed + summaryB.failed).toBe(0);
+  expect(summaryA.closed, "the first sweep closed its tenants' sessions").toBeGreaterThan(0);
+  expect(summaryB.closed, "the second sweep closed the others'").toBeGreaterThan(0);
+  // Once the first sweep has counted the second's tenants (its next renewal, 0.5 s), the two
+  // together keep the app's budget: each sends its half. Without the count each would send all 40.
+  const settled = bStarted + 500;
+  const sends = cloud.emulator.requests.filter((r) => r.kind === "closeSession" && r.startedAt >= settled).map((r) => r.startedAt).sort((x, y) => x - y);
+  let most = 0;
+  for (let i = 0, j = 0; i < sends.length; i++) {
+    while (sends[i]! - sends[j]! >= appBudget.windowMs) j++;
+    most = Math.max(most, i - j + 1);
+  }
+  expect(sends.length, "enough sends after both held their tenants to measure").toBeGreaterThan(appBudget.requests);
+  expect(most).toBeLessThanOrEqual(appBudget.requests);
+  expect(cloud.emulator.requests.filter((r) => r.status === 429 && r.startedAt >= settled)).toEqual([]);
+});

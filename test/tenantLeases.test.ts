@@ -55,8 +55,10 @@ describe("tenant leases", () => {
 
   it("a sweep's held leases renew in the background and are released at its end", async () => {
     const { a, b } = twoLedgers();
-    const held = new HeldLeases(a.tenantLeases, 1_500, (error) => {
-      throw error;
+    const held = new HeldLeases(a.tenantLeases, 1_500, {
+      onError: (error) => {
+        throw error;
+      },
     });
     expect(await held.take(TENANT)).toBe(true);
     expect(await held.take(TENANT), "asked again: still held").toBe(true);

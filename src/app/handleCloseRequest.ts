@@ -80,7 +80,7 @@ async function tenantLease(ledger: SessionLedger, tenantId: string, leaseMs: num
   const deadline = Date.now() + LEASE_WAIT_MS;
   for (;;) {
     // A renewal that fails leaves the lease to run out: the close then is not sent.
-    const leases = new HeldLeases(ledger.tenantLeases, leaseMs, () => undefined, sends);
+    const leases = new HeldLeases(ledger.tenantLeases, leaseMs, { onError: () => undefined, sends });
     if (await leases.take(tenantId)) return leases;
     if (Date.now() + LEASE_POLL_MS > deadline) return undefined;
     await new Promise((resolve) => setTimeout(resolve, LEASE_POLL_MS));

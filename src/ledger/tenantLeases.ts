@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { TableClient } from "@azure/data-tables";
+import { odata, type TableClient } from "@azure/data-tables";
 import { storageStatus, withTable } from "./tableClient";
 
 /** What the leases table's name adds to the live table's: `<SESSIONS_TABLE>Leases`. */
@@ -50,6 +50,14 @@ export class TenantLeases {
 
   serviceNow(): Date {
     return this.options.serviceNow();
+  }
+
+  /** How many tenants' leases run now, whoever holds them: the app's budget is shared among them. */
+  async countHeld(): Promise<number> {
+    const filter = odata`PartitionKey eq ${PARTITION} and leaseUntil gt ${this.serviceNow()}`;
+    let held = 0;
+    for await (const page of this.client.listEntities({ queryOptions: { filter, select: ["RowKey"] } }).byPage({ maxPageSize: 1_000 })) held += page.length;
+    return held;
   }
 
   /**
@@ -162,6 +170,18 @@ export interface SendLog {
   seed(tenantId: string, sends: readonly number[]): void;
 }
 
+export interface HeldLeasesOptions {
+  /** A renewal or a count that failed for a storage fault (the lease then runs out). */
+  onError: (error: unknown) => void;
+  /** Where this holder's sends are counted. @default none: no sends handed over */
+  sends?: SendLog;
+  /**
+   * The share of the app's Excel budget this holder's tenants are due: its tenants ÷ every tenant
+   * held by anyone, counted when it takes a tenant and with every renewal. @default not counted
+   */
+  onAppShare?: (share: number) => void;
+}
+
 /**
  * The leases one sweep (or close request) holds: taken as it meets each tenant, renewed in the
  * background every third of the lease, released when it ends. A renewal that fails leaves the lease
@@ -174,12 +194,17 @@ export class HeldLeases {
   private timer: NodeJS.Timeout | undefined;
   private renewing: Promise<void> | undefined;
 
+  private readonly onError: (error: unknown) => void;
+  private readonly sends: SendLog | undefined;
+
   constructor(
     private readonly source: TenantLeases,
     private readonly leaseMs: number,
-    private readonly onError: (error: unknown) => void,
-    private readonly sends?: SendLog,
-  ) {}
+    private readonly options: HeldLeasesOptions,
+  ) {
+    this.onError = options.onError;
+    this.sends = options.sends;
+  }
 
   /** Whether this sweep may send for the tenant: takes its lease the first time it is asked. */
   async take(tenantId: string): Promise<boolean> {
@@ -199,6 +224,7 @@ export class HeldLeases {
     if (!this.leases.has(tenantId) && lease) this.sends?.seed(tenantId, lease.previousSends);
     this.leases.set(tenantId, lease);
     if (lease) this.timer ??= setInterval(() => this.renewAll(), this.leaseMs / 3);
+    if (lease?.held) void this.countShare();
     return lease?.held ?? false;
   }
 
@@ -234,8 +260,29 @@ export class HeldLeases {
   private renewAll(): void {
     if (this.renewing) return;
     // A lease that lapsed is renewed too: its ETag still matches unless another holder took it.
-    this.renewing = Promise.all([...this.leases.values()].map((lease) => (lease && !lease.lost ? lease.renew(this.sends?.recent(lease.tenantId)).catch(this.onError) : undefined))).then(() => {
+    this.renewing = Promise.all([
+      ...[...this.leases.values()].map((lease) => (lease && !lease.lost ? lease.renew(this.sends?.recent(lease.tenantId)).catch(this.onError) : undefined)),
+      this.countShare(),
+    ]).then(() => {
       this.renewing = undefined;
     });
+  }
+
+  /**
+   * Excel's app budget is one for all of the app's senders, in every process: each keeps the share
+   * its tenants are of all tenants held, so each tenant gets an equal share app-wide. A sender that
+   * joins counts at once; one already sending learns of it at its next renewal.
+   */
+  private async countShare(): Promise<void> {
+    const onAppShare = this.options.onAppShare;
+    if (!onAppShare) return;
+    const mine = [...this.leases.values()].filter((lease) => lease?.held).length;
+    if (mine === 0) return;
+    try {
+      const all = await this.source.countHeld();
+      onAppShare(Math.min(1, mine / Math.max(mine, all)));
+    } catch (error) {
+      this.onError(error);
+    }
   }
 }

@@ -48,13 +48,23 @@ export class InFlightTarget {
   private readonly latency = new Map<string, number>();
   private overall: number;
   /** Requests per millisecond, at the pacer's fastest. */
-  private readonly rate: number;
-  private readonly appRate: number;
+  private rate: number;
+  private appRate: number;
 
   constructor(private readonly options: InFlightTargetOptions) {
     this.overall = options.initialLatencyMs ?? 1_000;
     this.appRate = peakRate(options.appBudget);
     this.rate = Math.min(peakRate(options.tenantBudget), this.appRate);
+  }
+
+  /** Only `share` of the app's budget is this sweep's (the others' tenants are sent for elsewhere). */
+  setAppShare(share: number): void {
+    this.appRate = peakRate(this.options.appBudget) * share;
+    this.rate = Math.min(peakRate(this.options.tenantBudget), this.appRate);
+  }
+
+  private inFlightAt(rate: number, latencyMs: number): number {
+    return Math.min(this.options.cap, Math.ceil(HEADROOM * rate * latencyMs) + SPARE);
   }
 
   /** A request of `tenant` answered after `ms` in flight. */
@@ -71,14 +81,16 @@ export class InFlightTarget {
 
   /** Requests `tenant` keeps in flight. */
   forTenant(tenant: string): number {
-    return Math.min(this.options.cap, Math.ceil(HEADROOM * this.rate * this.latencyMs(tenant)) + SPARE);
+    return this.inFlightAt(this.rate, this.latencyMs(tenant));
   }
 
-  /** Requests the sweep keeps in flight for `tenants` together: theirs, within the app's budget and the cap. */
+  /**
+   * Requests the sweep keeps in flight for `tenants` together: theirs, within the app's budget and
+   * the cap; before any tenant is known, one tenant's at the sweep's latency.
+   */
   forTenants(tenants: Iterable<string>): number {
     let sum = 0;
     for (const tenant of tenants) sum += this.forTenant(tenant);
-    const app = Math.ceil(HEADROOM * this.appRate * this.overall) + SPARE;
-    return Math.min(this.options.cap, app, sum === 0 ? this.forTenant("") : sum);
+    return Math.min(this.inFlightAt(this.appRate, this.overall), sum === 0 ? this.inFlightAt(this.rate, this.overall) : sum);
   }
 }

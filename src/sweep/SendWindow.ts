@@ -8,7 +8,16 @@ export class SendWindow {
   private sent: number[] = [];
   private head = 0;
 
-  constructor(private readonly budget: RequestBudget) {}
+  private budget: RequestBudget;
+
+  constructor(budget: RequestBudget) {
+    this.budget = budget;
+  }
+
+  /** From now on at most `requests` in a window (a share of a budget shared with others). */
+  setRequests(requests: number): void {
+    this.budget = { ...this.budget, requests };
+  }
 
   /** Milliseconds until one more request may go (0: now), with `pending` already promised a slot. */
   waitMs(now: number, pending = 0): number {

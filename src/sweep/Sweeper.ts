@@ -172,14 +172,14 @@ class SweepRun {
     });
     this.leases = this.summary.dryRun
       ? undefined
-      : new HeldLeases(
-          deps.ledger.tenantLeases,
-          tenantLeaseMs(deps.leaseMs),
+      : new HeldLeases(deps.ledger.tenantLeases, tenantLeaseMs(deps.leaseMs), {
           // A renewal that failed for a storage fault: the lease runs out and sends stop; the sweep goes on.
-          (error) => this.logger?.warn("A tenant lease could not be renewed", { ...describeFault(error) }),
+          onError: (error) => this.logger?.warn("A tenant lease could not be renewed", { ...describeFault(error) }),
           // One Excel budget per tenant across hand-overs: the pacer's sends go with the lease.
-          this.scheduler.sendLog(() => this.deps.ledger.serviceNow().getTime() - this.clock().getTime()),
-        );
+          sends: this.scheduler.sendLog(() => this.deps.ledger.serviceNow().getTime() - this.clock().getTime()),
+          // One app budget for every sweep in every process: this one keeps its tenants' share.
+          ...(settings.appBudget && { onAppShare: (share: number) => this.scheduler.setAppShare(share) }),
+        });
   }
 
   async execute(): Promise<SweepSummary> {

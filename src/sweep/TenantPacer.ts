@@ -12,12 +12,20 @@ export class TenantPacer {
   private readonly tenants = new Map<string, { window: SendWindow; burst: SendWindow; pausedUntil: number }>();
   private readonly tenantBudget: RequestBudget;
   private readonly burstBudget: RequestBudget;
-  private readonly app: { window: SendWindow; burst: SendWindow } | undefined;
+  private readonly app: { budget: RequestBudget; window: SendWindow; burst: SendWindow } | undefined;
 
   constructor(tenantBudget: RequestBudget, appBudget?: RequestBudget) {
     this.tenantBudget = withMargin(tenantBudget);
     this.burstBudget = burstOf(tenantBudget);
-    this.app = appBudget ? { window: new SendWindow(withMargin(appBudget)), burst: new SendWindow(burstOf(appBudget)) } : undefined;
+    this.app = appBudget ? { budget: appBudget, window: new SendWindow(withMargin(appBudget)), burst: new SendWindow(burstOf(appBudget)) } : undefined;
+  }
+
+  /** Keeps `share` (0-1] of the app's budget: the rest is other processes' (HeldLeases' onAppShare). */
+  setAppShare(share: number): void {
+    if (!this.app) return;
+    const requests = Math.max(1, Math.floor(this.app.budget.requests * share));
+    this.app.window.setRequests(requests);
+    this.app.burst.setRequests(burstOf({ ...this.app.budget, requests }).requests);
   }
 
   /**

@@ -95,6 +95,9 @@ export class WorkbookScheduler<T extends ScheduledItem> {
   private timerAt = Infinity;
   private waiters: (() => void)[] = [];
   private nextTenant = 0;
+  private appShare = 1;
+  private pendingShare = 1;
+  private shareTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: WorkbookSchedulerOptions<T>) {
     this.pacer = new TenantPacer(options.tenantBudget, options.appBudget);
@@ -162,6 +165,30 @@ export class WorkbookScheduler<T extends ScheduledItem> {
     return ready;
   }
 
+  /**
+   * This scheduler may use `share` (0-1] of the app's budget: other processes send for other
+   * tenants. A smaller share holds at once; a larger one (another sender finished) only a window
+   * later, once that sender's last requests have left Graph's window: taken at once, it drew 16 ×
+   * 429 in a burst in the test of two sweeps.
+   */
+  setAppShare(share: number): void {
+    // The same larger share counted again before it holds: its window is already running.
+    if (this.shareTimer && share === this.pendingShare) return;
+    if (this.shareTimer) clearTimeout(this.shareTimer);
+    this.shareTimer = undefined;
+    this.pendingShare = share;
+    const apply = () => {
+      this.shareTimer = undefined;
+      this.appShare = share;
+      this.pacer.setAppShare(share);
+      this.target.setAppShare(share);
+      this.pump();
+    };
+    if (share <= this.appShare || !this.options.appBudget) return apply();
+    this.shareTimer = setTimeout(apply, this.options.appBudget.windowMs);
+    this.shareTimer.unref();
+  }
+
   /** The tenants' sends, handed over with their leases (TenantPacer.sendLog). */
   sendLog(serviceOffsetMs: () => number): SendLog {
     return this.pacer.sendLog(this.now, serviceOffsetMs);
@@ -190,6 +217,7 @@ export class WorkbookScheduler<T extends ScheduledItem> {
     if (this.stopped) return;
     this.stopped = true;
     this.clearTimer();
+    if (this.shareTimer) clearTimeout(this.shareTimer);
     const left: T[] = [];
     for (const workbook of this.workbooks.values()) left.push(...workbook.items.splice(0));
     this.queued = 0;
@@ -221,8 +249,8 @@ export class WorkbookScheduler<T extends ScheduledItem> {
     // promised the fewest slots), among those that can start now: where the app's budget binds,
     // each tenant with work gets an equal share of it, and a tenant whose rows came late is not
     // left behind the ones that took the first window. Ties go round-robin.
+    const ids = [...this.tenants.keys()];
     while (this.inFlight < this.options.concurrency) {
-      const ids = [...this.tenants.keys()];
       let chosen: string | undefined;
       let fewest = Infinity;
       for (let i = 0; i < ids.length; i++) {
