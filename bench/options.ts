@@ -1,7 +1,6 @@
 /**
- * The bench's parameters, their defaults (sized to finish in under 3 minutes on 2 cores, ~35 s more
- * for the three scenario and ~40 s more for the history scenario, most of it seeding 100,000 rows
- * of history) and the command-line flags that set them.
+ * The bench's parameters, their defaults (all scenarios: 7.7 minutes on 2 cores, about 3 of them
+ * the realistic scenarios' 40 s backlogs at Graph's latency) and the command-line flags that set them.
  */
 import { DEFAULT_SETTINGS } from "../src/config";
 
