@@ -193,6 +193,8 @@ export class HeldLeases {
   private readonly pending = new Map<string, Promise<TenantLease | undefined>>();
   private timer: NodeJS.Timeout | undefined;
   private renewing: Promise<void> | undefined;
+  /** A count of every holder's tenants under way: one at a time. */
+  private counting = false;
 
   private readonly onError: (error: unknown) => void;
   private readonly sends: SendLog | undefined;
@@ -223,6 +225,10 @@ export class HeldLeases {
     this.pending.delete(tenantId);
     if (!this.leases.has(tenantId) && lease) this.sends?.seed(tenantId, lease.previousSends);
     this.leases.set(tenantId, lease);
+    // Taken, but already short of its safety margin: the service's time as this process knows it
+    // moved up to a second forward with an answer that came in meanwhile (a short lease then looks
+    // lapsed at once, and the sweep left its own tenant as leasedElsewhere). Still ours: extend it.
+    if (lease && !lease.held && !lease.lost) await lease.renew(this.sends?.recent(tenantId)).catch(this.onError);
     if (lease) this.timer ??= setInterval(() => this.renewAll(), this.leaseMs / 3);
     if (lease?.held) void this.countShare();
     return lease?.held ?? false;
@@ -260,12 +266,12 @@ export class HeldLeases {
   private renewAll(): void {
     if (this.renewing) return;
     // A lease that lapsed is renewed too: its ETag still matches unless another holder took it.
-    this.renewing = Promise.all([
-      ...[...this.leases.values()].map((lease) => (lease && !lease.lost ? lease.renew(this.sends?.recent(lease.tenantId)).catch(this.onError) : undefined)),
-      this.countShare(),
-    ]).then(() => {
+    this.renewing = Promise.all([...this.leases.values()].map((lease) => (lease && !lease.lost ? lease.renew(this.sends?.recent(lease.tenantId)).catch(this.onError) : undefined))).then(() => {
       this.renewing = undefined;
     });
+    // Beside the renewals, never in their way: a slow count held renewals back until short leases
+    // lapsed, and every row of a lapsed tenant went back untried.
+    void this.countShare();
   }
 
   /**
@@ -275,7 +281,8 @@ export class HeldLeases {
    */
   private async countShare(): Promise<void> {
     const onAppShare = this.options.onAppShare;
-    if (!onAppShare) return;
+    if (!onAppShare || this.counting) return;
+    this.counting = true;
     try {
       const all = await this.source.countHeld();
       // Counted once the count is in, takes under way included: a tenant this holder took while
@@ -285,6 +292,8 @@ export class HeldLeases {
       if (mine > 0) onAppShare(Math.min(1, mine / Math.max(mine, all)));
     } catch (error) {
       this.onError(error);
+    } finally {
+      this.counting = false;
     }
   }
 }

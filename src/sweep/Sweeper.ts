@@ -61,14 +61,13 @@ export interface SweepRunOptions {
 
 const MAX_CANDIDATES = 1_000;
 /**
- * Rows claimed and waiting per request the sweep keeps in flight before claims pause. Claims come
- * a user at a time, with all of that user's rows in all of their workbooks, and a workbook takes
- * them one at a time: the work must be spread over many more workbooks than there are requests in
- * flight, or the last users' workbooks close their sessions one by one after everything else is
- * done. Measured on the bench (9 sessions per workbook, 1.3 s each): at 8 rows per slot the sweep's
- * last 8 s sent at a third of the budget's rate.
+ * Rows claimed and waiting per request the sweep keeps in flight before claims pause: a few rows
+ * per workbook, so that every workbook that finishes has its next row at hand. Not more: a claim
+ * counts as an attempt, so every row claimed ahead is an attempt spent if the sweeper dies
+ * (measured: at 32 per slot, 20 kills in quick succession spent five attempts on some rows of 300,
+ * which then failed). How many workbooks are claimed ahead is the scheduler's (WORKBOOKS_PER_SLOT).
  */
-const CLAIMED_AHEAD_PER_SLOT = 32;
+const CLAIMED_AHEAD_PER_SLOT = 8;
 
 /** A claimed row on its way through the scheduler. */
 interface Work {

@@ -93,7 +93,9 @@ export class TenantPacer {
   sendLog(now: () => number, serviceOffsetMs: () => number): SendLog {
     return {
       recent: (tenant) => this.recent(tenant, now()).map((at) => at + serviceOffsetMs()),
-      seed: (tenant, sends) => this.seed(tenant, sends.map((at) => at - serviceOffsetMs())),
+      // The service's time is known to its Date header's second, by each holder on its own: a send
+      // the previous holder stamped may have been up to a second later than its stamp says here.
+      seed: (tenant, sends) => this.seed(tenant, sends.map((at) => at - serviceOffsetMs() + SERVICE_TIME_RESOLUTION_MS)),
     };
   }
 
@@ -113,6 +115,9 @@ export class TenantPacer {
     return state;
   }
 }
+
+/** The storage service's Date header has whole seconds (ServiceClock). */
+const SERVICE_TIME_RESOLUTION_MS = 1_000;
 
 /**
  * At most twice the budget's rate over a tenth of its window (300 a second for Excel's 1,500 per
