@@ -53,8 +53,8 @@ export class InFlightTarget {
 
   constructor(private readonly options: InFlightTargetOptions) {
     this.overall = options.initialLatencyMs ?? 1_000;
-    this.appRate = peakRate(options.appBudget);
-    this.rate = Math.min(peakRate(options.tenantBudget), this.appRate);
+    this.appRate = this.rate = 0;
+    this.setAppShare(1);
   }
 
   /** Only `share` of the app's budget is this sweep's (the others' tenants are sent for elsewhere). */
