@@ -164,6 +164,30 @@ describe("429 storms", () => {
     await expectLedgerSound(table);
   });
 
+  it("a budget that outlasts the sweep gives the unsent rows back as they were: a row at its last attempt does not fail for a request never sent", async () => {
+    // Two requests a minute: the sweep's 3 s see two sent; the rest wait past the sweep's end.
+    const table = await cloud.newTable({ SWEEP_CONCURRENCY: "4", EXCEL_BUDGET_REQUESTS: "2", EXCEL_BUDGET_WINDOW: "PT60S", SWEEP_TIME_BUDGET: "PT3S", MAX_ATTEMPTS: "5" });
+    const sessions = await openMany(table, 6, OTHER_TENANT, "lastattempt");
+    // Four attempts spent already (by sweepers that died holding their claims, say): the next is the last.
+    for (const { row } of sessions) await table.services.ledger.client.updateEntity({ partitionKey: row.partitionKey, rowKey: row.rowKey, attempts: 4 }, "Merge");
+
+    const summary = await table.services.newSweeper().run();
+
+    expect(summary).toMatchObject({ closed: 2, failed: 0, retry: 0, graphRequests: 2 });
+    expect(summary.deferred + summary.skipped).toBe(4);
+    const sent = new Set(cloud.emulator.requests.map((r) => r.sessionId));
+    for (const { row, sessionId } of sessions) {
+      const after = (await table.services.ledger.get(row))!;
+      if (sent.has(sessionId)) {
+        expect(after.status).toBe("closed");
+        continue;
+      }
+      expect(after, "given back untried").toMatchObject({ status: "open", attempts: 4 });
+      expect(after.lastError).toBeUndefined();
+    }
+    await expectLedgerSound(table);
+  });
+
   it("a tenant over Graph's own budget gets 429s with Retry-After; each one is waited out", async () => {
     // The app believes it may send 40 a second; Graph allows this tenant 8.
     const table = await cloud.newTable({ SWEEP_CONCURRENCY: "1", EXCEL_BUDGET_REQUESTS: "40", EXCEL_BUDGET_WINDOW: "1", SWEEP_TIME_BUDGET: "PT30S" });

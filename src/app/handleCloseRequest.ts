@@ -17,7 +17,7 @@ export type CloseRequestResult =
   | { readonly result: "alreadyFinished"; readonly status: string }
   | { readonly result: "inProgress" }
   | { readonly result: "scheduled"; readonly nextAttemptAt: string }
-  /** Another sender holds the tenant: the row is marked due now, for that sender's next sweep. */
+  /** Another sender holds the tenant (or took it before the request went): the row is due now, for that sender's next sweep. */
   | { readonly result: "handedOff" }
   | { readonly result: "attempted"; readonly report: CloseReport };
 
@@ -61,13 +61,15 @@ export async function handleCloseRequest(services: SweeperServices, request: Clo
           for (let wait = pacer.waitMs(row.tenantId, Date.now()); wait > 0; wait = pacer.waitMs(row.tenantId, Date.now())) {
             await new Promise((resolve) => setTimeout(resolve, wait));
           }
-          if (!leases.holds(row.tenantId)) return { send: false, retryAt: ledger.serviceNow() };
+          if (!leases.holds(row.tenantId)) return { send: false, retryAt: new Date() };
           pacer.record(row.tenantId, Date.now());
           return { send: true };
         },
       });
       // A heartbeat or a sweep got in between: look again once, then it is theirs.
       if (report.result === "lostRace" && attempt < 2) continue;
+      // The lease ran out before the request went: the row is back as it was, due, for the holder.
+      if (report.result === "heldBack") return { result: "handedOff" };
       return { result: "attempted", report };
     } finally {
       await leases.releaseAll();

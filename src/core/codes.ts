@@ -29,7 +29,6 @@ export const Codes = {
   MissingAssertion: "MissingAssertion",
   AssertionUserMismatch: "AssertionUserMismatch",
   GoneAfterInterruptedClose: "GoneAfterInterruptedClose",
-  NotSent: "NotSent",
   // The app's own settings or credential failed: sends pause (for one tenant or for all), rows are
   // given back as they were, and the invocation fails with one of these (AppFaultError).
   ClientCredentialRejected: "ClientCredentialRejected",

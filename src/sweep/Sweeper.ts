@@ -399,6 +399,13 @@ class SweepRun {
             return slot;
           },
         });
+    if ("heldBackUntil" in result) {
+      // Nothing reached Graph: the row goes back as it was, its attempt not spent (a claim that
+      // spent one would let a lapsed lease or a long cooldown fail a session never asked about).
+      if (!this.leases?.holds(work.tenant)) this.returnUntried([work, ...this.scheduler.withdraw(work.tenant)], { count: "leasedElsewhere" });
+      else this.returnUntried([work], { count: "deferred", nextAttemptAt: result.heldBackUntil });
+      return {};
+    }
     if (!("transition" in result)) {
       // The app's fault, not the session's: the row goes back as it was, its attempt not spent.
       this.pause(result.outcome, work.tenant);

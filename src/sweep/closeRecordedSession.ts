@@ -34,17 +34,30 @@ export interface PausedResult {
   readonly sent: false;
 }
 
-export type CloseResult = SettledResult | PausedResult;
+/**
+ * The sender held the request back (the tenant's budget or cooldown outlasts this sweep, or its
+ * tenant lease was lost): nothing reached Graph, and nothing was learnt about the session. The row
+ * goes back as it was before the claim, due at `heldBackUntil`, its attempt unspent.
+ */
+export interface HeldBackResult {
+  readonly heldBackUntil: Date;
+  readonly sent: false;
+}
+
+export type CloseResult = SettledResult | PausedResult | HeldBackResult;
 
 /**
  * A close of one recorded session (the queue trigger's path):
  * - `lostRace`: the row changed before we claimed it (a heartbeat, another sweeper): nothing sent.
  * - otherwise the attempt's result, and whether its transition was written. `recorded` is false
  *   when the row changed under us after the call and the change already says enough.
+ * - `heldBack`: not sent (the tenant's lease was lost, or its budget outlasts the wait); the row is
+ *   given back as it was, due at `nextAttemptAt`, for the tenant's sender.
  * A paused attempt (the app's own fault) is no report: the row is given back and AppFaultError thrown.
  */
 export type CloseReport =
   | { readonly result: "lostRace"; readonly reason: "changed" | "gone" }
+  | { readonly result: "heldBack"; readonly nextAttemptAt: Date }
   | (SettledResult & { readonly result: SettledOutcome["kind"]; readonly recorded: boolean });
 
 /**
@@ -62,12 +75,17 @@ export interface CloseOptions {
 /**
  * Claim → token → closeSession → mark, for one row (the queue trigger's path). When the app's own
  * settings or credential fail (a `paused` outcome), the row goes back as it was before the claim,
- * its attempt unspent, and AppFaultError is thrown with the cause's code.
+ * its attempt unspent, and AppFaultError is thrown with the cause's code. A request held back goes
+ * back the same way, due when it may be sent.
  */
 export async function closeRecordedSession(row: SessionToClose, deps: CloseDependencies, options: CloseOptions = {}): Promise<CloseReport> {
   const claim = await deps.ledger.claim(row, { leaseMs: deps.leaseMs });
   if (!claim.claimed) return { result: "lostRace", reason: claim.reason };
   const closed = await closeClaimed(claim.row, row, deps, options);
+  if ("heldBackUntil" in closed) {
+    await deps.ledger.releaseClaims([{ claimed: claim.row, original: row }], { nextAttemptAt: closed.heldBackUntil });
+    return { result: "heldBack", nextAttemptAt: closed.heldBackUntil };
+  }
   if (!("transition" in closed)) {
     await deps.ledger.releaseClaims([{ claimed: claim.row, original: row }]);
     const { scope, code, message } = closed.outcome;
@@ -88,6 +106,7 @@ export async function closeClaimed(
   options: CloseOptions = {},
 ): Promise<CloseResult> {
   const attempt = await attemptClose(claimed, deps, options);
+  if ("heldBackUntil" in attempt) return attempt;
   if (attempt.outcome.kind === "paused") return { outcome: attempt.outcome, sent: false };
   const outcome = original.status === "closing" ? afterInterruptedClose(attempt.outcome) : attempt.outcome;
   return { outcome, sent: attempt.sent, transition: transitionFor(outcome, claimed, deps.maxAttempts) };
@@ -98,7 +117,11 @@ export async function closeClaimed(
  * closeSession, for a row this caller has claimed. Pacing is the sweep's: the Graph client only
  * checks and sends.
  */
-export async function attemptClose(claimed: SessionToClose, deps: Pick<CloseDependencies, "credentials" | "closer">, options: CloseOptions = {}): Promise<CloseAttempt> {
+export async function attemptClose(
+  claimed: SessionToClose,
+  deps: Pick<CloseDependencies, "credentials" | "closer">,
+  options: CloseOptions = {},
+): Promise<CloseAttempt | HeldBackResult> {
   const credential = await deps.credentials.forRow(claimed);
   if (!credential.ok) return { outcome: credential.outcome, sent: false };
   const checked = deps.closer.check({
@@ -112,10 +135,8 @@ export async function attemptClose(claimed: SessionToClose, deps: Pick<CloseDepe
   if (options.waitForSendSlot) {
     const slot = await options.waitForSendSlot();
     if ("paused" in slot) return { outcome: slot.paused, sent: false };
-    if (!slot.send) {
-      const message = "Not sent: the tenant's request budget or cooldown outlasted this sweep.";
-      return { outcome: { kind: "retry", retryAt: slot.retryAt, cooldown: false, code: Codes.NotSent, message }, sent: false };
-    }
+    // Not the session's fate: it was never asked about.
+    if (!slot.send) return { heldBackUntil: slot.retryAt, sent: false };
   }
   const outcome = await deps.closer.send(checked.request);
   // A paused outcome here is a token the Graph client could not get: nothing reached Graph.
