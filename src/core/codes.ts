@@ -18,6 +18,8 @@ export const Codes = {
   MalformedRow: "MalformedRow",
   UnsupportedSchemaVersion: "UnsupportedSchemaVersion",
   AssertionUnreadable: "AssertionUnreadable",
+  AssertionKeyUnknown: "AssertionKeyUnknown",
+  AssertionFormatRetired: "AssertionFormatRetired",
   // Why a close attempt ended without Graph's 204, when Graph gave no code of its own.
   UnsafeLocation: "UnsafeLocation",
   GraphRequestTimeout: "GraphRequestTimeout",
