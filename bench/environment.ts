@@ -11,7 +11,7 @@ import type { GraphEmulator } from "../standins/graphEmulator";
 import { startStandIns } from "../standins/startStandIns";
 import { HISTORY_TABLE_INFIX } from "../src/ledger/history";
 import { LEASES_TABLE_SUFFIX } from "../src/ledger/tenantLeases";
-import { isLoopbackEmulator } from "../src/ledger/tableClient";
+import { isLoopbackEmulator } from "../src/ledger/storageConnection";
 
 export interface BenchEnvironment {
   readonly connectionString: string;
@@ -20,7 +20,8 @@ export interface BenchEnvironment {
   readonly authority: FakeAuthority;
   readonly emulator: GraphEmulator;
   readonly clientId: string;
-  readonly assertionKey: Buffer;
+  /** The sweeper's assertion key pair (raw X25519, base64url): seeding seals with the public key. */
+  readonly assertionKeys: { readonly privateKey: string; readonly publicKey: string };
   /** Every app setting the sweeper needs for `tableName`, as the Functions host would pass them. */
   settings(tableName: string, overrides?: Record<string, string>): Record<string, string>;
   /** A table name not used before in this run. */
@@ -47,7 +48,7 @@ export async function startBenchEnvironment(options: EnvironmentOptions): Promis
     ...(options.connectionString !== undefined && { storageConnectionString: options.connectionString }),
     emulator: { latencyMs: options.latencyMs, idleMs: EMULATOR_IDLE },
   });
-  const { storageConnectionString: connectionString, authority, emulator, clientId, assertionKey } = standIns;
+  const { storageConnectionString: connectionString, authority, emulator, clientId, assertionKeys } = standIns;
   const service = TableServiceClient.fromConnectionString(connectionString, { allowInsecureConnection: isLoopbackEmulator(connectionString) });
   const runId = randomBytes(3).toString("hex");
   let tables = 0;
@@ -58,7 +59,7 @@ export async function startBenchEnvironment(options: EnvironmentOptions): Promis
     authority,
     emulator,
     clientId,
-    assertionKey,
+    assertionKeys,
     settings(tableName, overrides = {}) {
       return standIns.settings({
         SESSIONS_TABLE: tableName,

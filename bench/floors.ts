@@ -8,7 +8,7 @@
  */
 import { odata, type TableClient, type TableEntityResult, type TransactionAction } from "@azure/data-tables";
 import { OnBehalfOfCredential } from "@azure/identity";
-import { AssertionCipher } from "../src/core/AssertionCipher";
+import { AssertionOpener } from "../src/core/assertionSealing";
 import { historyTableName } from "../src/ledger/history";
 import { createLedgerTableClient } from "../src/ledger/tableClient";
 import { chunk, groupBy, mapConcurrent } from "../src/utils/concurrency";
@@ -87,7 +87,7 @@ export async function measureTableFloor(env: BenchEnvironment, seeded: SeededTab
  */
 export const graphRoundTrips: Contender = async ({ settings, parallel = 128 }) => {
   const client = createLedgerTableClient(settings.AzureWebJobsStorage!, settings.SESSIONS_TABLE!);
-  const cipher = new AssertionCipher(Buffer.from(settings.ASSERTION_ENCRYPTION_KEY!, "base64"));
+  const opener = new AssertionOpener({ privateKeys: [settings.ASSERTION_PRIVATE_KEY!] });
   const rows: TableEntityResult<Record<string, unknown>>[] = [];
   for await (const row of client.listEntities<Record<string, unknown>>({ queryOptions: { filter: odata`status eq ${"open"}` } })) rows.push(row);
   const users = [...groupBy(rows, (r) => r.partitionKey!).values()];
@@ -98,7 +98,7 @@ export const graphRoundTrips: Contender = async ({ settings, parallel = 128 }) =
       tenantId: String(first!.tenantId),
       clientId: settings.AZURE_CLIENT_ID!,
       clientSecret: settings.AZURE_CLIENT_SECRET!,
-      userAssertionToken: cipher.decrypt(String(first!.assertion), { partitionKey: first!.partitionKey!, rowKey: first!.rowKey! }),
+      userAssertionToken: await opener.open(String(first!.assertion), { partitionKey: first!.partitionKey!, rowKey: first!.rowKey! }),
       authorityHost: settings.AZURE_AUTHORITY_HOST!,
       disableInstanceDiscovery: true,
     };

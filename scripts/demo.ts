@@ -21,7 +21,7 @@ async function main(): Promise<void> {
 
   console.log("Starting the local stand-ins: Azurite (in memory, telemetry off), Entra ID authority, Graph emulator…");
   const standIns = await startStandIns({ certificate, tenantId: TENANT, clientId: CLIENT_ID, emulator: { latencyMs: 20 } });
-  const { authority, emulator, assertionKey, storageConnectionString } = standIns;
+  const { authority, emulator, assertionKeys, storageConnectionString } = standIns;
   try {
     // One tenant only here: the app is left to its default of no other tenants.
     Object.assign(process.env, standIns.settings({ SESSIONS_TABLE: TABLE, STALE_AFTER: "PT2M", AZURE_ADDITIONALLY_ALLOWED_TENANTS: "" }));
@@ -62,7 +62,8 @@ async function main(): Promise<void> {
       const sessionId = emulator.openSession({ tenantId: TENANT, userId, workbook: item.workbook });
       item.setup?.(sessionId);
       const producer = SessionProducer.fromConnectionString(storageConnectionString, TABLE, {
-        assertionKey,
+        // Producers get the public key only: they seal assertions they cannot read back.
+        assertionPublicKey: assertionKeys.publicKey,
         clock: () => new Date(Date.now() - item.idle * MINUTE),
       });
       const row = await producer.record({

@@ -11,6 +11,7 @@ import { loadConfig, type Settings, type SweeperConfig } from "./config";
 import { createSweeperServices, type SweeperServices } from "./app/sweeperServices";
 import { Codes } from "./core/codes";
 import { ConfigurationError, describeProblem, ValidationError, type InputProblem } from "./core/errors";
+import { generateAssertionKeyPair } from "./core/assertionSealing";
 import { describeFault } from "./sweep/Sweeper";
 import type { SweepRequest, SweepSummary } from "./sweep/models";
 import { runLoggedSweep } from "./app/runSweep";
@@ -36,9 +37,12 @@ export interface CliIo {
 }
 
 export const USAGE = `Usage: ${PROGRAM} [sweep] [options]
+       ${PROGRAM} keys new
        ${PROGRAM} help
 
 Closes the stale Excel workbook sessions recorded in the session ledger, as the timer does.
+\`keys new\` prints a new key pair for sealing user assertions: ASSERTION_PRIVATE_KEY for the
+sweeper (keep it in Key Vault), ASSERTION_PUBLIC_KEY for the producing services.
 
 Options:
   --dry-run             list what would be closed; claim, write and send nothing
@@ -82,7 +86,7 @@ export class UsageError extends ValidationError {
 }
 
 interface Invocation {
-  command: "sweep" | "help";
+  command: "sweep" | "help" | "keys";
   request: SweepRequest;
   json: boolean;
   verbose: boolean;
@@ -99,7 +103,11 @@ function parseInvocation(argv: readonly string[]): Invocation {
   const { values, positionals } = parsed;
   const [command = "sweep", ...extra] = positionals;
   if (values.help || command === "help") return { command: "help", request: {}, json: false, verbose: false, settingsPath: undefined };
-  if (command !== "sweep") throw new UsageError([{ field: "arguments", message: `unknown command '${command}'; the commands are sweep (the default) and help` }]);
+  if (command === "keys") {
+    if (extra.length !== 1 || extra[0] !== "new") throw new UsageError([{ field: "arguments", message: "the keys command takes one argument: keys new" }]);
+    return { command: "keys", request: {}, json: values.json ?? false, verbose: false, settingsPath: undefined };
+  }
+  if (command !== "sweep") throw new UsageError([{ field: "arguments", message: `unknown command '${command}'; the commands are sweep (the default), keys new and help` }]);
   if (extra.length > 0) throw new UsageError([{ field: "arguments", message: `unexpected argument${extra.length > 1 ? "s" : ""} ${extra.map((a) => `'${a}'`).join(", ")}` }]);
 
   // The flags become the same fields as the HTTP API's body, validated by the same function.
@@ -187,6 +195,16 @@ async function run(argv: readonly string[], full: CliIo, { stdout, stderr, fail,
   }
   if (invocation.command === "help") {
     stdout.write(USAGE);
+    return EXIT_OK;
+  }
+  if (invocation.command === "keys") {
+    // Written to stdout unredacted: printing a new key is this command's whole purpose.
+    const pair = await generateAssertionKeyPair();
+    full.stdout.write(
+      invocation.json
+        ? `${JSON.stringify({ ASSERTION_PRIVATE_KEY: pair.privateKey, ASSERTION_PUBLIC_KEY: pair.publicKey, keyId: pair.keyId })}\n`
+        : `ASSERTION_PRIVATE_KEY=${pair.privateKey}\nASSERTION_PUBLIC_KEY=${pair.publicKey}\n# key id ${pair.keyId}: the private key goes to the sweeper only (a Key Vault secret); the public key to every producer.\n`,
+    );
     return EXIT_OK;
   }
 

@@ -3,11 +3,34 @@ import { ConfigurationError } from "./core/errors";
 import { MAX_DURATION_MS, parseDuration } from "./utils/duration";
 import type { RequestBudget } from "./core/budget";
 
+/**
+ * How the app reaches the storage account that holds the ledger table and the close queue, read
+ * from the same settings the Functions host reads for its own connection:
+ * - `AzureWebJobsStorage`: a connection string (the account key or a SAS inside it);
+ * - identity-based, when `AzureWebJobsStorage` is empty: `AzureWebJobsStorage__tableServiceUri` and
+ *   `__queueServiceUri` (or `__accountName`, for the public cloud's endpoints), with `__credential`
+ *   `managedidentity` and, for a user-assigned identity, `__clientId` or `__managedIdentityResourceId`.
+ *   Without `__credential`, the default chain of @azure/identity (a developer's sign-in locally).
+ */
+export type StorageConnectionSettings =
+  | { readonly kind: "connectionString"; readonly connectionString: string }
+  | {
+      readonly kind: "identity";
+      readonly tableServiceUrl: string;
+      readonly queueServiceUrl: string;
+      readonly credential: StorageIdentity;
+    };
+
+/** Which identity an identity-based storage connection uses. */
+export type StorageIdentity =
+  | { readonly kind: "managedIdentity"; readonly clientId?: string; readonly resourceId?: string }
+  | { readonly kind: "default"; readonly managedIdentityClientId?: string };
+
 /** Everything the app reads from its settings, validated. Durations are milliseconds. */
 export interface SweeperConfig {
   storage: {
-    /** `AzureWebJobsStorage`: the ledger table and the close queue live in this account. */
-    connectionString: string;
+    /** `AzureWebJobsStorage` (a connection string) or its identity-based form: the ledger table and the close queue live in this account. */
+    connection: StorageConnectionSettings;
     /** `SESSIONS_TABLE` (default `WorkbookSessions`). */
     tableName: string;
     /** `CLOSE_QUEUE` (default `workbook-session-close`). */
@@ -54,10 +77,19 @@ export interface SweeperConfig {
     tenantId: string;
     /** `AZURE_CLIENT_ID`. */
     clientId: string;
-    /** `AZURE_CLIENT_SECRET` or `AZURE_CLIENT_CERTIFICATE_PATH` (PEM with key): exactly one. */
-    clientCredential: { kind: "secret"; secret: string } | { kind: "certificate"; certificatePath: string };
-    /** `ASSERTION_ENCRYPTION_KEY`: 32 bytes, base64; user assertions are stored encrypted with it. */
-    assertionKey: Buffer;
+    /**
+     * How the app registration proves itself in the on-behalf-of exchange, exactly one of:
+     * `AZURE_CLIENT_ASSERTION_IDENTITY` (a managed identity's token as a federated client assertion:
+     * no secret anywhere), `AZURE_CLIENT_CERTIFICATE_PATH` (PEM with key) or `AZURE_CLIENT_SECRET`.
+     */
+    clientCredential: ClientCredentialSettings;
+    /** The keys that open stored user assertions (producers seal them with the public key). */
+    assertionKeys: {
+      /** `ASSERTION_PRIVATE_KEY` first, then `ASSERTION_PREVIOUS_PRIVATE_KEYS`: raw X25519 private keys, base64/base64url. */
+      privateKeys: string[];
+      /** `ASSERTION_ENCRYPTION_KEY`: the retired shared key, set only while rows in its `a1.` format remain. */
+      legacyKey?: Buffer;
+    };
     /** `AZURE_ADDITIONALLY_ALLOWED_TENANTS`: other tenants whose users' sessions may be closed, comma separated; `*` for any. */
     additionallyAllowedTenants: string[];
     /**
@@ -72,14 +104,38 @@ export interface SweeperConfig {
 
 export type Settings = Readonly<Record<string, string | undefined>>;
 
-/**
- * The settings without a default: the app does not run until each is set. The client credential is
- * one of AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH.
- */
-export const REQUIRED_SETTINGS = ["AzureWebJobsStorage", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "ASSERTION_ENCRYPTION_KEY"] as const;
+/** The app registration's credential in the on-behalf-of exchange. */
+export type ClientCredentialSettings =
+  | { readonly kind: "secret"; readonly secret: string }
+  | { readonly kind: "certificate"; readonly certificatePath: string }
+  /**
+   * A token of the Function app's managed identity (`clientId`: a user-assigned one; absent: the
+   * system-assigned one) for `audience`, which the app registration trusts as a federated credential.
+   */
+  | { readonly kind: "managedIdentity"; readonly clientId?: string; readonly audience: string };
 
-/** The two ways to give the app registration's credential; exactly one is set. */
-export const CLIENT_CREDENTIAL_SETTINGS = ["AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH"] as const;
+/**
+ * The settings without a default: the app does not run until each is set. `AzureWebJobsStorage`
+ * may be given in its identity-based form instead (`AzureWebJobsStorage__…`); the client credential
+ * is one of CLIENT_CREDENTIAL_SETTINGS.
+ */
+export const REQUIRED_SETTINGS = ["AzureWebJobsStorage", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "ASSERTION_PRIVATE_KEY"] as const;
+
+/** The ways to give the app registration's credential; exactly one is set. The secretless one first. */
+export const CLIENT_CREDENTIAL_SETTINGS = ["AZURE_CLIENT_ASSERTION_IDENTITY", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_CLIENT_SECRET"] as const;
+
+/** The identity-based form of `AzureWebJobsStorage`, as the Functions host reads it. */
+export const STORAGE_IDENTITY_SETTINGS = [
+  "AzureWebJobsStorage__accountName",
+  "AzureWebJobsStorage__tableServiceUri",
+  "AzureWebJobsStorage__queueServiceUri",
+  "AzureWebJobsStorage__credential",
+  "AzureWebJobsStorage__clientId",
+  "AzureWebJobsStorage__managedIdentityResourceId",
+] as const;
+
+/** Optional settings with no default value: unset means not used. */
+export const OPTIONAL_SETTINGS = ["ASSERTION_PREVIOUS_PRIVATE_KEYS", "ASSERTION_ENCRYPTION_KEY"] as const;
 
 export const DEFAULT_SETTINGS = {
   SESSIONS_TABLE: "WorkbookSessions",
@@ -102,6 +158,7 @@ export const DEFAULT_SETTINGS = {
   AZURE_DISABLE_INSTANCE_DISCOVERY: "false",
   AZURE_ADDITIONALLY_ALLOWED_TENANTS: "",
   GRAPH_SCOPE: "Files.ReadWrite",
+  AZURE_CLIENT_ASSERTION_AUDIENCE: "api://AzureADTokenExchange",
 } as const;
 
 /**
@@ -113,7 +170,7 @@ export function loadConfig(settings: Settings = process.env): SweeperConfig {
   const reader = new SettingsReader(settings);
   const config: SweeperConfig = {
     storage: {
-      connectionString: reader.connectionString("AzureWebJobsStorage"),
+      connection: reader.storageConnection("AzureWebJobsStorage"),
       // History tables add `History2026W49` (14 characters) to the name, within Table Storage's 63.
       tableName: reader.matching("SESSIONS_TABLE", TABLE_NAME, "a table name: 3-49 letters or digits, starting with a letter (its weeks of history add 14)"),
       closeQueueName: reader.matching("CLOSE_QUEUE", QUEUE_NAME, QUEUE_NAME_FORM),
@@ -146,7 +203,7 @@ export function loadConfig(settings: Settings = process.env): SweeperConfig {
       tenantId: reader.tenant("AZURE_TENANT_ID"),
       clientId: reader.matching("AZURE_CLIENT_ID", GUID, "a GUID (the app registration's Application (client) ID)"),
       clientCredential: reader.clientCredential(),
-      assertionKey: reader.key("ASSERTION_ENCRYPTION_KEY", 32),
+      assertionKeys: reader.assertionKeys(),
       additionallyAllowedTenants: reader.list("AZURE_ADDITIONALLY_ALLOWED_TENANTS", /^([0-9a-f-]{36}|\*)$/i, "a tenant GUID or *"),
       scope: "",
     },
@@ -238,6 +295,17 @@ function ncrontabProblem(expression: string): string | undefined {
 }
 
 const PLACEHOLDER_MESSAGE = "still holds a '<…>' placeholder from local.settings.sample.json; set the real value";
+/**
+ * App Service resolves `@Microsoft.KeyVault(...)` in an app setting before the app starts; a value
+ * that still reads so was not resolved (the app's identity may not read the secret).
+ */
+const KEY_VAULT_REFERENCE = /^@Microsoft\.KeyVault\(/i;
+const KEY_VAULT_MESSAGE =
+  "is a Key Vault reference the platform did not resolve: give the Function app's identity the Key Vault Secrets User role on the vault, and check the reference's status in the app's Environment variables blade";
+const ACCOUNT_NAME = /^[a-z0-9]{3,24}$/;
+/** An Azure resource id of a user-assigned identity. */
+const IDENTITY_RESOURCE_ID = /^\/subscriptions\/[^/]+\/resourceGroups\/[^/]+\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/[^/]+$/i;
+const KEY_TEXT = /^[A-Za-z0-9+/_-]+={0,2}$/;
 
 class SettingsReader {
   private readonly problems: { setting: string; message: string }[] = [];
@@ -256,11 +324,18 @@ class SettingsReader {
     return [...this.problems];
   }
 
-  /** The setting's value, trimmed, or its default; a sample's `<…>` placeholder counts as a problem, not a value. */
+  /**
+   * The setting's value, trimmed, or its default; a sample's `<…>` placeholder or a Key Vault
+   * reference the platform left unresolved counts as a problem, not a value.
+   */
   private raw(name: string): string | undefined {
     const value = this.settings[name]?.trim();
     if (value && PLACEHOLDER.test(value)) {
       this.problem(name, PLACEHOLDER_MESSAGE, undefined);
+      return undefined;
+    }
+    if (value && KEY_VAULT_REFERENCE.test(value)) {
+      this.problem(name, KEY_VAULT_MESSAGE, undefined);
       return undefined;
     }
     if (value) return value;
@@ -278,6 +353,11 @@ class SettingsReader {
     if (value !== undefined) return value;
     // A placeholder has been reported already, as what it is.
     return this.problems.length > problems ? "" : this.problem(name, "is required but not set", "");
+  }
+
+  /** The setting's value, or undefined when it is not set (or its value was a problem, reported). */
+  optional(name: string): string | undefined {
+    return this.raw(name);
   }
 
   /** The tenant's GUID or one of its verified domain names, the two forms Entra takes for a tenant. */
@@ -349,6 +429,57 @@ class SettingsReader {
     return url.href.replace(/\/+$/, "");
   }
 
+  /**
+   * The storage account's connection: the connection string in `name` if it is set, else its
+   * identity-based form (`<name>__…`), read by the names and rules the Functions host uses.
+   */
+  storageConnection(name: string): StorageConnectionSettings {
+    const identitySettings = STORAGE_IDENTITY_SETTINGS.filter((setting) => this.settings[setting]?.trim());
+    if (this.settings[name]?.trim() || identitySettings.length === 0) {
+      const problems = this.problems.length;
+      const connectionString = this.connectionString(name);
+      const unset = this.problems.length > problems && this.problems.at(-1)!.message === "is required but not set";
+      if (unset) {
+        this.problems.at(-1)!.message =
+          "is required but not set: a connection string, or for an identity-based connection AzureWebJobsStorage__accountName (or __tableServiceUri and __queueServiceUri) with __credential managedidentity";
+      }
+      return { kind: "connectionString", connectionString };
+    }
+    const accountName = this.optional(`${name}__accountName`);
+    if (accountName !== undefined && !ACCOUNT_NAME.test(accountName)) {
+      this.problem(`${name}__accountName`, `is '${accountName.slice(0, 80)}', not a storage account name (3-24 lowercase letters and digits)`, undefined);
+    }
+    const serviceUrl = (service: "table" | "queue"): string => {
+      const setting = `${name}__${service}ServiceUri`;
+      if (this.settings[setting]?.trim()) return this.httpsUrl(setting);
+      if (accountName !== undefined) return `https://${accountName}.${service}.core.windows.net`;
+      return this.problem(setting, `is required for an identity-based connection (or ${name}__accountName, for the public cloud's endpoints)`, "");
+    };
+    const tableServiceUrl = serviceUrl("table");
+    const queueServiceUrl = serviceUrl("queue");
+    const credential = this.optional(`${name}__credential`);
+    const clientId = this.optional(`${name}__clientId`);
+    const resourceId = this.optional(`${name}__managedIdentityResourceId`);
+    if (clientId !== undefined && !GUID.test(clientId)) {
+      this.problem(`${name}__clientId`, `is '${clientId.slice(0, 80)}', not a GUID (the user-assigned identity's client id)`, undefined);
+    }
+    if (resourceId !== undefined && !IDENTITY_RESOURCE_ID.test(resourceId)) {
+      this.problem(`${name}__managedIdentityResourceId`, "is not the resource id of a user-assigned identity (/subscriptions/…/providers/Microsoft.ManagedIdentity/userAssignedIdentities/…)", undefined);
+    }
+    if (clientId !== undefined && resourceId !== undefined) {
+      this.problem(`${name}__clientId`, `and ${name}__managedIdentityResourceId are both set: name the user-assigned identity one way`, undefined);
+    }
+    let identity: StorageIdentity;
+    if (credential === undefined) {
+      identity = { kind: "default", ...(clientId !== undefined && { managedIdentityClientId: clientId }) };
+    } else if (credential.toLowerCase() === "managedidentity") {
+      identity = { kind: "managedIdentity", ...(clientId !== undefined && { clientId }), ...(resourceId !== undefined && { resourceId }) };
+    } else {
+      identity = this.problem(`${name}__credential`, `is '${credential.slice(0, 40)}', not managedidentity (or unset, for the default credential chain)`, { kind: "default" });
+    }
+    return { kind: "identity", tableServiceUrl, queueServiceUrl, credential: identity };
+  }
+
   /** A storage connection string; its value holds the account key, so messages never quote it. */
   connectionString(name: string): string {
     const value = this.required(name);
@@ -397,35 +528,67 @@ class SettingsReader {
     return `${origin}/${value}`;
   }
 
-  key(name: string, bytes: number): Buffer {
-    const value = this.settings[name]?.trim();
-    if (!value) return this.problem(name, "is required but not set (base64 of 32 random bytes)", Buffer.alloc(0));
-    if (PLACEHOLDER.test(value)) return this.problem(name, PLACEHOLDER_MESSAGE, Buffer.alloc(0));
-    const key = /^[A-Za-z0-9+/]+={0,2}$/.test(value) ? Buffer.from(value, "base64") : Buffer.alloc(0);
-    // The value is a secret: the message says what is wrong with it, never what it is.
-    if (key.length !== bytes) return this.problem(name, `must be base64 of exactly ${bytes} bytes`, Buffer.alloc(0));
+  /** A key, base64 or base64url of exactly `bytes` bytes. The value is a secret: a message says what is wrong with it, never what it is. */
+  key(name: string, bytes: number, value = this.settings[name]?.trim()): Buffer | undefined {
+    if (!value) return undefined;
+    if (PLACEHOLDER.test(value)) return this.problem(name, PLACEHOLDER_MESSAGE, undefined);
+    if (KEY_VAULT_REFERENCE.test(value)) return this.problem(name, KEY_VAULT_MESSAGE, undefined);
+    const key = KEY_TEXT.test(value) ? Buffer.from(value, "base64") : Buffer.alloc(0);
+    if (key.length !== bytes) return this.problem(name, `must be the base64 (or base64url) of exactly ${bytes} bytes`, undefined);
     return key;
   }
 
-  clientCredential(): SweeperConfig["auth"]["clientCredential"] {
-    const secret = this.settings.AZURE_CLIENT_SECRET?.trim();
-    const certificatePath = this.settings.AZURE_CLIENT_CERTIFICATE_PATH?.trim();
-    const placeholders = CLIENT_CREDENTIAL_SETTINGS.filter((name) => PLACEHOLDER.test(this.settings[name] ?? ""));
-    if (placeholders.length > 0) {
-      for (const name of placeholders) this.problem(name, PLACEHOLDER_MESSAGE, undefined);
-      return { kind: "secret", secret: "" };
-    }
-    if (secret && certificatePath) {
-      return this.problem("AZURE_CLIENT_SECRET", "and AZURE_CLIENT_CERTIFICATE_PATH are both set: set exactly one", {
-        kind: "secret",
-        secret: "",
+  /**
+   * The private keys that open stored assertions: ASSERTION_PRIVATE_KEY (required), then
+   * ASSERTION_PREVIOUS_PRIVATE_KEYS (a comma-separated list, during a rotation); and the retired
+   * ASSERTION_ENCRYPTION_KEY, only during the transition from the shared key.
+   */
+  assertionKeys(): SweeperConfig["auth"]["assertionKeys"] {
+    const current = this.settings.ASSERTION_PRIVATE_KEY?.trim();
+    const privateKeys: string[] = [];
+    if (!current) this.problem("ASSERTION_PRIVATE_KEY", "is required but not set (a private key from `workbook-session-sweeper keys new`; producers get its public key)", undefined);
+    else if (this.key("ASSERTION_PRIVATE_KEY", 32, current)) privateKeys.push(current);
+    const previous = this.settings.ASSERTION_PREVIOUS_PRIVATE_KEYS?.trim();
+    if (previous && KEY_VAULT_REFERENCE.test(previous)) this.problem("ASSERTION_PREVIOUS_PRIVATE_KEYS", KEY_VAULT_MESSAGE, undefined);
+    else if (previous) {
+      const keys = previous.split(",").map((key) => key.trim()).filter(Boolean);
+      keys.forEach((key, i) => {
+        if (this.key(`ASSERTION_PREVIOUS_PRIVATE_KEYS`, 32, key) === undefined) this.problems.at(-1)!.message = `has a key (the ${ordinal(i + 1)}) that ${this.problems.at(-1)!.message}`;
+        else privateKeys.push(key);
       });
     }
-    if (secret) return { kind: "secret", secret };
-    if (certificatePath) return { kind: "certificate", certificatePath };
-    return this.problem("AZURE_CLIENT_SECRET", "is required (or AZURE_CLIENT_CERTIFICATE_PATH) but not set", {
-      kind: "secret",
-      secret: "",
-    });
+    const legacyKey = this.key("ASSERTION_ENCRYPTION_KEY", 32);
+    return { privateKeys, ...(legacyKey && { legacyKey }) };
   }
+
+  clientCredential(): ClientCredentialSettings {
+    const given = CLIENT_CREDENTIAL_SETTINGS.filter((name) => this.settings[name]?.trim());
+    const unusable = given.filter((name) => PLACEHOLDER.test(this.settings[name]!) || KEY_VAULT_REFERENCE.test(this.settings[name]!.trim()));
+    const none = { kind: "secret", secret: "" } as const;
+    if (unusable.length > 0) {
+      for (const name of unusable) this.problem(name, PLACEHOLDER.test(this.settings[name]!) ? PLACEHOLDER_MESSAGE : KEY_VAULT_MESSAGE, undefined);
+      return none;
+    }
+    if (given.length > 1) return this.problem(given[0]!, `and ${given.slice(1).join(" and ")} are ${given.length > 2 ? "all" : "both"} set: set exactly one`, none);
+    const [name] = given;
+    if (name === undefined) {
+      return this.problem(
+        "AZURE_CLIENT_ASSERTION_IDENTITY",
+        "is required (or AZURE_CLIENT_CERTIFICATE_PATH, or AZURE_CLIENT_SECRET) but not set: the app registration's credential for the on-behalf-of exchange",
+        none,
+      );
+    }
+    const value = this.settings[name]!.trim();
+    if (name === "AZURE_CLIENT_SECRET") return { kind: "secret", secret: value };
+    if (name === "AZURE_CLIENT_CERTIFICATE_PATH") return { kind: "certificate", certificatePath: value };
+    // The federated credential: the system-assigned identity, or a user-assigned one by client id.
+    const audience = this.matching("AZURE_CLIENT_ASSERTION_AUDIENCE", /^api:\/\/AzureADTokenExchange[A-Za-z]*$|^https:\/\/\S+$/, "a federated credential's audience (api://AzureADTokenExchange, or a national cloud's)");
+    if (value.toLowerCase() === "system") return { kind: "managedIdentity", audience };
+    if (GUID.test(value)) return { kind: "managedIdentity", clientId: value, audience };
+    return this.problem(name, `is '${value.slice(0, 80)}', not 'system' (the app's system-assigned identity) or the client id (a GUID) of a user-assigned identity`, none);
+  }
+}
+
+function ordinal(n: number): string {
+  return n === 1 ? "first" : n === 2 ? "second" : n === 3 ? "third" : `${n}th`;
 }

@@ -14,6 +14,8 @@
 export * from "./producer";
 
 export { Codes, type Code } from "./core/codes";
+// The sweeper's side of assertion sealing: a new key pair (also `workbook-session-sweeper keys new`).
+export { generateAssertionKeyPair } from "./core/assertionSealing";
 export { AppFaultError, ConfigurationError } from "./core/errors";
 export { loadConfig, DEFAULT_SETTINGS, REQUIRED_SETTINGS, type SweeperConfig, type Settings } from "./config";
 export { createSweeperServices, type SweeperServices, type SweeperServicesOptions } from "./app/sweeperServices";

@@ -17,6 +17,8 @@ export {
   type TouchOptions,
 } from "./ledger/SessionProducer";
 export type { LedgerClientOptions } from "./ledger/tableClient";
+// A connection string, or the services' URLs with a TokenCredential (a managed identity: no storage key).
+export type { StorageConnection, StorageServiceUrls } from "./ledger/storageConnection";
 export type { SessionRecord } from "./ledger/models";
 export type { SessionKey, SessionToClose, SessionStatus } from "./core/session";
 export type { ErrorInfo, InputProblem } from "./core/errors";

@@ -3,17 +3,24 @@
  * here imports from src/): what the tests, the bench and the demo run against. README.md says
  * what each one stands in for and how faithful it is.
  */
-export { startStandIns, type StandIns, type StandInsOptions } from "./startStandIns";
+export { startStandIns, newAssertionKeyPair, type StandIns, type StandInsOptions } from "./startStandIns";
 export { startAzurite, AzuriteStartError, type AzuriteInstance, type StartAzuriteOptions } from "./azurite";
 export { loadTestCertificate, makeTestCertificate, trustedCertificateOrRerun, type TestCertificate } from "./certificate";
 export { LocalHttpsServer } from "./localHttpsServer";
 export {
   GRAPH_RESOURCE,
+  STORAGE_RESOURCE,
+  TOKEN_EXCHANGE_AUDIENCE,
   startFakeAuthority,
   type FailRule,
   type FakeAuthority,
   type FakeAuthorityOptions,
+  type FederatedCredential,
   type GraphTokenClaims,
+  type ManagedIdentity,
+  type ManagedIdentityEnvironment,
+  type ManagedIdentityRegistration,
+  type ManagedIdentityRequestRecord,
   type TokenRequestRecord,
 } from "./fakeAuthority";
 export {

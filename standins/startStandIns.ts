@@ -4,7 +4,7 @@
  * authority with one app registration, and the Graph workbook emulator trusting that authority.
  * The tests, the bench and the demo all start them here, so the three cannot drift apart.
  */
-import { randomBytes, randomUUID } from "node:crypto";
+import { generateKeyPairSync, randomBytes, randomUUID } from "node:crypto";
 import { startAzurite, type AzuriteInstance } from "./azurite";
 import type { TestCertificate } from "./certificate";
 import { GRAPH_RESOURCE, startFakeAuthority, type FakeAuthority, type FakeAuthorityOptions } from "./fakeAuthority";
@@ -40,13 +40,16 @@ export interface StandIns {
   readonly clientId: string;
   /** The registered client's secret, random for each start. */
   readonly clientSecret: string;
-  /** The 32-byte ASSERTION_ENCRYPTION_KEY, random for each start. */
-  readonly assertionKey: Buffer;
+  /**
+   * The key pair assertions are sealed with, new for each start (raw X25519 keys, base64url): the
+   * private key is the app's ASSERTION_PRIVATE_KEY, the public key what producers get.
+   */
+  readonly assertionKeys: { readonly privateKey: string; readonly publicKey: string };
   /**
    * The app settings that point the app at these stand-ins, as the Functions host passes them:
    * AzureWebJobsStorage, GRAPH_BASE_URL, GRAPH_SCOPE, AZURE_AUTHORITY_HOST,
    * AZURE_DISABLE_INSTANCE_DISCOVERY, AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET,
-   * AZURE_ADDITIONALLY_ALLOWED_TENANTS (`*`) and ASSERTION_ENCRYPTION_KEY; `overrides` last.
+   * AZURE_ADDITIONALLY_ALLOWED_TENANTS (`*`) and ASSERTION_PRIVATE_KEY; `overrides` last.
    */
   settings(overrides?: Record<string, string>): Record<string, string>;
   settings(overrides: Record<string, string | undefined>): Record<string, string | undefined>;
@@ -78,7 +81,7 @@ export async function startStandIns(options: StandInsOptions): Promise<StandIns>
     const clientId = options.clientId ?? randomUUID();
     // "cs-" makes a leaked secret recognisable in a failing test's output.
     const clientSecret = `cs-${randomBytes(24).toString("base64url")}`;
-    const assertionKey = randomBytes(32);
+    const assertionKeys = newAssertionKeyPair();
     authority.registerClient({ clientId, clientSecret });
 
     const settings = (overrides: Record<string, string | undefined> = {}): Record<string, string | undefined> => ({
@@ -91,7 +94,7 @@ export async function startStandIns(options: StandInsOptions): Promise<StandIns>
       AZURE_CLIENT_ID: clientId,
       AZURE_CLIENT_SECRET: clientSecret,
       AZURE_ADDITIONALLY_ALLOWED_TENANTS: "*",
-      ASSERTION_ENCRYPTION_KEY: assertionKey.toString("base64"),
+      ASSERTION_PRIVATE_KEY: assertionKeys.privateKey,
       ...overrides,
     });
 
@@ -104,7 +107,7 @@ export async function startStandIns(options: StandInsOptions): Promise<StandIns>
       tenantId,
       clientId,
       clientSecret,
-      assertionKey,
+      assertionKeys,
       settings: settings as StandIns["settings"],
       close: closeStarted,
     };
@@ -112,4 +115,11 @@ export async function startStandIns(options: StandInsOptions): Promise<StandIns>
     await closeStarted();
     throw error;
   }
+}
+
+/** A new X25519 key pair as the app takes it: the raw keys, base64url (JWK's `d` and `x` are exactly that). */
+export function newAssertionKeyPair(): { privateKey: string; publicKey: string } {
+  const { privateKey } = generateKeyPairSync("x25519");
+  const jwk = privateKey.export({ format: "jwk" });
+  return { privateKey: jwk.d!, publicKey: jwk.x! };
 }

@@ -186,7 +186,7 @@ describe("sweep", () => {
 
   it("writes warnings (malformed rows) to stderr one line each, and structured lines only with --verbose", async () => {
     const table = await cloud.newTable();
-    const client = createLedgerTableClient(table.config.storage.connectionString, table.tableName);
+    const client = createLedgerTableClient(cloud.settings().AzureWebJobsStorage!, table.tableName);
     const userId = newUserId();
     const longAgo = new Date(Date.now() - 60 * 60_000);
     await client.createEntity({
@@ -224,7 +224,8 @@ describe("sweep", () => {
     for (const output of [verbose.stdout, verbose.stderr]) {
       expect(output).not.toContain(cloud.clientSecret);
       expect(output).not.toContain(accountKey);
-      expect(output).not.toContain(cloud.assertionKey.toString("base64"));
+      expect(output).not.toContain(cloud.assertionKeys.privateKey);
+      expect(output).not.toContain(Buffer.from(cloud.assertionKeys.privateKey, "base64url").toString("base64"));
     }
   });
 

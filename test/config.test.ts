@@ -3,15 +3,26 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigurationError, loadConfig } from "../src";
 import { parseDuration } from "../src/utils/duration";
-import { CLIENT_CREDENTIAL_SETTINGS, DEFAULT_SETTINGS, readBindingSettings, REQUIRED_SETTINGS } from "../src/config";
+import { CLIENT_CREDENTIAL_SETTINGS, DEFAULT_SETTINGS, OPTIONAL_SETTINGS, readBindingSettings, REQUIRED_SETTINGS, STORAGE_IDENTITY_SETTINGS } from "../src/config";
 
 const KEY = Buffer.alloc(32, 7).toString("base64");
+const PRIVATE_KEY = Buffer.alloc(32, 5).toString("base64url");
 const COMPLETE = {
   AzureWebJobsStorage: "UseDevelopmentStorage=true",
   AZURE_TENANT_ID: "7f1d3a1c-0000-4000-8000-000000000001",
   AZURE_CLIENT_ID: "5b0a7c2e-0000-4000-8000-000000000002",
   AZURE_CLIENT_SECRET: "s3cret-value-never-logged",
-  ASSERTION_ENCRYPTION_KEY: KEY,
+  ASSERTION_PRIVATE_KEY: PRIVATE_KEY,
+};
+const IDENTITY = "0c9d7a11-0000-4000-8000-0000000000aa";
+/** The secretless form: identity-based storage, the managed identity's assertion, the private key. */
+const SECRETLESS = {
+  AZURE_TENANT_ID: COMPLETE.AZURE_TENANT_ID,
+  AZURE_CLIENT_ID: COMPLETE.AZURE_CLIENT_ID,
+  ASSERTION_PRIVATE_KEY: PRIVATE_KEY,
+  AzureWebJobsStorage__accountName: "sweeperstore",
+  AzureWebJobsStorage__credential: "managedidentity",
+  AZURE_CLIENT_ASSERTION_IDENTITY: "system",
 };
 
 function configError(settings: Record<string, string | undefined>): ConfigurationError {
@@ -27,22 +38,30 @@ function configError(settings: Record<string, string | undefined>): Configuratio
 describe("loadConfig", () => {
   it("reads a complete configuration with documented defaults", () => {
     const config = loadConfig(COMPLETE);
-    expect(config.storage).toEqual({ connectionString: "UseDevelopmentStorage=true", tableName: "WorkbookSessions", closeQueueName: "workbook-session-close" });
+    expect(config.storage).toEqual({
+      connection: { kind: "connectionString", connectionString: "UseDevelopmentStorage=true" },
+      tableName: "WorkbookSessions",
+      closeQueueName: "workbook-session-close",
+    });
     expect(config.sweep).toMatchObject({ schedule: "0 * * * * *", staleAfterMs: 120_000, claimLeaseMs: 300_000, maxAttempts: 5, concurrency: 1_500 });
     expect(config.graph).toEqual({ baseUrl: "https://graph.microsoft.com/v1.0", requestTimeoutMs: 30_000, tenantBudget: { requests: 1_500, windowMs: 10_000 }, appBudget: { requests: 5_000, windowMs: 10_000 } });
     expect(config.auth).toMatchObject({ authorityHost: "https://login.microsoftonline.com", disableInstanceDiscovery: false, clientCredential: { kind: "secret" } });
-    expect(config.auth.assertionKey).toHaveLength(32);
+    expect(config.auth.assertionKeys).toEqual({ privateKeys: [PRIVATE_KEY] });
   });
 
-  it.each(["AzureWebJobsStorage", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "ASSERTION_ENCRYPTION_KEY", "AZURE_CLIENT_SECRET"])(
-    "names the missing required setting %s",
-    (name) => {
-      const error = configError({ ...COMPLETE, [name]: undefined });
-      expect(error.code).toBe("InvalidConfiguration");
-      expect(error.settings).toEqual([name]);
-      expect(error.message).toContain(name);
-    },
-  );
+  it.each([
+    ["AzureWebJobsStorage", "AzureWebJobsStorage"],
+    ["AZURE_TENANT_ID", "AZURE_TENANT_ID"],
+    ["AZURE_CLIENT_ID", "AZURE_CLIENT_ID"],
+    ["ASSERTION_PRIVATE_KEY", "ASSERTION_PRIVATE_KEY"],
+    // No credential at all: the secretless one is named first, the others beside it.
+    ["AZURE_CLIENT_SECRET", "AZURE_CLIENT_ASSERTION_IDENTITY"],
+  ])("names the missing required setting %s", (missing, named) => {
+    const error = configError({ ...COMPLETE, [missing]: undefined });
+    expect(error.code).toBe("InvalidConfiguration");
+    expect(error.settings).toEqual([named]);
+    expect(error.message).toContain(named);
+  });
 
   it("treats a blank setting as missing", () => {
     expect(configError({ ...COMPLETE, AZURE_CLIENT_ID: "   " }).settings).toEqual(["AZURE_CLIENT_ID"]);
@@ -62,7 +81,7 @@ describe("loadConfig", () => {
   it("names every problem at once", () => {
     const error = configError({ STALE_AFTER: "soon", GRAPH_BASE_URL: "http://graph.example", SWEEP_SCHEDULE: "*/5 * * * *" });
     expect(error.settings).toEqual(
-      expect.arrayContaining(["AzureWebJobsStorage", "STALE_AFTER", "GRAPH_BASE_URL", "SWEEP_SCHEDULE", "AZURE_TENANT_ID", "ASSERTION_ENCRYPTION_KEY"]),
+      expect.arrayContaining(["AzureWebJobsStorage", "STALE_AFTER", "GRAPH_BASE_URL", "SWEEP_SCHEDULE", "AZURE_TENANT_ID", "ASSERTION_PRIVATE_KEY"]),
     );
   });
 
@@ -73,11 +92,14 @@ describe("loadConfig", () => {
     expect(configError({ ...COMPLETE, MAX_ATTEMPTS: "0" }).settings).toEqual(["MAX_ATTEMPTS"]);
     expect(configError({ ...COMPLETE, SWEEP_CONCURRENCY: "1.5" }).settings).toEqual(["SWEEP_CONCURRENCY"]);
     const shortKey = Buffer.alloc(16, 9).toString("base64");
-    const keyError = configError({ ...COMPLETE, ASSERTION_ENCRYPTION_KEY: shortKey });
-    expect(keyError.settings).toEqual(["ASSERTION_ENCRYPTION_KEY"]);
-    expect(keyError.message).not.toContain(shortKey);
+    for (const name of ["ASSERTION_PRIVATE_KEY", "ASSERTION_ENCRYPTION_KEY"]) {
+      const keyError = configError({ ...COMPLETE, [name]: shortKey });
+      expect(keyError.settings).toEqual([name]);
+      expect(keyError.message).not.toContain(shortKey);
+    }
     const both = configError({ ...COMPLETE, AZURE_CLIENT_CERTIFICATE_PATH: "/tmp/cert.pem" });
-    expect(both.settings).toEqual(["AZURE_CLIENT_SECRET"]);
+    expect(both.settings).toEqual(["AZURE_CLIENT_CERTIFICATE_PATH"]);
+    expect(both.message).toContain("AZURE_CLIENT_SECRET");
     expect(both.message).not.toContain(COMPLETE.AZURE_CLIENT_SECRET);
   });
 
@@ -98,6 +120,88 @@ describe("loadConfig", () => {
     });
     expect(config.auth.clientCredential).toEqual({ kind: "certificate", certificatePath: "/etc/sweeper/client.pem" });
     expect(config.graph.baseUrl).toBe("https://graph.microsoft.us/v1.0");
+  });
+});
+
+describe("secretless settings", () => {
+  it("reads identity-based storage by the host's names: an account name gives the public cloud's endpoints", () => {
+    const config = loadConfig(SECRETLESS);
+    expect(config.storage.connection).toEqual({
+      kind: "identity",
+      tableServiceUrl: "https://sweeperstore.table.core.windows.net",
+      queueServiceUrl: "https://sweeperstore.queue.core.windows.net",
+      credential: { kind: "managedIdentity" },
+    });
+    expect(config.auth.clientCredential).toEqual({ kind: "managedIdentity", audience: "api://AzureADTokenExchange" });
+  });
+
+  it("takes service URIs, a user-assigned identity by client id or resource id, any case of managedidentity, or the default chain", () => {
+    const uris = {
+      ...SECRETLESS,
+      AzureWebJobsStorage__accountName: undefined,
+      AzureWebJobsStorage__tableServiceUri: "https://store.table.core.usgovcloudapi.net/",
+      AzureWebJobsStorage__queueServiceUri: "https://store.queue.core.usgovcloudapi.net",
+      AzureWebJobsStorage__credential: "ManagedIdentity",
+      AzureWebJobsStorage__clientId: IDENTITY,
+      AZURE_CLIENT_ASSERTION_IDENTITY: IDENTITY,
+      AZURE_CLIENT_ASSERTION_AUDIENCE: "api://AzureADTokenExchangeUSGov",
+    };
+    const config = loadConfig(uris);
+    expect(config.storage.connection).toEqual({
+      kind: "identity",
+      tableServiceUrl: "https://store.table.core.usgovcloudapi.net",
+      queueServiceUrl: "https://store.queue.core.usgovcloudapi.net",
+      credential: { kind: "managedIdentity", clientId: IDENTITY },
+    });
+    expect(config.auth.clientCredential).toEqual({ kind: "managedIdentity", clientId: IDENTITY, audience: "api://AzureADTokenExchangeUSGov" });
+    const resourceId = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/sweeper";
+    expect(loadConfig({ ...SECRETLESS, AzureWebJobsStorage__managedIdentityResourceId: resourceId }).storage.connection).toMatchObject({ credential: { kind: "managedIdentity", resourceId } });
+    expect(loadConfig({ ...SECRETLESS, AzureWebJobsStorage__credential: undefined, AzureWebJobsStorage__clientId: IDENTITY }).storage.connection).toMatchObject({
+      credential: { kind: "default", managedIdentityClientId: IDENTITY },
+    });
+    // A connection string, when set, is what the host uses too.
+    expect(loadConfig({ ...SECRETLESS, AzureWebJobsStorage: "UseDevelopmentStorage=true" }).storage.connection.kind).toBe("connectionString");
+  });
+
+  it.each([
+    [{ AzureWebJobsStorage__accountName: "Not_A_Name" }, "AzureWebJobsStorage__accountName", /not a storage account name/],
+    [{ AzureWebJobsStorage__accountName: undefined, AzureWebJobsStorage__tableServiceUri: "https://s.table.core.windows.net" }, "AzureWebJobsStorage__queueServiceUri", /is required for an identity-based connection/],
+    [{ AzureWebJobsStorage__tableServiceUri: "http://s.table.core.windows.net" }, "AzureWebJobsStorage__tableServiceUri", /not an https:\/\/ URL/],
+    [{ AzureWebJobsStorage__credential: "password" }, "AzureWebJobsStorage__credential", /not managedidentity/],
+    [{ AzureWebJobsStorage__clientId: "sweeper" }, "AzureWebJobsStorage__clientId", /not a GUID/],
+    [{ AzureWebJobsStorage__clientId: IDENTITY, AzureWebJobsStorage__managedIdentityResourceId: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u" }, "AzureWebJobsStorage__clientId", /both set/],
+    [{ AZURE_CLIENT_ASSERTION_IDENTITY: "mine" }, "AZURE_CLIENT_ASSERTION_IDENTITY", /not 'system'.*or the client id/],
+    [{ AZURE_CLIENT_ASSERTION_AUDIENCE: "AzureADTokenExchange" }, "AZURE_CLIENT_ASSERTION_AUDIENCE", /federated credential's audience/],
+    [{ AZURE_CLIENT_SECRET: "also-a-secret" }, "AZURE_CLIENT_ASSERTION_IDENTITY", /AZURE_CLIENT_SECRET are both set: set exactly one/],
+  ])("%j is refused, naming %s", (overrides, setting, message) => {
+    const error = configError({ ...SECRETLESS, ...overrides });
+    expect(error.settings).toEqual([setting]);
+    expect(error.message).toMatch(message);
+  });
+
+  it("names a Key Vault reference the platform did not resolve, for any setting, without taking it for a value", () => {
+    const reference = "@Microsoft.KeyVault(SecretUri=https://vault.vault.azure.net/secrets/sweeper-key/)";
+    for (const name of ["ASSERTION_PRIVATE_KEY", "ASSERTION_PREVIOUS_PRIVATE_KEYS", "AZURE_CLIENT_ASSERTION_IDENTITY", "AZURE_TENANT_ID"]) {
+      const error = configError({ ...SECRETLESS, [name]: reference });
+      expect(error.settings, name).toEqual([name]);
+      expect(error.message).toMatch(/Key Vault reference the platform did not resolve/);
+    }
+    const secret = configError({ ...COMPLETE, AZURE_CLIENT_SECRET: reference });
+    expect(secret.settings).toEqual(["AZURE_CLIENT_SECRET"]);
+    expect(secret.message).toMatch(/Key Vault reference/);
+  });
+
+  it("holds the current private key first, then the previous ones; a bad one is named by its place, never quoted", () => {
+    const previous = [Buffer.alloc(32, 1).toString("base64url"), Buffer.alloc(32, 2).toString("base64")];
+    const legacy = Buffer.alloc(32, 3).toString("base64");
+    const config = loadConfig({ ...SECRETLESS, ASSERTION_PREVIOUS_PRIVATE_KEYS: ` ${previous.join(" , ")} `, ASSERTION_ENCRYPTION_KEY: legacy });
+    expect(config.auth.assertionKeys.privateKeys).toEqual([PRIVATE_KEY, ...previous]);
+    expect(config.auth.assertionKeys.legacyKey?.toString("base64")).toBe(legacy);
+    const bad = "c2hvcnQta2V5LXNlY3JldA";
+    const error = configError({ ...SECRETLESS, ASSERTION_PREVIOUS_PRIVATE_KEYS: `${previous[0]},${bad}` });
+    expect(error.settings).toEqual(["ASSERTION_PREVIOUS_PRIVATE_KEYS"]);
+    expect(error.message).toMatch(/the second/);
+    expect(error.message).not.toContain(bad);
   });
 });
 
@@ -133,7 +237,14 @@ describe("one table of settings", () => {
     return rows;
   })();
   const HOST_SETTINGS = { FUNCTIONS_WORKER_RUNTIME: "node" };
-  const every = [...REQUIRED_SETTINGS, ...CLIENT_CREDENTIAL_SETTINGS, ...Object.keys(DEFAULT_SETTINGS), ...Object.keys(HOST_SETTINGS)].sort();
+  const every = [
+    ...REQUIRED_SETTINGS,
+    ...CLIENT_CREDENTIAL_SETTINGS,
+    ...STORAGE_IDENTITY_SETTINGS,
+    ...OPTIONAL_SETTINGS,
+    ...Object.keys(DEFAULT_SETTINGS),
+    ...Object.keys(HOST_SETTINGS),
+  ].sort();
 
   it("names the same settings in the code, the sample and the README", () => {
     expect(Object.keys(sample).sort()).toEqual(every);
@@ -146,6 +257,10 @@ describe("one table of settings", () => {
       expect(readme.get(name), `${name} in README`).toBe(value === "" ? "(none)" : `\`${value}\``);
     }
     for (const name of [...REQUIRED_SETTINGS, ...CLIENT_CREDENTIAL_SETTINGS]) expect(readme.get(name), name).toMatch(/^\(required/);
+    for (const name of [...STORAGE_IDENTITY_SETTINGS, ...OPTIONAL_SETTINGS]) {
+      expect(readme.get(name), `${name} in README`).toBe("(none)");
+      expect(sample[name], `${name} in local.settings.sample.json`).toBe("");
+    }
   });
 });
 
@@ -158,7 +273,7 @@ describe("settings checked for form", () => {
     ["AZURE_CLIENT_ID", "sweeper-app", /not a GUID/],
     ["AZURE_CLIENT_ID", "5b0a7c2e-0000-4000-8000-00000000002", /not a GUID/],
     ["AZURE_CLIENT_SECRET", "<a client secret>", /still holds a '<…>' placeholder/],
-    ["ASSERTION_ENCRYPTION_KEY", "<base64 of 32 random bytes>", /still holds a '<…>' placeholder/],
+    ["ASSERTION_PRIVATE_KEY", "<ASSERTION_PRIVATE_KEY from: npx workbook-session-sweeper keys new>", /still holds a '<…>' placeholder/],
     ["AzureWebJobsStorage", "<connection string>", /still holds a '<…>' placeholder/],
     ["SWEEP_SCHEDULE", "*/5 * * * *", /has 5 fields, not six/],
     ["SWEEP_SCHEDULE", "0 */x * * * *", /has '\*\/x' as its minute/],

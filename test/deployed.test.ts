@@ -14,6 +14,7 @@ import { afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import { DEFAULT_SETTINGS, SessionProducer } from "../src";
 import { silence, useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture } from "./support/cloudFixture";
 import { parseLogLine } from "./support/functionsHost";
+import { newAssertionKeyPair } from "../standins";
 import { httpInput, queueInput, startFunctionsWorker, timerInput, type RunningWorker } from "../standins/functionsWorker";
 import { uniqueTableName } from "./support/ledgerFixture";
 
@@ -23,7 +24,7 @@ const REQUIRED_ONLY = {
   AZURE_TENANT_ID: randomUUID(),
   AZURE_CLIENT_ID: randomUUID(),
   AZURE_CLIENT_SECRET: `cs-${randomBytes(16).toString("base64url")}`,
-  ASSERTION_ENCRYPTION_KEY: randomBytes(32).toString("base64"),
+  ASSERTION_PRIVATE_KEY: newAssertionKeyPair().privateKey,
 };
 /** An input for each function, as the host would send it. */
 const INPUTS: Record<string, Parameters<RunningWorker["invoke"]>[1]> = {
@@ -77,7 +78,7 @@ describe("what the host indexes", () => {
     for (const name of FUNCTIONS) {
       const outcome = await worker.invoke(name, INPUTS[name]!);
       expect(outcome.error?.name, name).toBe("ConfigurationError");
-      for (const setting of ["AzureWebJobsStorage", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "ASSERTION_ENCRYPTION_KEY"]) {
+      for (const setting of ["AzureWebJobsStorage", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "ASSERTION_PRIVATE_KEY"]) {
         expect(outcome.error?.message, name).toContain(setting);
       }
       const lines = userLines(outcome.logs);
@@ -109,9 +110,14 @@ describe("what the host indexes", () => {
     worker = await startFunctionsWorker(sample.Values);
     expect(worker.functions).toHaveLength(4);
     const outcome = await worker.invoke("sweepTimer", timerInput());
-    for (const setting of ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "ASSERTION_ENCRYPTION_KEY"]) {
+    // Every placeholder the sample holds is named as one, and so is ASSERTION_PRIVATE_KEY (a
+    // placeholder in the sample, or unset if the sample does not list it yet).
+    const placeholders = Object.entries(sample.Values).filter(([, value]) => /<[^<>]*>/.test(value)).map(([setting]) => setting);
+    expect(placeholders).toEqual(expect.arrayContaining(["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"]));
+    for (const setting of placeholders) {
       expect(outcome.error?.message).toMatch(new RegExp(`${setting} still holds a '<…>' placeholder`));
     }
+    expect(outcome.error?.message).toMatch(/ASSERTION_PRIVATE_KEY (still holds a '<…>' placeholder|is required but not set)/);
   });
 });
 
@@ -140,7 +146,7 @@ describe("a first run on a storage account without the ledger", () => {
     // A stale session and a row the sweep cannot read, so a line carries nested values.
     const userId = newUserId();
     const sessionId = cloud.emulator.openSession({ tenantId: HOME_TENANT, userId, workbook: "/drives/d/items/first" });
-    const past = SessionProducer.fromConnectionString(connectionString(), tableName, { assertionKey: cloud.assertionKey });
+    const past = SessionProducer.fromConnectionString(connectionString(), tableName, { assertionPublicKey: cloud.assertionPublicKey });
     const assertion = cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId, audience: CLIENT_ID });
     const staleRow = await past.record({ tenantId: HOME_TENANT, userId, sessionId, workbook: "/drives/d/items/first", recordedBy: "test", userAssertion: assertion });
     await silence(past.client, staleRow, 600_000);
@@ -172,7 +178,7 @@ describe("a first run on a storage account without the ledger", () => {
   it("a producer records into a table and asks for a close on a queue that do not exist yet", async () => {
     const tableName = uniqueTableName();
     const queueName = `q-${randomBytes(6).toString("hex")}`;
-    const producer = SessionProducer.fromConnectionString(connectionString(), tableName, { assertionKey: cloud.assertionKey, closeQueueName: queueName });
+    const producer = SessionProducer.fromConnectionString(connectionString(), tableName, { assertionPublicKey: cloud.assertionPublicKey, closeQueueName: queueName });
     const key = { tenantId: HOME_TENANT, userId: newUserId(), sessionId: `s-${randomUUID()}` };
     const recorded = await Promise.all(
       [0, 1, 2].map((i) => producer.record({ ...key, sessionId: `${key.sessionId}-${i}`, workbook: "/drives/d/items/x", recordedBy: "test", userAssertion: "assertion-value" })),
@@ -187,7 +193,7 @@ describe("a first run on a storage account without the ledger", () => {
   it("a fault that is not a missing table is still a fault", async () => {
     // The right account with a wrong key: 403, which must not be taken for a missing table.
     const wrongKey = connectionString().replace(/AccountKey=[^;]+/, `AccountKey=${randomBytes(64).toString("base64")}`);
-    const producer = SessionProducer.fromConnectionString(wrongKey, uniqueTableName(), { assertionKey: cloud.assertionKey });
+    const producer = SessionProducer.fromConnectionString(wrongKey, uniqueTableName(), { assertionPublicKey: cloud.assertionPublicKey });
     const error = await producer
       .record({ tenantId: HOME_TENANT, userId: newUserId(), sessionId: "s", workbook: "/drives/d/items/x", recordedBy: "test", userAssertion: "a" })
       .catch((e: unknown) => e);

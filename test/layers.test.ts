@@ -43,6 +43,7 @@ const PACKAGES: Record<string, readonly string[]> = {
   "@microsoft/microsoft-graph-client": ["graph"],
   "@azure/data-tables": ["ledger"],
   "@azure/storage-queue": ["ledger"],
+  "@hpke/core": ["core"],
 };
 
 function layerOf(file: string): string {

@@ -22,7 +22,7 @@ function skewedServices(table: TableFixture, skewMs: number, onStorageRequest?: 
 
 function skewedProducer(table: TableFixture, skewMs: number): SessionProducer {
   return SessionProducer.fromConnectionString(cloud.settings().AzureWebJobsStorage!, table.tableName, {
-    assertionKey: cloud.assertionKey,
+    assertionPublicKey: cloud.assertionPublicKey,
     clock: () => new Date(Date.now() + skewMs),
   });
 }

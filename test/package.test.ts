@@ -144,6 +144,16 @@ describe("the producer entry", () => {
     expect(await loadedBy(NAME)).toEqual(expect.arrayContaining(["@azure/identity", "@microsoft/microsoft-graph-client"]));
   });
 
+  it("seals with the public key and holds nothing that opens: no opener, no legacy cipher, loaded or exported", async () => {
+    const report = (await nodeScript("producer-exports.cjs", `console.log(JSON.stringify({ exported: Object.keys(require("${NAME}/producer")) }));`)) as { exported: string[] };
+    expect(report.exported).toContain("SessionProducer");
+    for (const name of report.exported) expect(name).not.toMatch(/AssertionOpener|Cipher|Decrypt|Unseal|PrivateKey/i);
+    const loaded = (await nodeScript("producer-modules.cjs", `require("${NAME}/producer"); console.log(JSON.stringify(Object.keys(require.cache)));`)) as string[];
+    const ours = loaded.filter((path) => /[\\/]dist[\\/]src[\\/]/.test(path)).map((path) => path.replace(/^.*[\\/]dist[\\/]src[\\/]/, ""));
+    expect(ours).toContain("core/AssertionSealer.js");
+    expect(ours.filter((path) => /assertionSealing|AssertionCipher/.test(path)), "the producer entry loads no code that opens an assertion").toEqual([]);
+  });
+
   it("has types that a NodeNext consumer resolves, from both module formats", async () => {
     writeFileSync(
       join(consumer, "tsconfig.json"),

@@ -171,7 +171,7 @@ describe("only the row's own user", () => {
 /** A producer whose clock is `minutes` away from now (negative: in the past). */
 /** A producer whose sessions have been silent for `minutes` (by the service's clock) once recorded. */
 function producerAt(minutes: number): Pick<SessionProducer, "record"> {
-  const producer = SessionProducer.fromConnectionString(cloud.settings().AzureWebJobsStorage!, table.tableName, { assertionKey: cloud.assertionKey });
+  const producer = SessionProducer.fromConnectionString(cloud.settings().AzureWebJobsStorage!, table.tableName, { assertionPublicKey: cloud.assertionPublicKey });
   return {
     async record(input) {
       const row = await producer.record(input);

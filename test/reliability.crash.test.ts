@@ -179,7 +179,7 @@ it(`survives ${KILLS} SIGKILLs of producers releasing sessions: each session in 
   const env = {
     PATH: process.env.PATH,
     STORAGE_CONNECTION_STRING: inject("storageConnectionString"),
-    ASSERTION_ENCRYPTION_KEY: cloud.assertionKey.toString("base64"),
+    ASSERTION_PUBLIC_KEY: cloud.assertionPublicKey,
   };
   const workDir = await mkdtemp(join(tmpdir(), "producer-crash-"));
 

@@ -7,7 +7,6 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { loadConfig, ValidationError, type SweepSummary } from "../src";
 import { handleCloseRequest } from "../src/app/handleCloseRequest";
 import { parseSweepHttpBody } from "../src/app/sweepRequest";
-import { AssertionCipher } from "../src/core/AssertionCipher";
 import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { CLIENT_ID, HOME_TENANT, newUserId, startCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { invocation, postSweep, rawEntities } from "./support/reliability";
@@ -175,7 +174,7 @@ async function writeRow(change: Record<string, unknown>) {
     // Silent for an hour by the service's clock (liveness.ts).
     heartbeatSeenAt: past,
     leaseSeconds: 0,
-    assertion: new AssertionCipher(cloud.assertionKey).encrypt(cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId, audience: CLIENT_ID }), keys),
+    assertion: await cloud.seal(cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId, audience: CLIENT_ID }), keys),
     ...change,
   };
   for (const [k, v] of Object.entries(entity)) if (v === undefined) delete entity[k];

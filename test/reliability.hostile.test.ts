@@ -18,7 +18,10 @@ import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { SessionNotFoundError, ValidationError, type SweepSummary } from "../src";
 import { parseSweepHttpBody } from "../src/app/sweepRequest";
+import { randomBytes } from "node:crypto";
 import { AssertionCipher } from "../src/core/AssertionCipher";
+import { AssertionSealer } from "../src/core/assertionSealing";
+import { newAssertionKeyPair } from "../standins";
 import { parseCloseRequestMessage } from "../src/core/closeRequestMessage";
 import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { parseDuration } from "../src/utils/duration";
@@ -336,12 +339,15 @@ interface Person {
 }
 
 type Mutation = { name: string; benign: boolean };
+/** A producer still on the retired shared key, and one given another deployment's public key. */
+const LEGACY_CIPHER = new AssertionCipher(randomBytes(32));
+const OTHER_KEY_SEALER = AssertionSealer.fromPublicKey(newAssertionKeyPair().publicKey);
 const MUTATIONS: Mutation[] = [
   // Still a valid row: defaults apply, case is ignored where it should be, extra columns are ignored,
   // and so are bad values in columns a sweeper does not read (it closes the session all the same).
   ...["userUpper", "attemptsMissing", "attemptsHigh", "persistMissing", "updatedMissing", "recordedByNumber", "ancientActivity", "createdFuture", "nextPast", "nextFuture", "activityFuture", "closingLeasePast", "closingLeaseFuture", "terminal", "extraColumn", "junkErrorColumns", "otherUsersDrive", "persistString", "createdMissing", "createdString", "closedAtString"].map((name) => ({ name, benign: true })),
   // Broken.
-  ...["tenantMissing", "tenantNotGuid", "tenantNumber", "userNotGuid", "userOther", "sessionMissing", "sessionNumber", "sessionBinary", "sessionHeaderInjection", "sessionUnicode", "sessionTooLong", "workbookTrick", "workbookMissing", "workbookNumber", "statusWrongCase", "statusUnknown", "statusNumber", "attemptsNegative", "attemptsFraction", "attemptsString", "attemptsInt64", "activityMissing", "activityString", "activityNumber", "nextString", "leaseString", "partitionOther", "rowKeyOther", "assertionOtherUser", "assertionOtherRow", "assertionGarbage", "assertionPlain", "assertionEmpty", "assertionMissing", "tenantGuidTyped"].map((name) => ({ name, benign: false })),
+  ...["tenantMissing", "tenantNotGuid", "tenantNumber", "userNotGuid", "userOther", "sessionMissing", "sessionNumber", "sessionBinary", "sessionHeaderInjection", "sessionUnicode", "sessionTooLong", "workbookTrick", "workbookMissing", "workbookNumber", "statusWrongCase", "statusUnknown", "statusNumber", "attemptsNegative", "attemptsFraction", "attemptsString", "attemptsInt64", "activityMissing", "activityString", "activityNumber", "nextString", "leaseString", "partitionOther", "rowKeyOther", "assertionOtherUser", "assertionOtherRow", "assertionGarbage", "assertionLegacy", "assertionOtherKey", "assertionPlain", "assertionEmpty", "assertionMissing", "tenantGuidTyped"].map((name) => ({ name, benign: false })),
 ];
 
 const KEY_SAFE = (s: string) => s.length > 0 && s.length <= 512 && !/[/\\#?\u0000-\u001f\u007f-\u009f]/.test(s);
@@ -410,7 +416,7 @@ interface Written {
   owner: Person;
 }
 
-function materialize(spec: RowSpec, index: number, people: Person[], cipher: AssertionCipher): Written {
+async function materialize(spec: RowSpec, index: number, people: Person[], sealer: AssertionSealer): Promise<Written> {
   const owner = people[spec.person]!;
   const other = people[(spec.person + 1) % people.length]!;
   // Harmless changes first, so a later one can never undo a breaking one (attempts -1, then 100).
@@ -503,7 +509,11 @@ function materialize(spec: RowSpec, index: number, people: Person[], cipher: Ass
       case "rowKeyOther": rowKey = `rk-${index}`; break;
       case "assertionOtherUser": assertion = "otherUser"; break;
       case "assertionOtherRow": assertion = "otherRow"; break;
-      case "assertionGarbage": assertion = "a1.AAAA.BBBB.CCCC"; break;
+      case "assertionGarbage": assertion = "h1.AAAA.BBBB.CCCC"; break;
+      // The retired shared-key format, which this app (no ASSERTION_ENCRYPTION_KEY) refuses.
+      case "assertionLegacy": assertion = "legacy"; break;
+      // Sealed with a public key whose private key the app does not hold.
+      case "assertionOtherKey": assertion = "otherKey"; break;
       case "assertionPlain": assertion = owner.assertion; break;
       case "assertionEmpty": assertion = ""; break;
       case "assertionMissing": assertion = undefined; break;
@@ -512,9 +522,11 @@ function materialize(spec: RowSpec, index: number, people: Person[], cipher: Ass
   if (!KEY_SAFE(partitionKey)) partitionKey = `pk-${index}`;
   if (!KEY_SAFE(rowKey)) rowKey = `rk-${index}`;
   const keys = { partitionKey, rowKey };
-  if (assertion === "own") entity.assertion = cipher.encrypt(owner.assertion, keys);
-  else if (assertion === "otherUser") entity.assertion = cipher.encrypt(other.assertion, keys);
-  else if (assertion === "otherRow") entity.assertion = cipher.encrypt(owner.assertion, { partitionKey, rowKey: `${rowKey}x` });
+  if (assertion === "own") entity.assertion = await sealer.seal(owner.assertion, keys);
+  else if (assertion === "otherUser") entity.assertion = await sealer.seal(other.assertion, keys);
+  else if (assertion === "otherRow") entity.assertion = await sealer.seal(owner.assertion, { partitionKey, rowKey: `${rowKey}x` });
+  else if (assertion === "legacy") entity.assertion = LEGACY_CIPHER.encrypt(owner.assertion, keys);
+  else if (assertion === "otherKey") entity.assertion = await OTHER_KEY_SEALER.seal(owner.assertion, keys);
   else if (assertion !== undefined) entity.assertion = assertion;
 
   return {
@@ -542,13 +554,13 @@ function visibility(e: RawEntity, cutoff: number, now: number): "picked" | "not"
   return typeof e.status === "string" ? "not" : "unsure";
 }
 
-const REFUSALS = new Set(["MalformedRow", "MissingAssertion", "AssertionUnreadable", "AssertionUserMismatch", "UnsafeLocation", "TenantNotAllowed"]);
+const REFUSALS = new Set(["MalformedRow", "MissingAssertion", "AssertionUnreadable", "AssertionFormatRetired", "AssertionKeyUnknown", "AssertionUserMismatch", "UnsafeLocation", "TenantNotAllowed"]);
 const CLOSE_PATH = /^\/v1\.0\/(me\/drive\/items\/[^/?#]+|users\/[^/?#]+\/drive\/items\/[^/?#]+|drives\/[^/?#]+\/items\/[^/?#]+|sites\/[^/?#]+\/drive\/items\/[^/?#]+)\/workbook\/closeSession$/;
 
 describe("ledger rows written by a buggy producer", () => {
   it("one sweep over hundreds of generated rows: no crash, a clear outcome for each row it reads, nothing sent but closeSession under /v1.0/", async () => {
     const rowsPerRun = sampleSize(240, 600);
-    const cipher = new AssertionCipher(cloud.assertionKey);
+    const sealer = AssertionSealer.fromPublicKey(cloud.assertionPublicKey);
     await fc.assert(
       fc.asyncProperty(fc.array(rowSpec, { minLength: rowsPerRun, maxLength: rowsPerRun }), async (specs) => {
         cloud.emulator.reset();
@@ -559,8 +571,10 @@ describe("ledger rows written by a buggy producer", () => {
           return { tenantId, userId, assertion: cloud.authority.issueUserAssertion({ tenantId, userId, audience: CLIENT_ID }) };
         });
         const seen = new Set<string>();
-        const rows = specs
-          .map((spec, i) => materialize(spec, i, people, cipher))
+        // In order: each row's emulator session is opened as the spec's turn comes.
+        const materialized: Written[] = [];
+        for (const [i, spec] of specs.entries()) materialized.push(await materialize(spec, i, people, sealer));
+        const rows = materialized
           .filter((w) => {
             const key = `${w.entity.partitionKey}\u0000${w.entity.rowKey}`;
             if (seen.has(key)) return false;

@@ -1,15 +1,20 @@
 /**
- * Reliability: secrets. User assertions are stored encrypted and wiped once a row is finished; no
- * token, assertion, client secret, encryption key or storage key appears in a stored entity, in
- * what Graph received, in a sweep summary, an error message or a log line. (Every test file's
+ * Reliability: secrets. User assertions are stored sealed with the sweeper's public key and wiped
+ * once a row is finished; no token, assertion, client secret, private key or storage key appears in
+ * a stored entity, in what Graph received, in a sweep summary, an error message or a log line. A
+ * producer holds only the public key and cannot open what it sealed; rows sealed for a previous key
+ * or in the retired shared-key format close only while the app is given the key that opens them. (Every test file's
  * captured output is also scanned by test/support/secretScan.ts; this file adds the storage account
  * key to what that scan looks for, and scans the stored entities and the emulator's log itself.)
  */
+import { randomBytes } from "node:crypto";
 import { inspect } from "node:util";
 import { beforeAll, describe, expect, inject, it } from "vitest";
-import { ConfigurationError, loadConfig, SessionNotFoundError, ValidationError, type SweepSummary } from "../src";
+import { ConfigurationError, loadConfig, SessionNotFoundError, SessionProducer, ValidationError, type SweepSummary } from "../src";
 import { AssertionCipher } from "../src/core/AssertionCipher";
+import { AssertionOpener, AssertionSealer } from "../src/core/assertionSealing";
 import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
+import { newAssertionKeyPair } from "../standins";
 import { installAppSettings, useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { importHandlers, type FunctionHandlers } from "./support/functionsHost";
 import { invocation, postSweep, rawEntities, timerInfo, type LogLine, type RawEntity } from "./support/reliability";
@@ -35,18 +40,34 @@ beforeAll(async () => {
 });
 
 
+/** Private keys and legacy shared keys made by this file's tests, beside the run's private key. */
+const extraKeys: Buffer[] = [];
+function keepSecret(key: Buffer): Buffer {
+  extraKeys.push(key);
+  registerSecrets([key.toString("base64"), key.toString("base64url"), key.toString("hex")]);
+  return key;
+}
+/** A fresh assertion key pair whose private key is a secret of this file. */
+function newKeyPair(): { privateKey: string; publicKey: string } {
+  const pair = newAssertionKeyPair();
+  keepSecret(Buffer.from(pair.privateKey, "base64url"));
+  return pair;
+}
+
 /** Every secret of this run: issued JWTs (assertions and Graph tokens), the client secret, the keys. */
 function secrets(): string[] {
-  const key = cloud.assertionKey;
+  const keys = [Buffer.from(cloud.assertionKeys.privateKey, "base64url"), ...extraKeys];
   return [
     ...cloud.authority.issuedTokens,
     cloud.clientSecret,
-    key.toString("base64"),
-    key.toString("base64url"),
-    key.toString("hex"),
+    ...keys.flatMap((key) => [key.toString("base64"), key.toString("base64url"), key.toString("hex")]),
     inject("azuriteAccountKey"),
   ];
 }
+
+/** An h1 value: version, key id, HPKE's encapsulated key, ciphertext; each part base64url. */
+const SEALED = /^h1\.[A-Za-z0-9_-]{12}\.[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]+$/;
+const keyIdOf = (sealed: unknown) => String(sealed).split(".")[1];
 
 /** Secrets (or a JWT's signature, which identifies it alone) found in `text`. */
 function leaksIn(text: string): string[] {
@@ -71,7 +92,7 @@ function summaryOf(lines: LogLine[]): unknown {
 }
 
 describe("assertions at rest", () => {
-  it("are encrypted while a row is open and wiped once it is closed, expired or failed, whichever way it got there", async () => {
+  it("are sealed while a row is open and wiped once it is closed, expired or failed, whichever way it got there", async () => {
     const owner = newUserId();
     const closes = await table.openSession({ userId: owner, workbook: "/drives/s/items/closes" });
     const gone = await table.openSession({ userId: newUserId(), workbook: "/drives/s/items/gone" });
@@ -136,14 +157,15 @@ describe("assertions at rest", () => {
       // Wiped in the live table, left out of history.
       expect(entity.assertion ?? "", `${status} ${code ?? ""} row keeps no assertion`).toBe("");
     }
-    // Rows still open keep theirs, encrypted and bound to the row.
+    // Rows still open keep theirs, sealed for the app's public key and bound to the row.
     const open = byId.get(live.sessionId)!;
     expect(open.status).toBe("open");
-    expect(open.assertion).toMatch(/^a1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
+    expect(open.assertion).toMatch(SEALED);
+    expect(keyIdOf(open.assertion)).toBe(AssertionSealer.fromPublicKey(cloud.assertionPublicKey).keyId);
     expect(entities.filter((e) => !["open", "closing"].includes(e.status as string)).every((e) => (e.assertion ?? "") === "")).toBe(true);
   });
 
-  it("rows waiting for a retry or deferred past a cooldown keep only the encrypted assertion", async () => {
+  it("rows waiting for a retry or deferred past a cooldown keep only the sealed assertion", async () => {
     const own = await cloud.newTable({ SWEEP_CONCURRENCY: "1", SWEEP_TIME_BUDGET: "PT3S" });
     tables.push(own);
     const tenant = "44444444-4444-4444-8444-444444444444";
@@ -156,7 +178,7 @@ describe("assertions at rest", () => {
     for (const { row, assertion } of [first, second]) {
       const entity = await own.services.ledger.client.getEntity<Record<string, unknown>>(row.partitionKey, row.rowKey);
       expect(entity.status).toBe("open");
-      expect(entity.assertion).toMatch(/^a1\./);
+      expect(entity.assertion).toMatch(SEALED);
       expect(JSON.stringify(entity)).not.toContain(assertion);
     }
   });
@@ -179,7 +201,7 @@ describe("nothing leaks", () => {
     expect((dryResponse.jsonBody as SweepSummary).candidates?.length).toBeGreaterThan(0);
 
     const bad = invocation("sweep");
-    record(await handlers.sweepHttp(postSweep(JSON.stringify({ userId: cloud.clientSecret, olderThan: cloud.assertionKey.toString("base64") })), bad.context), bad.lines);
+    record(await handlers.sweepHttp(postSweep(JSON.stringify({ userId: cloud.clientSecret, olderThan: cloud.assertionKeys.privateKey })), bad.context), bad.lines);
 
     const queued = await table.openSession({ userId: newUserId(), workbook: "/drives/l/items/queue", idleMinutes: 0 });
     const q = invocation("closeRequest");
@@ -226,17 +248,18 @@ describe("nothing leaks", () => {
     expect(cloud.emulator.requests.some((r) => r.tokenKind === "delegated")).toBe(true);
   });
 
-  it("the raw assertion text is in no stored entity: only its encryption, and no part of it", async () => {
+  it("the raw assertion text is in no stored entity: only its sealed form, and no part of it", async () => {
+    const opener = new AssertionOpener({ privateKeys: [cloud.assertionKeys.privateKey] });
     const all: RawEntity[] = [];
     for (const t of tables) all.push(...(await rawEntities(t.services.ledger)));
     expect(all.length).toBeGreaterThan(10);
     expect(leaksIn(entityText(all))).toEqual([]);
     for (const e of all) {
       if (typeof e.assertion === "string" && e.assertion !== "") {
-        expect(e.assertion.startsWith("a1.")).toBe(true);
-        // It is the encryption of an assertion the authority issued, bound to this very row
+        expect(e.assertion).toMatch(SEALED);
+        // It is the sealed form of an assertion the authority issued, bound to this very row
         // (a pattern check like /eyJ/ would also match random ciphertext now and then).
-        const plain = new AssertionCipher(cloud.assertionKey).decrypt(e.assertion, { partitionKey: e.partitionKey!, rowKey: e.rowKey! });
+        const plain = await opener.open(e.assertion, { partitionKey: e.partitionKey!, rowKey: e.rowKey! });
         expect(cloud.authority.issuedTokens.has(plain)).toBe(true);
         expect(e.assertion).not.toContain(plain.split(".")[1]!);
       }
@@ -245,27 +268,238 @@ describe("nothing leaks", () => {
 
   it("start-up errors for bad settings do not repeat secret values", () => {
     const base = cloud.settings({ SESSIONS_TABLE: table.tableName });
-    const attempts: Record<string, string | undefined>[] = [
-      { ASSERTION_ENCRYPTION_KEY: `${cloud.assertionKey.toString("base64")}AAAA` },
-      { ASSERTION_ENCRYPTION_KEY: cloud.clientSecret },
-      { AZURE_CLIENT_CERTIFICATE_PATH: "/nowhere.pem" },
-      { AzureWebJobsStorage: `AccountKey=${inject("azuriteAccountKey")}` },
-      { AzureWebJobsStorage: inject("storageConnectionString").replace("http://", "ftp://"), SWEEP_SCHEDULE: "bad" },
+    const privateKey = cloud.assertionKeys.privateKey;
+    const standardBase64 = Buffer.from(privateKey, "base64url").toString("base64");
+    const legacyKey = keepSecret(randomBytes(32)).toString("base64");
+    // Each bad value, and the setting the error must name for it (each key setting names itself).
+    const attempts: [Record<string, string | undefined>, string?][] = [
+      [{ ASSERTION_PRIVATE_KEY: `${privateKey}AAAA` }, "ASSERTION_PRIVATE_KEY"],
+      [{ ASSERTION_PRIVATE_KEY: privateKey.slice(0, 40) }, "ASSERTION_PRIVATE_KEY"],
+      [{ ASSERTION_PRIVATE_KEY: `${standardBase64.slice(0, 20)}!${standardBase64.slice(21)}` }, "ASSERTION_PRIVATE_KEY"],
+      [{ ASSERTION_PRIVATE_KEY: cloud.clientSecret }, "ASSERTION_PRIVATE_KEY"],
+      [{ ASSERTION_PRIVATE_KEY: `${privateKey},${privateKey}` }, "ASSERTION_PRIVATE_KEY"],
+      [{ ASSERTION_PRIVATE_KEY: undefined }, "ASSERTION_PRIVATE_KEY"],
+      [{ ASSERTION_PREVIOUS_PRIVATE_KEYS: `${newKeyPair().privateKey},${privateKey}AA` }, "ASSERTION_PREVIOUS_PRIVATE_KEYS"],
+      [{ ASSERTION_ENCRYPTION_KEY: `${legacyKey}AAAA` }, "ASSERTION_ENCRYPTION_KEY"],
+      [{ AZURE_CLIENT_CERTIFICATE_PATH: "/nowhere.pem" }],
+      [{ AzureWebJobsStorage: `AccountKey=${inject("azuriteAccountKey")}` }],
+      [{ AzureWebJobsStorage: inject("storageConnectionString").replace("http://", "ftp://"), SWEEP_SCHEDULE: "bad" }],
     ];
-    for (const overrides of attempts) {
+    for (const [overrides, setting] of attempts) {
       let error: unknown;
       try {
         loadConfig({ ...base, ...overrides });
       } catch (e) {
         error = e;
       }
-      expect(error).toBeInstanceOf(ConfigurationError);
+      expect(error, JSON.stringify(Object.keys(overrides))).toBeInstanceOf(ConfigurationError);
+      if (setting) {
+        expect((error as ConfigurationError).settings, setting).toEqual([setting]);
+        expect((error as Error).message).toContain(setting);
+      }
       record((error as Error).message, error);
     }
+    // The private key in its other spelling (base64) and with surrounding blanks is the same key.
+    expect(loadConfig({ ...base, ASSERTION_PRIVATE_KEY: ` ${standardBase64} ` }).auth.assertionKeys.privateKeys).toHaveLength(1);
     expect(leaksIn(outputs.join("\n"))).toEqual([]);
   });
 
   it("the whole file's captured output holds no secret so far", () => {
     expect(leaksIn(capturedText())).toEqual([]);
+  });
+});
+
+describe("sealed assertions across key changes", () => {
+  /** The final state of each row (live or moved to history), by session id. */
+  async function finalRows(t: TableFixture): Promise<Map<string, Record<string, unknown>>> {
+    return new Map((await rawEntities(t.services.ledger)).map((e) => [e.sessionId as string, e]));
+  }
+  const sentFor = (sessionId: string) => cloud.emulator.requests.filter((r) => r.sessionId === sessionId);
+
+  /** Replaces a recorded row's assertion with `assertion` (as another producer would have written it). */
+  async function overwriteAssertion(t: TableFixture, row: { partitionKey: string; rowKey: string }, assertion: string): Promise<void> {
+    await t.services.ledger.client.updateEntity({ partitionKey: row.partitionKey, rowKey: row.rowKey, assertion }, "Merge");
+  }
+
+  it("during the transition from the shared key, an a1 row closes when ASSERTION_ENCRYPTION_KEY is given beside ASSERTION_PRIVATE_KEY; without it, it fails AssertionFormatRetired and nothing is sent", async () => {
+    const legacyKey = keepSecret(randomBytes(32));
+    const legacyCipher = new AssertionCipher(legacyKey);
+    const transitional = await cloud.newTable({ ASSERTION_ENCRYPTION_KEY: legacyKey.toString("base64") });
+    const sealedOnly = await cloud.newTable();
+    for (const t of [transitional, sealedOnly]) expect(t.config.auth.assertionKeys.privateKeys).toEqual([cloud.assertionKeys.privateKey]);
+    expect(transitional.config.auth.assertionKeys.legacyKey?.equals(legacyKey)).toBe(true);
+    expect(sealedOnly.config.auth.assertionKeys.legacyKey).toBeUndefined();
+
+    const results: Record<string, { legacy: string; sealed: string; legacyUser: string }> = {};
+    for (const [name, t] of [["transitional", transitional], ["sealedOnly", sealedOnly]] as const) {
+      const legacyUser = newUserId();
+      // A row an old producer wrote with the shared key, in the a1 format, bound to its own row.
+      const legacy = await t.openSession({ userId: legacyUser, workbook: `/drives/k/items/legacy-${name}` });
+      const a1 = legacyCipher.encrypt(legacy.assertion, legacy.row);
+      expect(a1).toMatch(/^a1\./);
+      await overwriteAssertion(t, legacy.row, a1);
+      // A row a current producer sealed with the public key.
+      const sealed = await t.openSession({ userId: newUserId(), workbook: `/drives/k/items/sealed-${name}` });
+      expect(sealed.row.encryptedAssertion).toMatch(SEALED);
+      results[name] = { legacy: legacy.sessionId, sealed: sealed.sessionId, legacyUser };
+    }
+
+    // With the legacy key beside the private key: both close in the same sweep, each with its user's token.
+    const withLegacy = await transitional.services.newSweeper().run();
+    record(withLegacy);
+    expect(withLegacy).toMatchObject({ closed: 2, failed: 0 });
+    const after = await finalRows(transitional);
+    for (const sessionId of [results.transitional!.legacy, results.transitional!.sealed]) {
+      expect(after.get(sessionId)).toMatchObject({ status: "closed" });
+      expect(cloud.emulator.sessionState(sessionId)).toBe("closed");
+      expect(sentFor(sessionId)).toEqual([expect.objectContaining({ status: 204, tokenKind: "delegated" })]);
+    }
+    expect(sentFor(results.transitional!.legacy)[0]!.userId).toBe(results.transitional!.legacyUser);
+
+    // Without it: the a1 row is refused before any token is asked for or anything is sent; the sealed one closes.
+    const withoutLegacy = await sealedOnly.services.newSweeper().run();
+    record(withoutLegacy);
+    expect(withoutLegacy).toMatchObject({ closed: 1, failed: 1 });
+    const rows = await finalRows(sealedOnly);
+    const refused = rows.get(results.sealedOnly!.legacy)!;
+    expect(refused).toMatchObject({ status: "failed", lastErrorCode: "AssertionFormatRetired" });
+    expect(String(refused.lastErrorMessage)).toContain("ASSERTION_ENCRYPTION_KEY");
+    expect(refused.assertion ?? "").toBe("");
+    expect(sentFor(results.sealedOnly!.legacy)).toEqual([]);
+    expect(cloud.emulator.sessionState(results.sealedOnly!.legacy)).toBe("open");
+    expect(cloud.authority.tokenRequests.filter((r) => r.userId === results.sealedOnly!.legacyUser)).toEqual([]);
+    expect(rows.get(results.sealedOnly!.sealed)).toMatchObject({ status: "closed" });
+    expect(cloud.emulator.sessionState(results.sealedOnly!.sealed)).toBe("closed");
+
+    for (const t of [transitional, sealedOnly]) record(entityText(await rawEntities(t.services.ledger)));
+    expect(leaksIn(outputs.join("\n"))).toEqual([]);
+  });
+
+  it("rotation: rows sealed for the old public key close while the old private key is in ASSERTION_PREVIOUS_PRIVATE_KEYS; new rows are sealed for the new key; with the new key alone, old rows fail AssertionKeyUnknown", async () => {
+    const old = cloud.assertionKeys;
+    const next = newKeyPair();
+    const oldKeyId = AssertionSealer.fromPublicKey(old.publicKey).keyId;
+    const newKeyId = AssertionSealer.fromPublicKey(next.publicKey).keyId;
+    expect(newKeyId).not.toBe(oldKeyId);
+    const rotating = await cloud.newTable({ ASSERTION_PRIVATE_KEY: next.privateKey, ASSERTION_PREVIOUS_PRIVATE_KEYS: old.privateKey });
+    const rotated = await cloud.newTable({ ASSERTION_PRIVATE_KEY: next.privateKey });
+    expect(rotating.config.auth.assertionKeys.privateKeys).toEqual([next.privateKey, old.privateKey]);
+    expect(rotated.config.auth.assertionKeys.privateKeys).toEqual([next.privateKey]);
+
+    const sessions: Record<string, { old: string; fresh: string; oldUser: string }> = {};
+    for (const [name, t] of [["rotating", rotating], ["rotated", rotated]] as const) {
+      const oldUser = newUserId();
+      // Recorded before the producers were given the new public key.
+      const before = await t.openSession({ userId: oldUser, workbook: `/drives/r/items/old-${name}`, assertionPublicKey: old.publicKey });
+      // Recorded by a producer that has the new public key (the table's producer: its key follows ASSERTION_PRIVATE_KEY).
+      const after = await t.openSession({ userId: newUserId(), workbook: `/drives/r/items/new-${name}` });
+      expect(keyIdOf(before.row.encryptedAssertion)).toBe(oldKeyId);
+      expect(keyIdOf(after.row.encryptedAssertion)).toBe(newKeyId);
+      sessions[name] = { old: before.sessionId, fresh: after.sessionId, oldUser };
+    }
+    // A touch by a producer with the new key reseals the assertion for the new key.
+    const touched = await rotating.openSession({ userId: newUserId(), workbook: "/drives/r/items/touched", idleMinutes: 0, assertionPublicKey: old.publicKey });
+    const resealed = await rotating.producer.touch(touched.row, { userAssertion: touched.assertion });
+    expect(keyIdOf(resealed.encryptedAssertion)).toBe(newKeyId);
+
+    const both = await rotating.services.newSweeper().run();
+    record(both);
+    expect(both).toMatchObject({ closed: 2, failed: 0 });
+    const rotatingRows = await finalRows(rotating);
+    for (const sessionId of [sessions.rotating!.old, sessions.rotating!.fresh]) {
+      expect(rotatingRows.get(sessionId)).toMatchObject({ status: "closed" });
+      expect(cloud.emulator.sessionState(sessionId)).toBe("closed");
+    }
+
+    const newOnly = await rotated.services.newSweeper().run();
+    record(newOnly);
+    expect(newOnly).toMatchObject({ closed: 1, failed: 1 });
+    const rotatedRows = await finalRows(rotated);
+    const unknown = rotatedRows.get(sessions.rotated!.old)!;
+    expect(unknown).toMatchObject({ status: "failed", lastErrorCode: "AssertionKeyUnknown" });
+    // The message names the key id (derived from the public key, not secret), never a key.
+    expect(String(unknown.lastErrorMessage)).toContain(oldKeyId);
+    expect(sentFor(sessions.rotated!.old)).toEqual([]);
+    expect(cloud.emulator.sessionState(sessions.rotated!.old)).toBe("open");
+    expect(cloud.authority.tokenRequests.filter((r) => r.userId === sessions.rotated!.oldUser)).toEqual([]);
+    expect(rotatedRows.get(sessions.rotated!.fresh)).toMatchObject({ status: "closed" });
+
+    for (const t of [rotating, rotated]) record(entityText(await rawEntities(t.services.ledger)));
+    expect(leaksIn(outputs.join("\n"))).toEqual([]);
+  });
+
+  it("a producer holds only the public key: it has no way to open what it sealed, and the public key used as a private key opens nothing", async () => {
+    const own = await cloud.newTable();
+    const producer = SessionProducer.fromConnectionString(inject("storageConnectionString"), own.tableName, { assertionPublicKey: cloud.assertionPublicKey });
+    const userId = newUserId();
+    const recorded = await producer.record({ tenantId: HOME_TENANT, userId, sessionId: `s-${userId}`, workbook: "/drives/p/items/x", recordedBy: "test", userAssertion: cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId, audience: CLIENT_ID }) });
+    const stored = recorded.encryptedAssertion!;
+    expect(stored).toMatch(SEALED);
+
+    // No method on the producer or on what it seals with reads an assertion back.
+    const methodsOf = (o: object) => {
+      const names: string[] = [];
+      for (let p = Object.getPrototypeOf(o) as object | null; p && p !== Object.prototype; p = Object.getPrototypeOf(p) as object | null) names.push(...Object.getOwnPropertyNames(p));
+      return names;
+    };
+    const OPENS = /open|decrypt|unseal|recipient|private/i;
+    expect(methodsOf(producer).filter((n) => OPENS.test(n))).toEqual([]);
+    const sealers = Object.values(producer).filter((v): v is AssertionSealer => v instanceof AssertionSealer);
+    expect(sealers).toHaveLength(1);
+    const sealer = sealers[0]!;
+    expect(methodsOf(sealer).sort()).toEqual(["constructor", "seal", "toJSON"]);
+    expect(Object.keys(sealer).sort()).toEqual(["keyId", "publicKey"]);
+    expect(sealer.publicKey).toBe(cloud.assertionPublicKey);
+    // Nothing the producer holds is the private key, in either spelling.
+    const seen = inspect(producer, { depth: 4, showHidden: true });
+    expect(seen).not.toContain(cloud.assertionKeys.privateKey);
+    expect(seen).not.toContain(Buffer.from(cloud.assertionKeys.privateKey, "base64url").toString("base64"));
+
+    // The public key taken for a private key: 32 bytes are a valid X25519 scalar, so the opener is
+    // built, but for another key pair: it names a key id that is not the producer's, and opens nothing.
+    const wrong = new AssertionOpener({ privateKeys: [cloud.assertionPublicKey] });
+    expect(wrong.keyIds).not.toContain(sealer.keyId);
+    const row = { partitionKey: recorded.partitionKey, rowKey: recorded.rowKey };
+    await expect(wrong.open(stored, row)).rejects.toMatchObject({ code: "AssertionKeyUnknown" });
+    // Even with the value relabelled for that key id, it does not open (DHKEM binds the recipient's key).
+    const relabelled = stored.split(".").map((part, i) => (i === 1 ? wrong.keyIds[0]! : part)).join(".");
+    await expect(wrong.open(relabelled, row)).rejects.toMatchObject({ code: "AssertionUnreadable" });
+    // The sweeper's private key does open it.
+    expect(cloud.authority.issuedTokens.has(await new AssertionOpener({ privateKeys: [cloud.assertionKeys.privateKey] }).open(stored, row))).toBe(true);
+
+    // An app misconfigured with the public key as ASSERTION_PRIVATE_KEY closes nothing and sends nothing.
+    const session = await own.openSession({ userId: newUserId(), workbook: "/drives/p/items/misconfigured" });
+    const misconfigured = await cloud.newTableServicesFor(own, { ASSERTION_PRIVATE_KEY: cloud.assertionPublicKey });
+    const summary = await misconfigured.newSweeper().run();
+    record(summary);
+    expect((await finalRows(own)).get(session.sessionId)).toMatchObject({ status: "failed", lastErrorCode: "AssertionKeyUnknown" });
+    expect(sentFor(session.sessionId)).toEqual([]);
+    expect(cloud.emulator.sessionState(session.sessionId)).toBe("open");
+  });
+
+  it("a sealed value copied into another user's row is not opened by a sweep: that row fails AssertionUnreadable and nothing is sent for it", async () => {
+    const own = await cloud.newTable();
+    const userId = newUserId();
+    const source = await own.openSession({ userId, workbook: "/drives/c/items/source" });
+    const target = await own.openSession({ userId: newUserId(), workbook: "/drives/c/items/target" });
+    expect(target.row.partitionKey).not.toBe(source.row.partitionKey);
+    // A valid assertion, sealed for the right key, but bound to the source row: the target's user
+    // would borrow the source user's token with it. (Within one user's rows, a row is closed with
+    // that user's credential, made from whichever of the user's rows came first.)
+    await overwriteAssertion(own, target.row, source.row.encryptedAssertion!);
+
+    const summary = await own.services.newSweeper().run();
+    record(summary);
+    expect(summary).toMatchObject({ closed: 1, failed: 1 });
+    const rows = await finalRows(own);
+    expect(rows.get(target.sessionId)).toMatchObject({ status: "failed", lastErrorCode: "AssertionUnreadable" });
+    expect(rows.get(target.sessionId)!.assertion ?? "").toBe("");
+    expect(sentFor(target.sessionId)).toEqual([]);
+    expect(cloud.emulator.sessionState(target.sessionId)).toBe("open");
+    // The source row, whose value it is, closes as usual.
+    expect(rows.get(source.sessionId)).toMatchObject({ status: "closed" });
+    expect(sentFor(source.sessionId)).toEqual([expect.objectContaining({ status: 204, userId })]);
+    record(entityText(await rawEntities(own.services.ledger)));
+    expect(leaksIn(outputs.join("\n"))).toEqual([]);
   });
 });

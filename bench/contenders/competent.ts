@@ -16,30 +16,37 @@ const CONCURRENCY = 16;
 
 export const competent: Contender = async (context) => {
   const { settings } = context;
-  const { table, cipher, rows } = await readStaleRows(context);
+  const { table, opener, rows } = await readStaleRows(context);
   const graphHost = new URL(settings.GRAPH_BASE_URL!);
-  const clients = new Map<string, Client>();
-  const clientFor = (row: RawRow) => {
+  // One client per user, made once: the promise is kept, so rows of a user that arrive while its
+  // assertion is being opened wait for that client rather than make another. A row whose assertion
+  // does not open leaves no client behind: the user's next row tries with its own.
+  const clients = new Map<string, Promise<Client>>();
+  const clientFor = (row: RawRow): Promise<Client> => {
     let client = clients.get(row.partitionKey!);
     if (!client) {
-      // disableInstanceDiscovery: the stand-in authority is not one Microsoft's discovery knows.
-      const credentialOptions = {
-        tenantId: String(row.tenantId),
-        clientId: settings.AZURE_CLIENT_ID!,
-        clientSecret: settings.AZURE_CLIENT_SECRET!,
-        userAssertionToken: cipher.decrypt(String(row.assertion), { partitionKey: row.partitionKey!, rowKey: row.rowKey! }),
-        authorityHost: settings.AZURE_AUTHORITY_HOST!,
-        disableInstanceDiscovery: true,
-      };
-      const credential = new OnBehalfOfCredential(credentialOptions);
-      client = Client.initWithMiddleware({
-        authProvider: new TokenCredentialAuthenticationProvider(credential, { scopes: [settings.GRAPH_SCOPE!] }),
-        baseUrl: `${graphHost.origin}/`,
-        customHosts: new Set([graphHost.hostname]),
-      });
+      client = newClient(row);
       clients.set(row.partitionKey!, client);
+      client.catch(() => clients.delete(row.partitionKey!));
     }
     return client;
+  };
+  const newClient = async (row: RawRow): Promise<Client> => {
+    // disableInstanceDiscovery: the stand-in authority is not one Microsoft's discovery knows.
+    const credentialOptions = {
+      tenantId: String(row.tenantId),
+      clientId: settings.AZURE_CLIENT_ID!,
+      clientSecret: settings.AZURE_CLIENT_SECRET!,
+      userAssertionToken: await opener.open(String(row.assertion), { partitionKey: row.partitionKey!, rowKey: row.rowKey! }),
+      authorityHost: settings.AZURE_AUTHORITY_HOST!,
+      disableInstanceDiscovery: true,
+    };
+    const credential = new OnBehalfOfCredential(credentialOptions);
+    return Client.initWithMiddleware({
+      authProvider: new TokenCredentialAuthenticationProvider(credential, { scopes: [settings.GRAPH_SCOPE!] }),
+      baseUrl: `${graphHost.origin}/`,
+      customHosts: new Set([graphHost.hostname]),
+    });
   };
 
   let closed = 0;
@@ -48,7 +55,7 @@ export const competent: Contender = async (context) => {
     const keys = { partitionKey: row.partitionKey!, rowKey: row.rowKey! };
     let patch: Record<string, unknown>;
     try {
-      await clientFor(row).api(`${row.workbook}/workbook/closeSession`).header("workbook-session-id", String(row.sessionId)).post(undefined);
+      await (await clientFor(row)).api(`${row.workbook}/workbook/closeSession`).header("workbook-session-id", String(row.sessionId)).post(undefined);
       patch = { status: "closed", closedAt: new Date(), closedBy: "sweeper", assertion: "" };
       closed++;
     } catch (error) {

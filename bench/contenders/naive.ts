@@ -10,7 +10,7 @@ import type { Contender } from "./types";
 
 export const naive: Contender = async (context) => {
   const { settings } = context;
-  const { table, cipher, rows } = await readStaleRows(context);
+  const { table, opener, rows } = await readStaleRows(context);
   const graphHost = new URL(settings.GRAPH_BASE_URL!);
   let closed = 0;
   let errors = 0;
@@ -21,7 +21,7 @@ export const naive: Contender = async (context) => {
       tenantId: String(row.tenantId),
       clientId: settings.AZURE_CLIENT_ID!,
       clientSecret: settings.AZURE_CLIENT_SECRET!,
-      userAssertionToken: cipher.decrypt(String(row.assertion), keys),
+      userAssertionToken: await opener.open(String(row.assertion), keys),
       authorityHost: settings.AZURE_AUTHORITY_HOST!,
       disableInstanceDiscovery: true,
     };

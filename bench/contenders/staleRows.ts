@@ -1,5 +1,5 @@
 import { odata, type TableClient, type TableEntityResult } from "@azure/data-tables";
-import { AssertionCipher } from "../../src/core/AssertionCipher";
+import { AssertionOpener } from "../../src/core/assertionSealing";
 import { DEFAULT_SETTINGS } from "../../src/config";
 import { createLedgerTableClient } from "../../src/ledger/tableClient";
 import { parseDuration } from "../../src/utils/duration";
@@ -9,15 +9,15 @@ export type RawRow = TableEntityResult<Record<string, unknown>>;
 
 /**
  * What the hand-written contenders start with: the ledger table (its requests counted), the
- * assertion cipher, and the stale open rows read the plain way (every page into one array).
+ * assertion opener (ASSERTION_PRIVATE_KEY), and the stale open rows read the plain way (every page into one array).
  */
 export async function readStaleRows({ settings, onStorageRequest, limit = Infinity }: ContenderContext): Promise<{
   table: TableClient;
-  cipher: AssertionCipher;
+  opener: AssertionOpener;
   rows: RawRow[];
 }> {
   const table = createLedgerTableClient(settings.AzureWebJobsStorage!, settings.SESSIONS_TABLE!, { onRequest: onStorageRequest });
-  const cipher = new AssertionCipher(Buffer.from(settings.ASSERTION_ENCRYPTION_KEY!, "base64"));
+  const opener = new AssertionOpener({ privateKeys: [settings.ASSERTION_PRIVATE_KEY!] });
   const cutoff = new Date(Date.now() - parseDuration(settings.STALE_AFTER ?? DEFAULT_SETTINGS.STALE_AFTER)!);
   const rows: RawRow[] = [];
   // Silent since the cutoff, as the README's schema tells it: the last heartbeat is the earlier of Timestamp and heartbeatSeenAt.
@@ -26,5 +26,5 @@ export async function readStaleRows({ settings, onStorageRequest, limit = Infini
     rows.push(row);
     if (rows.length >= limit) break;
   }
-  return { table, cipher, rows };
+  return { table, opener, rows };
 }

@@ -1,7 +1,9 @@
-import { AssertionCipher } from "../core/AssertionCipher";
+import { AssertionOpener } from "../core/assertionSealing";
 import { classifyAuthorityError } from "../auth/authorityErrors";
-import { DelegatedCredentials } from "../auth/DelegatedCredentials";
-import type { SweeperConfig } from "../config";
+import { DelegatedCredentials, type ClientCredential } from "../auth/DelegatedCredentials";
+import { managedIdentityAssertion, storageCredential } from "../auth/managedIdentity";
+import type { ClientCredentialSettings, StorageConnectionSettings, SweeperConfig } from "../config";
+import type { StorageConnection } from "../ledger/storageConnection";
 import { WorkbookSessionCloser } from "../graph/WorkbookSessionCloser";
 import { SessionLedger, type ServiceTime } from "../ledger/SessionLedger";
 import type { CloseDependencies } from "../sweep/closeRecordedSession";
@@ -35,7 +37,7 @@ export interface SweeperServices {
 
 export function createSweeperServices(config: SweeperConfig, options: SweeperServicesOptions = {}): SweeperServices {
   const clock = options.clock ?? (() => new Date());
-  const ledger = SessionLedger.fromConnectionString(config.storage.connectionString, config.storage.tableName, {
+  const ledger = SessionLedger.fromConnection(storageConnection(config.storage.connection), config.storage.tableName, {
     clock,
     ...(options.serviceTime && { serviceTime: options.serviceTime }),
     ...(options.onStorageRequest && { onRequest: options.onStorageRequest }),
@@ -46,17 +48,18 @@ export function createSweeperServices(config: SweeperConfig, options: SweeperSer
     credentialErrorOutcome: classifyAuthorityError,
     clock,
   });
-  const cipher = new AssertionCipher(config.auth.assertionKey);
+  const opener = new AssertionOpener(config.auth.assertionKeys);
+  const clientCredential = clientCredentialOf(config.auth.clientCredential);
   const newCredentials = () =>
     new DelegatedCredentials({
       authorityHost: config.auth.authorityHost,
       disableInstanceDiscovery: config.auth.disableInstanceDiscovery,
       tenantId: config.auth.tenantId,
       clientId: config.auth.clientId,
-      clientCredential: config.auth.clientCredential,
+      clientCredential,
       additionallyAllowedTenants: config.auth.additionallyAllowedTenants,
       scope: config.auth.scope,
-      cipher,
+      opener,
       clock,
       ...(options.tokenMaxRetries !== undefined && { maxRetries: options.tokenMaxRetries }),
     });
@@ -84,4 +87,16 @@ export function createSweeperServices(config: SweeperConfig, options: SweeperSer
         { ...(logger && { logger }), clock },
       ),
   };
+}
+
+/** The account's connection as the SDKs take it: the connection string, or service URLs with the identity's credential. */
+export function storageConnection(settings: StorageConnectionSettings): StorageConnection {
+  if (settings.kind === "connectionString") return settings.connectionString;
+  return { tableServiceUrl: settings.tableServiceUrl, queueServiceUrl: settings.queueServiceUrl, credential: storageCredential(settings.credential) };
+}
+
+function clientCredentialOf(settings: ClientCredentialSettings): ClientCredential {
+  if (settings.kind !== "managedIdentity") return settings;
+  // One managed-identity credential for every user's exchange: its token is cached across them.
+  return { kind: "assertion", getAssertion: managedIdentityAssertion({ audience: settings.audience, ...(settings.clientId && { clientId: settings.clientId }) }) };
 }

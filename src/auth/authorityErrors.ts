@@ -1,5 +1,6 @@
 import type { CloseOutcome, PauseScope } from "../core/closeOutcome";
 import { Codes } from "../core/codes";
+import { ManagedIdentityUnavailableError } from "./managedIdentity";
 
 /**
  * The user can no longer be represented, and by then the session has idled out on Graph too: an
@@ -64,6 +65,27 @@ const APP_FAULTS: Record<string, { scope: PauseScope; code: string; message: str
     code: Codes.InvalidGraphScope,
     message: "The resource GRAPH_SCOPE names was not found: a permission on Graph's host (GRAPH_BASE_URL) is needed.",
   },
+  // The app registration's federated credential does not match the managed identity's token.
+  "700211": {
+    scope: "app",
+    code: Codes.FederatedCredentialRejected,
+    message: "The app registration has no federated credential for the managed identity's issuer: add one for the identity AZURE_CLIENT_ASSERTION_IDENTITY names.",
+  },
+  "700213": {
+    scope: "app",
+    code: Codes.FederatedCredentialRejected,
+    message: "The app registration has no federated credential for this managed identity (its object id as subject): add one, or set AZURE_CLIENT_ASSERTION_IDENTITY to the identity it trusts.",
+  },
+  "700212": {
+    scope: "app",
+    code: Codes.FederatedCredentialRejected,
+    message: "The app registration's federated credential names another audience: set AZURE_CLIENT_ASSERTION_AUDIENCE to it (api://AzureADTokenExchange on the public cloud).",
+  },
+  "70021": {
+    scope: "app",
+    code: Codes.FederatedCredentialRejected,
+    message: "The authority found no federated credential matching the managed identity's token: check the app registration's federated credentials and AZURE_CLIENT_ASSERTION_IDENTITY.",
+  },
   "65005": {
     scope: "app",
     code: Codes.GraphPermissionNotConfigured,
@@ -99,6 +121,8 @@ const APP_FAULTS: Record<string, { scope: PauseScope; code: string; message: str
  * the authority's text is not passed on, it may quote what was sent.
  */
 export function classifyAuthorityError(error: unknown, context: { now: Date; retryAfterMs: number }): Exclude<CloseOutcome, { kind: "closed" }> {
+  // The app's own identity gave no client assertion: nothing reached the authority.
+  if (error instanceof ManagedIdentityUnavailableError) return { kind: "paused", scope: "app", code: error.code, message: error.message };
   const text = error instanceof Error ? `${error.name} ${error.message}` : String(error);
   const aadsts = /AADSTS(\d{4,7})/.exec(text)?.[1];
   const retryAt = new Date(context.now.getTime() + context.retryAfterMs);

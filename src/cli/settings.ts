@@ -77,7 +77,7 @@ function readSettingsFile(path: string): Record<string, string> {
 }
 
 /**
- * The secret values among the settings (client secret, encryption key, the storage connection
+ * The secret values among the settings (client secret, assertion keys, the storage connection
  * string and its account key or SAS), so that no output of the CLI ever carries them.
  */
 export function secretValuesOf(settings: Settings): string[] {
@@ -88,6 +88,9 @@ export function secretValuesOf(settings: Settings): string[] {
   };
   add(settings.AZURE_CLIENT_SECRET);
   add(settings.ASSERTION_ENCRYPTION_KEY);
+  add(settings.ASSERTION_PRIVATE_KEY);
+  add(settings.ASSERTION_PREVIOUS_PRIVATE_KEYS);
+  for (const key of settings.ASSERTION_PREVIOUS_PRIVATE_KEYS?.split(",") ?? []) add(key);
   const connectionString = settings.AzureWebJobsStorage;
   if (connectionString && !/^\s*UseDevelopmentStorage=true\s*$/i.test(connectionString)) {
     add(connectionString);

@@ -34,6 +34,9 @@ export const Codes = {
   // The app's own settings or credential failed: sends pause (for one tenant or for all), rows are
   // given back as they were, and the invocation fails with one of these (AppFaultError).
   ClientCredentialRejected: "ClientCredentialRejected",
+  FederatedCredentialRejected: "FederatedCredentialRejected",
+  ManagedIdentityUnavailable: "ManagedIdentityUnavailable",
+  StorageCredentialUnavailable: "StorageCredentialUnavailable",
   ClientSecretExpired: "ClientSecretExpired",
   InvalidGraphScope: "InvalidGraphScope",
   GraphPermissionNotConfigured: "GraphPermissionNotConfigured",

@@ -8,6 +8,7 @@ import { LedgerHistory } from "./history";
 import { LEASES_TABLE_SUFFIX, TenantLeases } from "./tenantLeases";
 import { isStale, openStaleFilter } from "./liveness";
 import { ServiceClock } from "./serviceClock";
+import type { StorageConnection } from "./storageConnection";
 import { createLedgerServiceClient, createLedgerTableClient, pagesWithTable, type LedgerClientOptions } from "./tableClient";
 import { errorColumns, MAX_TRANSACTION_OPERATIONS, mergeIfUnchanged, PARALLEL_TRANSACTIONS, patchFor, rowAfter, writeConditionally } from "./transitions";
 import type { ErrorInfo } from "../core/errors";
@@ -106,16 +107,22 @@ export class SessionLedger {
     this.tenantLeases = new TenantLeases(history.siblingTable(LEASES_TABLE_SUFFIX), { serviceNow: () => this.serviceNow() });
   }
 
-  static fromConnectionString(connectionString: string, tableName: string, options: SessionLedgerOptions = {}): SessionLedger {
+  /** The ledger in the account `connection` reaches: a connection string, or service URLs and a credential. */
+  static fromConnection(connection: StorageConnection, tableName: string, options: SessionLedgerOptions = {}): SessionLedger {
     const serviceClock = options.serviceTime ? undefined : new ServiceClock(options.clock);
     // Every table's answers carry the service's Date (history, leases): one clock learns from all.
     const clientOptions = { ...options, ...(serviceClock && { serviceClock }) };
-    const client = createLedgerTableClient(connectionString, tableName, clientOptions);
+    const client = createLedgerTableClient(connection, tableName, clientOptions);
     const history = new LedgerHistory(client, {
-      service: createLedgerServiceClient(connectionString, options),
-      client: (name) => createLedgerTableClient(connectionString, name, clientOptions),
+      service: createLedgerServiceClient(connection, options),
+      client: (name) => createLedgerTableClient(connection, name, clientOptions),
     });
     return new SessionLedger(client, history, { ...options, ...(serviceClock && { serviceTime: serviceClock }) });
+  }
+
+  /** `fromConnection` with a connection string. */
+  static fromConnectionString(connectionString: string, tableName: string, options: SessionLedgerOptions = {}): SessionLedger {
+    return SessionLedger.fromConnection(connectionString, tableName, options);
   }
 
   /**

@@ -10,8 +10,9 @@ import { type SessionRecord } from "./models";
 import { isTerminal, type SessionKey, type SessionToClose } from "../core/session";
 import { keysOf, readRow, updateWithRetry } from "./rows";
 import { createLedgerServiceClient, createLedgerTableClient, storageStatus, withTable, type LedgerClientOptions } from "./tableClient";
-import { QueueClient, type QueueSendMessageResponse } from "@azure/storage-queue";
-import { AssertionCipher } from "../core/AssertionCipher";
+import type { QueueClient, QueueSendMessageResponse } from "@azure/storage-queue";
+import { AssertionSealer } from "../core/AssertionSealer";
+import { createQueueClient, type StorageConnection } from "./storageConnection";
 import { DEFAULT_CLOSE_QUEUE, formatCloseRequestMessage, parseCloseRequestMessage } from "../core/closeRequestMessage";
 
 /** A session a producing service has just opened with `createSession`. */
@@ -37,9 +38,12 @@ export interface RecordSessionInput extends SessionKey {
 }
 
 export interface SessionProducerOptions extends LedgerClientOptions {
-  /** ASSERTION_ENCRYPTION_KEY: 32 bytes (or their base64), the same key the sweeper has. */
-  assertionKey: Buffer | string;
-  /** The sweeper's close queue (CLOSE_QUEUE), for requestClose. fromConnectionString makes one. */
+  /**
+   * ASSERTION_PUBLIC_KEY: the sweeper's public key (raw 32-byte X25519, or its base64/base64url),
+   * that user assertions are sealed with. A producer holds no key that opens them.
+   */
+  assertionPublicKey: string | Uint8Array;
+  /** The sweeper's close queue (CLOSE_QUEUE), for requestClose. fromConnection makes one. */
   closeQueue?: QueueClient;
   /** The clock for timestamps. @default the system clock */
   clock?: () => Date;
@@ -66,7 +70,7 @@ const MAX_ASSERTION_LENGTH = 16_384;
  */
 export class SessionProducer {
   private readonly clock: () => Date;
-  private readonly cipher: AssertionCipher;
+  private readonly sealer: AssertionSealer;
   private readonly closeQueue: QueueClient | undefined;
   private readonly history: LedgerHistory | undefined;
   private queueCreating: Promise<void> | undefined;
@@ -78,22 +82,28 @@ export class SessionProducer {
     this.clock = options.clock ?? (() => new Date());
     this.closeQueue = options.closeQueue;
     this.history = options.history;
-    this.cipher = new AssertionCipher(typeof options.assertionKey === "string" ? Buffer.from(options.assertionKey, "base64") : options.assertionKey);
+    this.sealer = AssertionSealer.fromPublicKey(options.assertionPublicKey);
   }
 
-  /** `closeQueueName` defaults to CLOSE_QUEUE's default, `workbook-session-close`. */
-  static fromConnectionString(
-    connectionString: string,
-    tableName: string,
-    options: SessionProducerOptions & { closeQueueName?: string },
-  ): SessionProducer {
-    const closeQueue = options.closeQueue ?? new QueueClient(connectionString, options.closeQueueName ?? DEFAULT_CLOSE_QUEUE);
-    const client = createLedgerTableClient(connectionString, tableName, options);
+  /**
+   * The producer for the ledger in the account `connection` reaches: a connection string, or the
+   * table and queue services' URLs with a credential (a managed identity: no storage key needed).
+   * `closeQueueName` defaults to CLOSE_QUEUE's default, `workbook-session-close`.
+   */
+  static fromConnection(connection: StorageConnection, tableName: string, options: SessionProducerOptions & { closeQueueName?: string }): SessionProducer {
+    const hasQueue = typeof connection === "string" || connection.queueServiceUrl !== undefined;
+    const closeQueue = options.closeQueue ?? (hasQueue ? createQueueClient(connection, options.closeQueueName ?? DEFAULT_CLOSE_QUEUE) : undefined);
+    const client = createLedgerTableClient(connection, tableName, options);
     const history = new LedgerHistory(client, {
-      service: createLedgerServiceClient(connectionString, options),
-      client: (name) => createLedgerTableClient(connectionString, name, options),
+      service: createLedgerServiceClient(connection, options),
+      client: (name) => createLedgerTableClient(connection, name, options),
     });
-    return new SessionProducer(client, { ...options, closeQueue, history });
+    return new SessionProducer(client, { ...options, ...(closeQueue && { closeQueue }), history });
+  }
+
+  /** `fromConnection` with a connection string. */
+  static fromConnectionString(connectionString: string, tableName: string, options: SessionProducerOptions & { closeQueueName?: string }): SessionProducer {
+    return SessionProducer.fromConnection(connectionString, tableName, options);
   }
 
   /**
@@ -102,7 +112,7 @@ export class SessionProducer {
    * SessionAlreadyRecordedError.
    */
   async record(input: RecordSessionInput): Promise<SessionRecord> {
-    const entity = this.entityFor(input);
+    const entity = await this.entityFor(input);
     try {
       // The first session recorded in a new storage account creates the ledger table.
       const response = await withTable(this.client, () => this.client.createEntity(entity));
@@ -131,7 +141,9 @@ export class SessionProducer {
     });
   }
 
-  private heartbeat(key: SessionKey, options: TouchOptions): Promise<SessionToClose> {
+  private async heartbeat(key: SessionKey, options: TouchOptions): Promise<SessionToClose> {
+    // Sealed for this row's keys, as the sweeper will open it.
+    const assertion = options.userAssertion !== undefined ? await this.sealer.seal(options.userAssertion, keysOf(key)) : undefined;
     return updateWithRetry(
       this.client,
       key,
@@ -144,7 +156,7 @@ export class SessionProducer {
           schemaVersion: SCHEMA_VERSION,
           ...(options.leaseMs !== undefined && { leaseSeconds: options.leaseMs / 1_000 }),
           updatedAt: now,
-          ...(options.userAssertion !== undefined && { assertion: this.cipher.encrypt(options.userAssertion, row) }),
+          ...(assertion !== undefined && { assertion }),
         };
       },
       options,
@@ -233,7 +245,7 @@ export class SessionProducer {
     return row;
   }
 
-  private entityFor(input: RecordSessionInput): SessionEntity {
+  private async entityFor(input: RecordSessionInput): Promise<SessionEntity> {
     const problems: InputProblem[] = [];
     if (!isGuid(input.tenantId)) problems.push({ field: "tenantId", message: "must be the tenant's GUID" });
     if (!isGuid(input.userId)) problems.push({ field: "userId", message: "must be the user's Entra object id (a GUID)" });
@@ -273,7 +285,7 @@ export class SessionProducer {
       status: "open",
       attempts: 0,
       recordedBy: input.recordedBy,
-      assertion: this.cipher.encrypt(input.userAssertion, keys),
+      assertion: await this.sealer.seal(input.userAssertion, keys),
     };
   }
 }

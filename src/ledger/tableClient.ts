@@ -1,6 +1,7 @@
 import { TableClient, TableServiceClient, type TableServiceClientOptions } from "@azure/data-tables";
 import { isRestError, type PipelinePolicy } from "@azure/core-rest-pipeline";
 import type { ServiceClock } from "./serviceClock";
+import { isLoopbackEmulator, type StorageConnection } from "./storageConnection";
 
 export interface LedgerClientOptions {
   /** Learns the service's time from its answers' `Date` headers. @default none */
@@ -10,21 +11,26 @@ export interface LedgerClientOptions {
 }
 
 /**
- * A TableClient for the ledger. Plain http is allowed only towards the local emulator on loopback
- * (Azurite); a real account is always https.
+ * A TableClient for the ledger, over a connection string or the table service's URL and a
+ * credential. Plain http is allowed only towards the local emulator on loopback (Azurite); a real
+ * account is always https (and a bearer token is never sent over http).
  */
-export function createLedgerTableClient(connectionString: string, tableName: string, options: LedgerClientOptions = {}): TableClient {
-  return TableClient.fromConnectionString(connectionString, tableName, ledgerClientOptions(connectionString, options));
+export function createLedgerTableClient(connection: StorageConnection, tableName: string, options: LedgerClientOptions = {}): TableClient {
+  const clientOptions = ledgerClientOptions(connection, options);
+  if (typeof connection === "string") return TableClient.fromConnectionString(connection, tableName, clientOptions);
+  return new TableClient(connection.tableServiceUrl, tableName, connection.credential, clientOptions);
 }
 
 /** The account's table service, for the history tables' names; the same rules as the ledger's client. */
-export function createLedgerServiceClient(connectionString: string, options: LedgerClientOptions = {}): TableServiceClient {
-  return TableServiceClient.fromConnectionString(connectionString, ledgerClientOptions(connectionString, options));
+export function createLedgerServiceClient(connection: StorageConnection, options: LedgerClientOptions = {}): TableServiceClient {
+  const clientOptions = ledgerClientOptions(connection, options);
+  if (typeof connection === "string") return TableServiceClient.fromConnectionString(connection, clientOptions);
+  return new TableServiceClient(connection.tableServiceUrl, connection.credential, clientOptions);
 }
 
-function ledgerClientOptions(connectionString: string, options: LedgerClientOptions): TableServiceClientOptions {
+function ledgerClientOptions(connection: StorageConnection, options: LedgerClientOptions): TableServiceClientOptions {
   const clientOptions: TableServiceClientOptions = {
-    allowInsecureConnection: isLoopbackEmulator(connectionString),
+    allowInsecureConnection: isLoopbackEmulator(connection),
   };
   if (options.onRequest) {
     const onRequest = options.onRequest;
@@ -39,15 +45,6 @@ function ledgerClientOptions(connectionString: string, options: LedgerClientOpti
   }
   if (options.serviceClock) clientOptions.additionalPolicies = [...(clientOptions.additionalPolicies ?? []), { policy: options.serviceClock.policy, position: "perRetry" }];
   return clientOptions;
-}
-
-export function isLoopbackEmulator(connectionString: string): boolean {
-  if (/UseDevelopmentStorage=true/i.test(connectionString)) return true;
-  const endpoints = [...connectionString.matchAll(/(?:Table|Queue|Blob)Endpoint=([^;]+)/gi)].map((m) => m[1]!);
-  return (
-    endpoints.length > 0 &&
-    endpoints.every((endpoint) => /^http:\/\/(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(\/|$)/i.test(endpoint))
-  );
 }
 
 /** The status of a storage RestError, or undefined for anything else (network errors included). */

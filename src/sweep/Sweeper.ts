@@ -1,3 +1,4 @@
+import { Codes } from "../core/codes";
 import type { RequestBudget } from "../core/budget";
 import { isTerminal, type SessionStatus, type SessionToClose } from "../core/session";
 import { formatWorkbookLocation, workbookKey } from "../core/workbookLocation";
@@ -504,6 +505,14 @@ function candidateOf(row: SessionToClose): SweepCandidate {
 
 /** A fault's code and message, for the summary: storage and network errors carry no secrets. */
 export function describeFault(error: unknown): ErrorInfo {
+  // @azure/identity's errors reach a sweep only from the storage clients: an identity-based
+  // connection that got no token. The SDK's text says why; the code says where to look.
+  if (error instanceof Error && (error.name === "CredentialUnavailableError" || error.name === "AuthenticationError" || error.name === "AggregateAuthenticationError")) {
+    return {
+      code: Codes.StorageCredentialUnavailable,
+      message: `The storage connection's identity got no token (check AzureWebJobsStorage__credential and __clientId): ${error.message.split("\n")[0]!.slice(0, 240)}`,
+    };
+  }
   if (error instanceof Error) {
     const code = (error as { code?: unknown }).code;
     return { code: typeof code === "string" ? code : error.name, message: error.message.split("\n")[0]!.slice(0, 300) };

@@ -54,6 +54,34 @@ export const KNOWN_ERRORS: Readonly<Record<string, KnownError>> = {
     error: "invalid_client",
     description: "Client assertion failed signature validation.",
   },
+  // Federated identity credentials (a client assertion issued by a trusted identity provider, e.g.
+  // a managed identity's token for api://AzureADTokenExchange). The three specific codes are
+  // invalid_client, as Entra answers them (AADSTS700211 reported with 401); the older general one is
+  // invalid_request, HTTP 400. Matching is case-sensitive.
+  AADSTS700211: {
+    status: 401,
+    error: "invalid_client",
+    description:
+      "No matching federated identity record found for presented assertion issuer '{issuer}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation",
+  },
+  AADSTS700212: {
+    status: 401,
+    error: "invalid_client",
+    description:
+      "No matching federated identity record found for presented assertion audience '{audience}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation",
+  },
+  AADSTS700213: {
+    status: 401,
+    error: "invalid_client",
+    description:
+      "No matching federated identity record found for presented assertion subject '{subject}'. Check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation",
+  },
+  AADSTS70021: {
+    status: 400,
+    error: "invalid_request",
+    description:
+      "No matching federated identity record found for presented assertion. Assertion Issuer: '{issuer}'. Assertion Subject: '{subject}'. Assertion Audience: '{audience}'. https://learn.microsoft.com/entra/workload-id/workload-identity-federation",
+  },
   AADSTS70002: { status: 401, error: "invalid_client", description: "Error validating credentials." },
   AADSTS90033: { status: 503, error: "temporarily_unavailable", description: "A transient error has occurred. Please try again." },
   AADSTS50173: {

@@ -6,11 +6,15 @@
  *   GET  /{tenant}/discovery/v2.0/keys  and  /common/discovery/keys      (JWKS with the real signing key)
  *   GET  /common/discovery/instance                                     (instance discovery, for completeness)
  *   POST /{tenant}/oauth2/v2.0/token    grant types: jwt-bearer (on-behalf-of) and client_credentials
+ *   GET  /msi/token                     the App Service managed-identity endpoint (managedIdentity.ts),
+ *                                       recorded in `managedIdentityRequests`
  *
  * Faithfulness notes (Entra's observable behaviour, as documented or widely reported):
  *   - Client authentication errors are `invalid_client` with HTTP 401 (AADSTS7000215 wrong secret,
  *     AADSTS7000218 no credential, AADSTS700027 certificate not registered / bad signature,
- *     AADSTS700024 client assertion expired). An unknown client_id is AADSTS700016
+ *     AADSTS700024 client assertion expired; for a federated assertion AADSTS700211 / 700213 /
+ *     700212 when no federated identity credential has its issuer / subject / audience). A
+ *     registration without a secret refuses any secret (AADSTS7000215). An unknown client_id is AADSTS700016
  *     `unauthorized_client`, HTTP 400 (that is what Entra answers, not 7000215).
  *   - Grant errors are `invalid_grant`, HTTP 400: AADSTS500133 expired user assertion, AADSTS50013
  *     assertion signature / audience / tenant mismatch, AADSTS65001 scope not consented,
@@ -29,8 +33,25 @@ import { randomBytes, randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TestCertificate } from "../certificate";
 import { LocalHttpsServer } from "../localHttpsServer";
-import { authenticateClient, registeredClient, type ClientRegistration, type RegisteredClient } from "./clients";
+import {
+  authenticateClient,
+  clientAuthKind,
+  federatedCredential,
+  registeredClient,
+  type ClientRegistration,
+  type FederatedCredential,
+  type RegisteredClient,
+} from "./clients";
 import { AuthorityError, entraErrorAnswer, type ErrorContext } from "./errors";
+import {
+  MANAGED_IDENTITY_PATH,
+  ManagedIdentityEndpoint,
+  readManagedIdentityRequest,
+  type ManagedIdentity,
+  type ManagedIdentityEnvironment,
+  type ManagedIdentityRegistration,
+  type ManagedIdentityRequestRecord,
+} from "./managedIdentity";
 import {
   AuthorityTokens,
   b64u,
@@ -38,6 +59,7 @@ import {
   GRAPH_APP_ID,
   GRAPH_RESOURCE,
   str,
+  TOKEN_EXCHANGE_AUDIENCE,
   type GraphTokenVerification,
   type ParsedJwt,
   type SigningKey,
@@ -92,8 +114,8 @@ export interface TokenRequestRecord {
   error?: string;
   /** The OAuth error of an error answer, e.g. "invalid_grant". */
   oauthError?: string;
-  /** The client authentication used. */
-  clientAuth: "secret" | "certificate" | "none";
+  /** The client authentication used ("federated": a client assertion whose `iss` is not the client id). */
+  clientAuth: "secret" | "certificate" | "federated" | "none";
   /** Arrival time (ms since epoch). */
   at: number;
   /** When the answer was sent (ms since epoch). */
@@ -124,6 +146,19 @@ export interface FailRule {
 export interface FakeAuthority {
   readonly authorityHost: string;
   registerClient(client: ClientRegistration): void;
+  /**
+   * Assigns a managed identity to the app, served at `managedIdentityEnvironment()`'s endpoint:
+   * tokens for Azure Storage and for `api://AzureADTokenExchange`.
+   */
+  registerManagedIdentity(identity?: ManagedIdentityRegistration): ManagedIdentity;
+  /** IDENTITY_ENDPOINT and IDENTITY_HEADER, as App Service sets them for the app (the header is a secret). */
+  managedIdentityEnvironment(): ManagedIdentityEnvironment;
+  /**
+   * Adds a federated identity credential to a registered client that accepts the identity's
+   * exchange token: issuer `{authorityHost}/{identity tenant}/v2.0`, subject its object id,
+   * audience `api://AzureADTokenExchange`. Returns the credential added.
+   */
+  trustManagedIdentity(clientId: string, identity: ManagedIdentity): Required<Omit<FederatedCredential, "name">>;
   issueUserAssertion(u: UserAssertionRequest): string;
   issueAppOnlyToken(a: { tenantId: string; clientId: string }): string;
   verifyGraphToken(token: string): GraphTokenVerification;
@@ -132,6 +167,8 @@ export interface FakeAuthority {
   readonly issuedTokens: ReadonlySet<string>;
   /** Discovery, JWKS and unknown requests: method, path (no query) and status. */
   readonly otherRequests: OtherRequestRecord[];
+  /** Requests to the managed-identity endpoint (no header value, no token). */
+  readonly managedIdentityRequests: ManagedIdentityRequestRecord[];
   failNext(rule: FailRule): void;
   setLatency(ms: number): void;
   reset(): void;
@@ -144,6 +181,8 @@ export interface FakeAuthorityOptions {
   latencyMs?: number;
   /** Lifetime of issued Graph access tokens (expires_in). Default 3599. */
   accessTokenLifetimeSec?: number;
+  /** Lifetime of managed-identity tokens (storage and exchange). Default 86399 (24 h, as Azure's). */
+  managedIdentityTokenLifetimeSec?: number;
   /**
    * What `scope` says in a successful delegated answer:
    *  - "expanded" (default, as Entra): the consented Graph permissions, resource-qualified;
@@ -176,11 +215,14 @@ interface TokenRequest {
 export class FakeAuthorityServer implements FakeAuthority {
   readonly tokenRequests: TokenRequestRecord[] = [];
   readonly otherRequests: OtherRequestRecord[] = [];
+  readonly managedIdentityRequests: ManagedIdentityRequestRecord[] = [];
   private readonly clients = new Map<string, RegisteredClient>();
   private readonly tokens: AuthorityTokens;
   private rules: (FailRule & { remaining: number })[] = [];
   private latencyMs: number;
   private seq = 0;
+  private managedIdentitySeq = 0;
+  private readonly managedIdentity: ManagedIdentityEndpoint;
   private origin = "";
   private readonly server: LocalHttpsServer;
   private readonly timers = new Set<NodeJS.Timeout>();
@@ -192,6 +234,7 @@ export class FakeAuthorityServer implements FakeAuthority {
   ) {
     this.latencyMs = options.latencyMs ?? 0;
     this.tokens = new AuthorityTokens(key, () => this.origin, options.accessTokenLifetimeSec ?? 3599);
+    this.managedIdentity = new ManagedIdentityEndpoint(this.tokens, options.managedIdentityTokenLifetimeSec ?? 86_399);
     this.server = new LocalHttpsServer(options.certificate, (req, res) => this.handle(req, res));
   }
 
@@ -209,6 +252,27 @@ export class FakeAuthorityServer implements FakeAuthority {
 
   registerClient(client: ClientRegistration): void {
     this.clients.set(client.clientId, registeredClient(client));
+  }
+
+  registerManagedIdentity(identity: ManagedIdentityRegistration = {}): ManagedIdentity {
+    return this.managedIdentity.register(identity);
+  }
+
+  managedIdentityEnvironment(): ManagedIdentityEnvironment {
+    if (!this.origin) throw new Error("managedIdentityEnvironment: the authority is not listening yet");
+    return { IDENTITY_ENDPOINT: `${this.origin}${MANAGED_IDENTITY_PATH}`, IDENTITY_HEADER: this.managedIdentity.identityHeader };
+  }
+
+  trustManagedIdentity(clientId: string, identity: ManagedIdentity): Required<Omit<FederatedCredential, "name">> {
+    const client = this.clients.get(clientId);
+    if (!client) throw new Error(`trustManagedIdentity: no registered client ${clientId}`);
+    const credential = federatedCredential({
+      issuer: `${this.origin}/${identity.tenantId}/v2.0`,
+      subject: identity.objectId,
+      audience: TOKEN_EXCHANGE_AUDIENCE,
+    });
+    client.federatedCredentials.push(credential);
+    return credential;
   }
 
   issueUserAssertion(u: UserAssertionRequest): string {
@@ -235,8 +299,10 @@ export class FakeAuthorityServer implements FakeAuthority {
   reset(): void {
     this.tokenRequests.length = 0;
     this.otherRequests.length = 0;
+    this.managedIdentityRequests.length = 0;
     this.rules = [];
     this.seq = 0;
+    this.managedIdentitySeq = 0;
     this.latencyMs = this.options.latencyMs ?? 0;
   }
 
@@ -257,6 +323,7 @@ export class FakeAuthorityServer implements FakeAuthority {
     const method = req.method ?? "GET";
     const isToken = segments.length === 4 && segments[1] === "oauth2" && segments[2] === "v2.0" && segments[3] === "token";
     if (isToken) return this.handleToken(segments[0]!, method, req, res);
+    if (url.pathname === MANAGED_IDENTITY_PATH) return this.handleManagedIdentity(method, url, req, res);
 
     const at = Date.now();
     await this.delay();
@@ -314,6 +381,19 @@ export class FakeAuthorityServer implements FakeAuthority {
   }
 
   // -------------------------------------------------------------------------------------------
+  // Managed-identity endpoint (App Service's IDENTITY_ENDPOINT)
+
+  private async handleManagedIdentity(method: string, url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // Never recorded: the header's value (a secret) and the token answered.
+    const record = readManagedIdentityRequest(++this.managedIdentitySeq, method, url, Date.now());
+    this.managedIdentityRequests.push(record);
+    await this.delay();
+    const header = req.headers["x-identity-header"];
+    const answer = this.managedIdentity.answer(method, Array.isArray(header) ? header[0] : header, record);
+    this.sendJson(res, answer.status, answer.body, answer.headers);
+  }
+
+  // -------------------------------------------------------------------------------------------
   // Token endpoint
 
   private async handleToken(tenantSegment: string, method: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -328,7 +408,7 @@ export class FakeAuthorityServer implements FakeAuthority {
       grantType: request.grantType,
       scope: request.scope,
       status: 0,
-      clientAuth: clientAuthOf(request.params),
+      clientAuth: clientAuthKind(request.params),
       at,
     };
     this.tokenRequests.push(record);
@@ -372,7 +452,7 @@ export class FakeAuthorityServer implements FakeAuthority {
     if (!clientId) throw new AuthorityError("AADSTS900144", { parameter: "client_id" });
     const client = this.clients.get(clientId);
     if (!client) throw new AuthorityError("AADSTS700016");
-    authenticateClient(client, request.params, { origin: this.origin, tenantSegment: request.tenantSegment });
+    authenticateClient(client, request.params, { origin: this.origin, tenantSegment: request.tenantSegment }, (jwt) => this.tokens.signedHere(jwt));
 
     const resourceScopes = request.scope.split(" ").filter((s) => s.length > 0 && !OIDC_SCOPES.has(s.toLowerCase()));
     return grantType === GRANT_CLIENT_CREDENTIALS
@@ -518,10 +598,6 @@ function readTokenRequest(tenantSegment: string, method: string, req: IncomingMe
     isAlias,
     tenantId: isAlias && assertionTid ? assertionTid : tenantSegment,
   };
-}
-
-function clientAuthOf(params: URLSearchParams): TokenRequestRecord["clientAuth"] {
-  return params.get("client_secret") ? "secret" : params.get("client_assertion") ? "certificate" : "none";
 }
 
 function readBody(req: IncomingMessage, limit = 256 * 1024): Promise<string> {

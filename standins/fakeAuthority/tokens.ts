@@ -5,7 +5,10 @@
  *
  * Tokens are RS256 JWTs signed with an RSA key generated for one authority instance only, in the
  * shapes Entra issues: v2.0 assertions and ID tokens (`iss` = `{authority}/{tid}/v2.0`), v1.0 Graph
- * access tokens (`iss` = `{authority}/{tid}/`, `aud` = `https://graph.microsoft.com`).
+ * access tokens (`iss` = `{authority}/{tid}/`, `aud` = `https://graph.microsoft.com`), and a managed
+ * identity's tokens: v1.0 Storage tokens (`iss` = `https://sts.windows.net/{tid}/`, the issuer
+ * Azure Storage, and Azurite, accept) and v2.0 token-exchange assertions (`aud` =
+ * `api://AzureADTokenExchange`, `iss` = `{authority}/{tid}/v2.0`) for federated client credentials.
  */
 import {
   createHash,
@@ -20,6 +23,20 @@ import { AuthorityError } from "./errors";
 
 export const GRAPH_RESOURCE = "https://graph.microsoft.com";
 export const GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000";
+/** Azure Storage's resource (its app id is e406a681-f3d4-42a8-90b6-c2b029497af1). */
+export const STORAGE_RESOURCE = "https://storage.azure.com";
+/** Azure Key Vault's resource: a v1.0 token for it is one Storage must refuse (audience). */
+export const KEY_VAULT_RESOURCE = "https://vault.azure.net";
+/** The audience of a managed identity's token used as a federated client assertion. */
+export const TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange";
+
+/** A managed identity as its tokens name it. */
+export interface ManagedIdentityPrincipal {
+  tenantId: string;
+  clientId: string;
+  objectId: string;
+  resourceId: string;
+}
 
 /** What the Graph emulator reads from a valid Graph access token. */
 export interface GraphTokenClaims {
@@ -169,6 +186,69 @@ export class AuthorityTokens {
       tid: tenantId,
       ver: "2.0",
     });
+  }
+
+  /**
+   * A managed identity's v1.0 access token for an Azure resource (Storage, Key Vault), as Entra
+   * issues it to the identity endpoint: `aud` is the resource as asked (`https://storage.azure.com`
+   * or with a slash), `iss` the public v1 issuer `https://sts.windows.net/{tid}/` (what Storage and
+   * Azurite accept), `oid`/`sub` the identity's object id, `appid` its client id.
+   */
+  managedIdentityResourceToken(mi: ManagedIdentityPrincipal, audience: string, lifetimeSec: number): string {
+    const iat = nowSec();
+    return this.sign({
+      aud: audience,
+      iss: `https://sts.windows.net/${mi.tenantId}/`,
+      iat,
+      nbf: iat,
+      exp: iat + lifetimeSec,
+      aio: b64u(randomBytes(24)),
+      appid: mi.clientId,
+      appidacr: "2",
+      idp: `https://sts.windows.net/${mi.tenantId}/`,
+      idtyp: "app",
+      oid: mi.objectId,
+      rh: `0.${b64u(randomBytes(24))}.`,
+      sub: mi.objectId,
+      tid: mi.tenantId,
+      uti: b64u(randomBytes(16)),
+      ver: "1.0",
+      xms_mirid: mi.resourceId,
+    });
+  }
+
+  /**
+   * A managed identity's token for `api://AzureADTokenExchange`: a v2.0 token from this authority
+   * (`iss` = `{authority}/{tid}/v2.0`, `sub` = the identity's object id), which an app registration
+   * trusting that identity (a federated identity credential) accepts as its client assertion.
+   */
+  managedIdentityExchangeToken(mi: ManagedIdentityPrincipal, lifetimeSec: number): string {
+    const iat = nowSec();
+    return this.sign({
+      aud: TOKEN_EXCHANGE_AUDIENCE,
+      iss: `${this.issuerOrigin()}/${mi.tenantId}/v2.0`,
+      iat,
+      nbf: iat,
+      exp: iat + lifetimeSec,
+      azp: mi.clientId,
+      azpacr: "2",
+      idtyp: "app",
+      oid: mi.objectId,
+      sub: mi.objectId,
+      tid: mi.tenantId,
+      uti: b64u(randomBytes(16)),
+      ver: "2.0",
+      xms_mirid: mi.resourceId,
+    });
+  }
+
+  /** Whether this authority's key signed the JWT (RS256, its `kid`). */
+  signedHere(jwt: ParsedJwt): boolean {
+    return (
+      jwt.header.alg === "RS256" &&
+      jwt.header.kid === this.key.kid &&
+      cryptoVerify("sha256", jwt.signingInput, this.key.publicKey, jwt.signature)
+    );
   }
 
   /** What Graph checks of a bearer token: this key's signature, Graph's audience, this issuer, the time. */

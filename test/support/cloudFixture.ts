@@ -1,6 +1,7 @@
-import { randomBytes, randomUUID } from "node:crypto";
+import { createPrivateKey, createPublicKey, randomBytes, randomUUID } from "node:crypto";
 import type { TableClient } from "@azure/data-tables";
 import { afterAll, beforeAll, beforeEach, inject } from "vitest";
+import { AssertionSealer } from "../../src/core/assertionSealing";
 import { loadConfig, SessionProducer, createSweeperServices, type SweeperConfig, type SweeperServices, type SessionRecord } from "../../src";
 import { loadTestCertificate, startStandIns, type FakeAuthority, type GraphEmulator, type TestCertificate } from "../../standins";
 import { uniqueTableName } from "./ledgerFixture";
@@ -15,10 +16,21 @@ export interface CloudFixture {
   readonly authority: FakeAuthority;
   readonly emulator: GraphEmulator;
   readonly clientSecret: string;
-  readonly assertionKey: Buffer;
+  /**
+   * The run's assertion key pair (raw X25519, base64url): the private key is the app's
+   * ASSERTION_PRIVATE_KEY (registered with the secret scan), the public key what producers seal with.
+   */
+  readonly assertionKeys: { readonly privateKey: string; readonly publicKey: string };
+  /** `assertionKeys.publicKey`: what a producer is given. */
+  readonly assertionPublicKey: string;
+  /** `assertion` sealed for `row` with the run's public key (or `publicKey`), as a producer stores it. */
+  seal(assertion: string, row: { partitionKey: string; rowKey: string }, publicKey?: string): Promise<string>;
   /** App settings, as the Functions host would pass them. */
   settings(overrides?: Record<string, string | undefined>): Record<string, string | undefined>;
-  /** A fresh table and services over it. */
+  /**
+   * A fresh table and services over it. Its producer seals with the public key of the
+   * ASSERTION_PRIVATE_KEY in `overrides` if there is one, else with the run's.
+   */
   newTable(overrides?: Record<string, string | undefined>): Promise<TableFixture>;
   /** Other services (other settings, a request counter) over an existing table. */
   newTableServicesFor(
@@ -48,6 +60,17 @@ export interface OpenSessionOptions {
   assertion?: string;
   /** Record only; no session on the emulator (Graph never heard of it). */
   recordOnly?: boolean;
+  /** The public key the producer seals the assertion with. Default: the table's (see newTable). */
+  assertionPublicKey?: string;
+}
+
+/** The X25519 public key (raw, base64url) of a raw private key given as base64 or base64url. */
+export function publicKeyOf(privateKey: string): string {
+  const raw = Buffer.from(privateKey, "base64");
+  // PKCS#8 wrapper of a raw X25519 private key (RFC 8410).
+  const der = Buffer.concat([Buffer.from("302e020100300506032b656e04220420", "hex"), raw]);
+  const jwk = createPublicKey(createPrivateKey({ key: der, format: "der", type: "pkcs8" })).export({ format: "jwk" });
+  return jwk.x!;
 }
 
 /** The stand-ins on the run's one Azurite (globalSetup's), their secrets registered with the secret scan. */
@@ -58,9 +81,10 @@ export async function startCloudFixture(): Promise<CloudFixture> {
     tenantId: HOME_TENANT,
     clientId: CLIENT_ID,
   });
-  const { certificate, authority, emulator, clientSecret, assertionKey, storageConnectionString: connectionString } = standIns;
+  const { certificate, authority, emulator, clientSecret, assertionKeys, storageConnectionString: connectionString } = standIns;
   registerSecrets(authority.issuedTokens);
-  registerSecrets([clientSecret, assertionKey.toString("base64")]);
+  // The private key in both spellings the app accepts; the public key is not secret.
+  registerSecrets([clientSecret, assertionKeys.privateKey, Buffer.from(assertionKeys.privateKey, "base64url").toString("base64")]);
   const settings = (overrides: Record<string, string | undefined> = {}) => standIns.settings(overrides);
 
   return {
@@ -68,14 +92,18 @@ export async function startCloudFixture(): Promise<CloudFixture> {
     authority,
     emulator,
     clientSecret,
-    assertionKey,
+    assertionKeys,
+    assertionPublicKey: assertionKeys.publicKey,
+    seal: (assertion, row, publicKey = assertionKeys.publicKey) => AssertionSealer.fromPublicKey(publicKey).seal(assertion, row),
     settings,
     async newTable(overrides = {}) {
       const tableName = uniqueTableName();
       const config = loadConfig(settings({ SESSIONS_TABLE: tableName, ...overrides }));
       const services = createSweeperServices(config, { tokenMaxRetries: 0 });
       await services.ledger.ensureTable();
-      const producer = SessionProducer.fromConnectionString(connectionString, tableName, { assertionKey, closeQueueName: config.storage.closeQueueName });
+      // loadConfig accepted the key, so it is a well-formed private key.
+      const tablePublicKey = overrides.ASSERTION_PRIVATE_KEY ? publicKeyOf(overrides.ASSERTION_PRIVATE_KEY.trim()) : assertionKeys.publicKey;
+      const producer = SessionProducer.fromConnectionString(connectionString, tableName, { assertionPublicKey: tablePublicKey, closeQueueName: config.storage.closeQueueName });
       return {
         tableName,
         config,
@@ -88,7 +116,10 @@ export async function startCloudFixture(): Promise<CloudFixture> {
             : emulator.openSession({ tenantId, userId: options.userId, workbook: options.workbook, persistChanges: options.persistChanges ?? true });
           const assertion = options.assertion ?? authority.issueUserAssertion({ tenantId, userId: options.userId, audience: CLIENT_ID });
           const idleMs = (options.idleMinutes ?? 10) * 60_000;
-          const past = SessionProducer.fromConnectionString(connectionString, tableName, { assertionKey, clock: () => new Date(Date.now() - idleMs) });
+          const past = SessionProducer.fromConnectionString(connectionString, tableName, {
+            assertionPublicKey: options.assertionPublicKey ?? tablePublicKey,
+            clock: () => new Date(Date.now() - idleMs),
+          });
           let row = await past.record({
             tenantId,
             userId: options.userId,

@@ -3,6 +3,7 @@ import { inject } from "vitest";
 import { SessionLedger, SessionProducer, type SessionToClose } from "../../src";
 import { partitionKeyFor, rowKeyFor } from "../../src/core/keys";
 import { createLedgerTableClient } from "../../src/ledger/tableClient";
+import { newAssertionKeyPair } from "../../standins";
 import type { TableClient } from "@azure/data-tables";
 
 /** A table name of its own for each test, so test files run in parallel against one Azurite. */
@@ -19,7 +20,8 @@ export interface LedgerFixture {
   /** A clock the test moves by hand. */
   clock: { now: Date; advance(ms: number): void };
   storageRequests: { method: string; url: string }[];
-  assertionKey: Buffer;
+  /** The key pair the producer seals assertions with (its public key; raw X25519, base64url). */
+  assertionKeys: { privateKey: string; publicKey: string };
   /**
    * Makes a row silent for `ms` by the service's clock, as a sweeper's write leaves a row whose last
    * heartbeat was that long ago; returns it as read again. (Rows written after a clock.advance are
@@ -39,22 +41,22 @@ export async function createLedgerFixture(start = new Date("2026-11-23T12:00:00Z
     },
   };
   const storageRequests: { method: string; url: string }[] = [];
-  const assertionKey = randomBytes(32);
+  const assertionKeys = newAssertionKeyPair();
   // The service's time moves with the hand-moved clock from the real time of now: rows the service
   // stamps now grow old as the test advances the clock.
   const realStart = Date.now();
   const serviceTime = { calibrated: true, now: () => new Date(realStart + (clock.now.getTime() - start.getTime())) };
-  const options = { clock: () => clock.now, serviceTime, onRequest: (r: { method: string; url: string }) => storageRequests.push(r), assertionKey };
+  const options = { clock: () => clock.now, serviceTime, onRequest: (r: { method: string; url: string }) => storageRequests.push(r) };
   const ledger = SessionLedger.fromConnectionString(connectionString, tableName, options);
   await ledger.ensureTable();
-  const producer = SessionProducer.fromConnectionString(connectionString, tableName, options);
+  const producer = SessionProducer.fromConnectionString(connectionString, tableName, { ...options, assertionPublicKey: assertionKeys.publicKey });
   const client = createLedgerTableClient(connectionString, tableName);
   const silence = async (key: { tenantId: string; userId: string; sessionId: string }, ms: number) => {
     const { partitionKey, rowKey } = { partitionKey: partitionKeyFor(key.tenantId, key.userId), rowKey: rowKeyFor(key.sessionId) };
     await client.updateEntity({ partitionKey, rowKey, heartbeatSeenAt: new Date(serviceTime.now().getTime() - ms) }, "Merge");
     return (await ledger.getToClose(key))!;
   };
-  return { tableName, connectionString, client, ledger, producer, clock, storageRequests, assertionKey, silence };
+  return { tableName, connectionString, client, ledger, producer, clock, storageRequests, assertionKeys, silence };
 }
 
 export function newUser(): { tenantId: string; userId: string } {

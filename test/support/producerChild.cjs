@@ -3,7 +3,7 @@
  * names (as a service does after closing them itself), four at a time, and prints `released <id>`
  * once a release has returned. It loads the built producer entry, as an installed package would.
  * The plan is a JSON file, { tableName, sessions: SessionKey[] }; the secrets come as a service gets
- * them, in its environment (STORAGE_CONNECTION_STRING, ASSERTION_ENCRYPTION_KEY).
+ * them, in its environment (STORAGE_CONNECTION_STRING, ASSERTION_PUBLIC_KEY: a producer holds only the public key).
  */
 const { readFileSync } = require("node:fs");
 const { join } = require("node:path");
@@ -12,7 +12,7 @@ const { SessionProducer } = require(join(__dirname, "..", "..", "dist", "src", "
 async function main() {
   const plan = JSON.parse(readFileSync(process.argv[2], "utf8"));
   const producer = SessionProducer.fromConnectionString(process.env.STORAGE_CONNECTION_STRING, plan.tableName, {
-    assertionKey: process.env.ASSERTION_ENCRYPTION_KEY,
+    assertionPublicKey: process.env.ASSERTION_PUBLIC_KEY,
   });
   process.stdout.write("ready\n");
   const queue = [...plan.sessions];

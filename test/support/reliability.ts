@@ -29,6 +29,9 @@ export async function rawEntities(ledger: SessionLedger): Promise<RawEntity[]> {
   return all;
 }
 
+/** A user assertion sealed for the sweeper's public key (h1: key id, encapsulated key, ciphertext; base64url). */
+const SEALED_ASSERTION = /^h1\.[A-Za-z0-9_-]{12}\.[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]+$/;
+
 /**
  * What a well-formed row must look like in each state (README, "Row schema"): a row is never
  * half-written, whatever was cut off in the middle of a sweep.
@@ -49,11 +52,11 @@ export function rowProblems(entity: RawEntity): string[] {
   const assertion = entity.assertion;
   switch (status) {
     case "open":
-      if (typeof assertion !== "string" || !assertion.startsWith("a1.")) problems.push("open row without its encrypted assertion");
+      if (typeof assertion !== "string" || !SEALED_ASSERTION.test(assertion)) problems.push("open row without its sealed assertion");
       break;
     case "closing":
       if (!isDate(entity.leaseUntil)) problems.push("closing row without a lease");
-      if (typeof assertion !== "string" || !assertion.startsWith("a1.")) problems.push("closing row without its encrypted assertion");
+      if (typeof assertion !== "string" || !SEALED_ASSERTION.test(assertion)) problems.push("closing row without its sealed assertion");
       break;
     case "closed":
       if (!isDate(entity.closedAt)) problems.push("closed row without closedAt");
