@@ -3,12 +3,19 @@
  * authority and a Graph workbook emulator (https, with a certificate made for this run), records a
  * mix of sessions as producing services do, runs the timer function's handler, and prints what it
  * did and the final state of every row. Stops everything it started.
+ *
+ * Secretless by default, as the README deploys it: Azurite in OAuth mode over https, reached
+ * through the app's managed identity (the authority's stand-in for App Service's identity
+ * endpoint), whose token is also the on-behalf-of exchange's client assertion; no storage key,
+ * client secret or shared key in the app's or the producers' settings. `--connection-string` runs
+ * the same story with a storage connection string and a client secret instead.
  */
 import { randomUUID } from "node:crypto";
 import { format } from "node:util";
 import { InvocationContext } from "@azure/functions";
-import { startStandIns, trustedCertificateOrRerun } from "../standins";
-import { SessionLedger, SessionProducer, formatWorkbookLocation, type SessionRecord } from "../src";
+import { ManagedIdentityCredential } from "@azure/identity";
+import { startAzurite, startStandIns, trustedCertificateOrRerun, type AzuriteInstance } from "../standins";
+import { SessionLedger, SessionProducer, formatWorkbookLocation, type SessionRecord, type StorageConnection } from "../src";
 
 const MINUTE = 60_000;
 const TABLE = "DemoSessions";
@@ -19,13 +26,50 @@ async function main(): Promise<void> {
   const certificate = trustedCertificateOrRerun();
   if (!certificate) return;
 
+  const secretless = !process.argv.includes("--connection-string");
   console.log("Starting the local stand-ins: Azurite (in memory, telemetry off), Entra ID authority, Graph emulator…");
-  const standIns = await startStandIns({ certificate, tenantId: TENANT, clientId: CLIENT_ID, emulator: { latencyMs: 20 } });
+  // Secretless: an Azurite that takes Entra ID tokens over https, as an account with shared keys off.
+  const oauthStorage: AzuriteInstance | undefined = secretless ? await startAzurite({ certificate, oauth: true }) : undefined;
+  const standIns = await startStandIns({
+    certificate,
+    tenantId: TENANT,
+    clientId: CLIENT_ID,
+    emulator: { latencyMs: 20 },
+    ...(oauthStorage && { storageConnectionString: oauthStorage.connectionString }),
+  });
   const { authority, emulator, assertionKeys, storageConnectionString } = standIns;
   try {
     // One tenant only here: the app is left to its default of no other tenants.
-    Object.assign(process.env, standIns.settings({ SESSIONS_TABLE: TABLE, STALE_AFTER: "PT2M", AZURE_ADDITIONALLY_ALLOWED_TENANTS: "" }));
+    const common = { SESSIONS_TABLE: TABLE, STALE_AFTER: "PT2M", AZURE_ADDITIONALLY_ALLOWED_TENANTS: "" };
+    let producerConnection: StorageConnection = storageConnectionString;
+    if (oauthStorage) {
+      // The Function app's managed identity: App Service's identity endpoint, and the app
+      // registration's trust in it as a federated credential.
+      const identity = authority.registerManagedIdentity({ tenantId: TENANT });
+      authority.trustManagedIdentity(CLIENT_ID, identity);
+      Object.assign(process.env, authority.managedIdentityEnvironment());
+      Object.assign(
+        process.env,
+        standIns.settings({
+          ...common,
+          AzureWebJobsStorage: "",
+          AzureWebJobsStorage__tableServiceUri: oauthStorage.tableEndpoint,
+          AzureWebJobsStorage__queueServiceUri: oauthStorage.queueEndpoint,
+          AzureWebJobsStorage__credential: "managedidentity",
+          AzureWebJobsStorage__clientId: identity.clientId,
+          AZURE_CLIENT_SECRET: "",
+          AZURE_CLIENT_ASSERTION_IDENTITY: identity.clientId,
+        }),
+      );
+      // The producers' services have identities of their own; here they borrow the app's.
+      producerConnection = { tableServiceUrl: oauthStorage.tableEndpoint, queueServiceUrl: oauthStorage.queueEndpoint, credential: new ManagedIdentityCredential({ clientId: identity.clientId }) };
+      console.log("Secretless (npm run demo -- --connection-string for the other way): storage and the on-behalf-of client assertion through a managed identity; no storage key, client secret or shared key in any setting.");
+    } else {
+      Object.assign(process.env, standIns.settings(common));
+      console.log("With a storage connection string and a client secret (npm run demo runs secretless).");
+    }
     // No table is made here: the first session recorded creates it, as on a new storage account.
+    // The demo reads the rows it prints with the account key; the app and producers do not have it.
     const ledger = SessionLedger.fromConnectionString(storageConnectionString, TABLE);
 
     const users: Record<"ana" | "ben" | "chloe" | "dan", string> = { ana: randomUUID(), ben: randomUUID(), chloe: randomUUID(), dan: randomUUID() };
@@ -61,7 +105,7 @@ async function main(): Promise<void> {
       const userId = users[item.user];
       const sessionId = emulator.openSession({ tenantId: TENANT, userId, workbook: item.workbook });
       item.setup?.(sessionId);
-      const producer = SessionProducer.fromConnectionString(storageConnectionString, TABLE, {
+      const producer = SessionProducer.fromConnection(producerConnection, TABLE, {
         // Producers get the public key only: they seal assertions they cannot read back.
         assertionPublicKey: assertionKeys.publicKey,
         clock: () => new Date(Date.now() - item.idle * MINUTE),
@@ -117,6 +161,7 @@ async function main(): Promise<void> {
     console.log(`\nGraph sessions still open: ${rows.filter((r) => emulator.sessionState(r.sessionId) === "open").length} (the live one and the throttled one, retried by the next sweep).`);
   } finally {
     await standIns.close();
+    await oauthStorage?.stop();
     console.log("Stopped Azurite, the authority and the Graph emulator.");
   }
 }

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { type SessionRecord, type SweepSummary } from "../src";
 import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { createLedgerTableClient } from "../src/ledger/tableClient";
+import { AssertionOpener, AssertionSealer } from "../src/core/assertionSealing";
 import { main, type CliIo } from "../src/cli";
 import { mapConcurrent } from "../src/utils/concurrency";
 import { useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
@@ -245,6 +246,30 @@ describe("sweep", () => {
 
     const json = await cli(["--json"], { env, isTTY: true });
     expect(json.stderr).toBe("");
+  });
+});
+
+describe("keys new", () => {
+  it("prints a new key pair that works: the public key seals for the private key; --json for scripts; it needs no settings", async () => {
+    const text = await cli(["keys", "new"], { env: {} });
+    expect(text.code).toBe(0);
+    const privateKey = /^ASSERTION_PRIVATE_KEY=([A-Za-z0-9_-]{43})$/m.exec(text.stdout)?.[1];
+    const publicKey = /^ASSERTION_PUBLIC_KEY=([A-Za-z0-9_-]{43})$/m.exec(text.stdout)?.[1];
+    expect(privateKey).toBeDefined();
+    expect(publicKey).toBeDefined();
+    const row = { partitionKey: "p", rowKey: "r" };
+    const sealed = await AssertionSealer.fromPublicKey(publicKey!).seal("an assertion", row);
+    expect(await new AssertionOpener({ privateKeys: [privateKey!] }).open(sealed, row)).toBe("an assertion");
+
+    const json = await cli(["keys", "new", "--json"], { env: {} });
+    const pair = JSON.parse(lastLine(json.stdout)) as Record<string, string>;
+    expect(Object.keys(pair).sort()).toEqual(["ASSERTION_PRIVATE_KEY", "ASSERTION_PUBLIC_KEY", "keyId"]);
+    expect(pair.ASSERTION_PRIVATE_KEY).not.toBe(privateKey);
+    expect(AssertionSealer.fromPublicKey(pair.ASSERTION_PUBLIC_KEY!).keyId).toBe(pair.keyId);
+
+    const usage = await cli(["keys"], { env: {} });
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toContain("keys new");
   });
 });
 

@@ -1,16 +1,18 @@
 /**
  * `npm run demo` is the README's first promise: on a fresh machine it runs the main job on the
  * local stand-ins. Run it as a user would and hold it to its story: the abandoned sessions are
- * closed, the live and the throttled one stay open.
+ * closed, the live and the throttled one stay open. It runs secretless (storage and the
+ * on-behalf-of exchange through a managed identity), and with `--connection-string` the other way.
  */
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { expect, it } from "vitest";
 
-it("npm run demo closes the abandoned sessions and leaves the live one", { timeout: 120_000 }, async () => {
-  const root = join(__dirname, "..");
-  const { code, stdout } = await new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, [join(root, "node_modules", "tsx", "dist", "cli.mjs"), join(root, "scripts", "demo.ts")], {
+const root = join(__dirname, "..");
+
+function runDemo(args: string[]): Promise<{ code: number | null; stdout: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(root, "node_modules", "tsx", "dist", "cli.mjs"), join(root, "scripts", "demo.ts"), ...args], {
       cwd: root,
       env: { PATH: process.env.PATH },
       stdio: ["ignore", "pipe", "pipe"],
@@ -21,7 +23,15 @@ it("npm run demo closes the abandoned sessions and leaves the live one", { timeo
     child.on("error", reject);
     child.on("exit", (exitCode) => resolve({ code: exitCode, stdout: out }));
   });
+}
+
+it.each([
+  ["secretless, as deployed", [], /^Secretless .*no storage key, client secret or shared key in any setting/m],
+  ["with a connection string and a client secret", ["--connection-string"], /^With a storage connection string and a client secret/m],
+])("npm run demo %s closes the abandoned sessions and leaves the live one", { timeout: 120_000 }, async (_way, args, mode) => {
+  const { code, stdout } = await runDemo(args);
   expect(code).toBe(0);
+  expect(stdout).toMatch(mode);
   expect(stdout.match(/closed by sweeper/g)).toHaveLength(3);
   expect(stdout).toMatch(/ben +live +open +0 .*left alone: it is alive/);
   expect(stdout).toMatch(/history expired .*AADSTS500133/);

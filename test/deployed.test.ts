@@ -17,6 +17,7 @@ import { parseLogLine } from "./support/functionsHost";
 import { newAssertionKeyPair } from "../standins";
 import { httpInput, queueInput, startFunctionsWorker, timerInput, type RunningWorker } from "../standins/functionsWorker";
 import { uniqueTableName } from "./support/ledgerFixture";
+import { registerSecrets } from "./support/secretScan";
 
 const FUNCTIONS = ["closeRequest", "purgeTimer", "sweep", "sweepTimer"];
 const REQUIRED_ONLY = {
@@ -198,5 +199,62 @@ describe("a first run on a storage account without the ledger", () => {
       .record({ tenantId: HOME_TENANT, userId: newUserId(), sessionId: "s", workbook: "/drives/d/items/x", recordedBy: "test", userAssertion: "a" })
       .catch((e: unknown) => e);
     expect(error).toMatchObject({ statusCode: 403 });
+  });
+});
+
+describe("a secretless deployment", () => {
+  let cloud: CloudFixture;
+  useCloudFixture((started) => (cloud = started));
+
+  it("with only identity-based settings, the host indexes all four, and the timer and queue functions close sessions through the managed identity", async () => {
+    const oauth = inject("oauthStorage");
+    const identity = cloud.authority.registerManagedIdentity({ tenantId: HOME_TENANT });
+    cloud.authority.trustManagedIdentity(CLIENT_ID, identity);
+    const environment = cloud.authority.managedIdentityEnvironment();
+    registerSecrets([environment.IDENTITY_HEADER, oauth.accountKey]);
+    const tableName = uniqueTableName();
+    // As App Service passes them: the platform's identity endpoint beside the app settings, and no
+    // storage key, connection string or client secret among them.
+    const settings = cloud.settings({
+      ...environment,
+      SESSIONS_TABLE: tableName,
+      AzureWebJobsStorage: undefined,
+      AzureWebJobsStorage__tableServiceUri: oauth.tableEndpoint,
+      AzureWebJobsStorage__queueServiceUri: oauth.queueEndpoint,
+      AzureWebJobsStorage__credential: "managedidentity",
+      AzureWebJobsStorage__clientId: identity.clientId,
+      AZURE_CLIENT_SECRET: undefined,
+      AZURE_CLIENT_ASSERTION_IDENTITY: identity.clientId,
+    });
+    expect(Object.entries(settings).filter(([name, value]) => value !== undefined && /SECRET|^AzureWebJobsStorage$|ENCRYPTION_KEY/.test(name))).toEqual([]);
+    worker = await startFunctionsWorker(settings);
+    expect(worker.loadError).toBeUndefined();
+    expect(worker.functions.map((f) => f.name).sort()).toEqual(FUNCTIONS);
+    // The queue trigger names the connection; the host resolves it in its identity-based form.
+    expect(triggerOf("closeRequest")).toMatchObject({ type: "queueTrigger", connection: "AzureWebJobsStorage" });
+
+    // Seeded with the fixture's own key (the app has none).
+    const seed = SessionProducer.fromConnectionString(oauth.connectionString, tableName, { assertionPublicKey: cloud.assertionPublicKey });
+    const record = async (stale: boolean) => {
+      const userId = newUserId();
+      const workbook = `/drives/d/items/${randomUUID()}`;
+      const sessionId = cloud.emulator.openSession({ tenantId: HOME_TENANT, userId, workbook });
+      const userAssertion = cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId, audience: CLIENT_ID });
+      const row = await seed.record({ tenantId: HOME_TENANT, userId, sessionId, workbook, recordedBy: "test", userAssertion });
+      if (stale) await silence(seed.client, row, 600_000);
+      return row;
+    };
+    const stale = await record(true);
+    const requested = await record(false);
+
+    const timer = await worker.invoke("sweepTimer", timerInput());
+    expect(timer.error).toBeUndefined();
+    expect(userLines(timer.logs).at(-1)).toMatchObject({ event: "Sweep finished", details: expect.objectContaining({ closed: 1, paused: 0 }) });
+    const queued = await worker.invoke("closeRequest", queueInput(JSON.stringify({ tenantId: HOME_TENANT, userId: requested.userId, sessionId: requested.sessionId })));
+    expect(queued.error).toBeUndefined();
+    expect(cloud.emulator.sessionState(stale.sessionId)).toBe("closed");
+    expect(cloud.emulator.sessionState(requested.sessionId)).toBe("closed");
+    // The exchange proved the app with the identity's token, never a secret.
+    expect(cloud.authority.tokenRequests.filter((r) => r.grantType.includes("jwt-bearer")).every((r) => r.clientAuth === "federated")).toBe(true);
   });
 });
