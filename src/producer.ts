@@ -16,6 +16,15 @@ export {
   type RecordSessionInput,
   type TouchOptions,
 } from "./ledger/SessionProducer";
+// The whole lifecycle in one call: create, record, heartbeat, close, release.
+export {
+  withWorkbookSession,
+  HeartbeatLostError,
+  WorkbookSessionLostError,
+  type WithWorkbookSessionOptions,
+  type WorkbookSession,
+} from "./producer/withWorkbookSession";
+export { WorkbookRequestError, WorkbookSessionCreateError, type UserTokenSource } from "./producer/WorkbookSessionGraph";
 export type { LedgerClientOptions } from "./ledger/tableClient";
 // A connection string, or the services' URLs with a TokenCredential (a managed identity: no storage key).
 export type { StorageConnection, StorageServiceUrls } from "./ledger/storageConnection";

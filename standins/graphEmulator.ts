@@ -2,7 +2,8 @@
  * A local Microsoft Graph emulator for Excel workbook sessions, over real HTTPS on 127.0.0.1, so the
  * real `@microsoft/microsoft-graph-client` (with `customHosts: ["127.0.0.1"]`) talks to it unchanged.
  *
- * Routes (after `/v1.0`), each followed by `/workbook/createSession|refreshSession|closeSession` (POST):
+ * Routes (after `/v1.0`), each followed by `/workbook/createSession|refreshSession|closeSession` (POST),
+ * `/workbook/operations/{operation-id}` (GET) or `/workbook/sessionInfoResource(key='{key}')` (GET):
  *   /me/drive/items/{item}   /users/{user}/drive/items/{item}   /drives/{drive}/items/{item}
  *   /sites/{site}/drive/items/{item}
  * `/me/...` and `/users/{token's oid}/...` are the same drive. Other drive addressings of one file (a
@@ -20,8 +21,21 @@
  *   - A route not listed above (including `$batch`): 400 `invalidRequest`. A known route with a method
  *     other than POST: 405 `methodNotAllowed`.
  *   - createSession on any item: 201 `{id, persistChanges}` (the item is taken to exist). A missing
- *     `persistChanges` means `true` (Graph does not document a default). `Prefer: respond-async` is
- *     not emulated.
+ *     `persistChanges` means `true` (Graph does not document a default).
+ *   - createSession with `Prefer: respond-async`, Graph's documented long-running pattern (workbook-
+ *     createsession, workbookoperation-get, workbook-best-practice): Graph *may* answer 202, so only
+ *     when `createSessionAsync` is configured (otherwise 201 as above, as Graph does when the session
+ *     opens within seconds). 202 `{}` with `Location: {origin}/v1.0/{item as requested}/workbook/
+ *     operations/{operation-id}`. GET on it: 200 `{id, status}`, `notStarted`/`running` for the
+ *     configured number of polls, then `succeeded` with `resourceLocation: {origin}/v1.0/{item}/
+ *     workbook/sessionInfoResource(key='{operation-id}')?sessionId={base64 of the session id}` (the
+ *     shape of the v1.0 reference's example; the key alone decides here), or `failed` with `error:
+ *     {code, message, innerError}`; later polls repeat the final answer. The session opens (counts
+ *     for the workbook, idles from then) at the poll that answers `succeeded`. GET on the
+ *     resourceLocation: 200 `{id, persistChanges}`. Operations and their results are per tenant,
+ *     workbook and user, as sessions are: unknown id, other workbook or tenant, or (for the resource)
+ *     an operation not succeeded: 404 `itemNotFound`; another user's: 403 `accessDenied` /
+ *     `invalidSessionAuthentication`, as for another user's session (undocumented, see below).
  *   - refreshSession/closeSession without `workbook-session-id`: 400 `invalidRequest`, inner code
  *     `badRequestUncategorized` (Graph answers 400, msgraph-sdk-dotnet #217).
  *   - refreshSession/closeSession on a workbook on which no session was ever opened (in this tenant):
@@ -44,7 +58,10 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TestCertificate } from "./certificate";
 import type { FakeAuthority, GraphTokenClaims } from "./fakeAuthority";
 
-export type RequestKind = "createSession" | "refreshSession" | "closeSession" | "other";
+/** `sessionOperation`: GET …/workbook/operations/{id}; `sessionInfoResource`: GET …/workbook/sessionInfoResource(key='…'). */
+export type RequestKind = "createSession" | "refreshSession" | "closeSession" | "sessionOperation" | "sessionInfoResource" | "other";
+/** A workbookOperation's `status`, as Graph spells it in answers. */
+export type OperationStatus = "notStarted" | "running" | "succeeded" | "failed";
 export type TokenKind = "delegated" | "app" | "none" | "invalid";
 export type SessionState = "open" | "closed" | "expired" | "unknown";
 
@@ -59,6 +76,10 @@ export interface RecordedRequest {
   workbookKey?: string;
   /** The `workbook-session-id` header. */
   sessionId?: string;
+  /** The request carried `Prefer: respond-async`. */
+  respondAsync?: true;
+  /** The long-running operation: the one a 202 started, the one polled, or the key of a sessionInfoResource. */
+  operationId?: string;
   /** From a valid token only. */
   tenantId?: string;
   userId?: string;
@@ -114,6 +135,26 @@ export interface EmulatorBehaviour {
   tenantBudget: ExcelBudget | null;
   /** Excel's limit is 5,000 requests per 10 s per app across all tenants. null: no limit. */
   appBudget: ExcelBudget | null;
+  /** How a createSession with `Prefer: respond-async` is answered. null: 201 as without it. */
+  createSessionAsync: CreateSessionAsync | null;
+}
+
+/**
+ * Graph's long-running createSession. Each operation keeps the plan that was configured when its 202
+ * was answered.
+ */
+export interface CreateSessionAsync {
+  /** Polls of the operation answered before it is done (`notStarted`, then `running`). Default 2. */
+  pollsUntilDone?: number;
+  /** How many of those come first as `notStarted`. Default 0. */
+  notStartedPolls?: number;
+  /** Default "succeeded". */
+  outcome?: "succeeded" | "failed";
+  /** The `error` of a failed operation. Default: the one in Graph's documentation
+   *  (`internalServerError` / `internalServerErrorUncategorized` / `GenericFileOpenError`). */
+  error?: { code: string; message: string; innerError?: object };
+  /** Answer the 202 with no body at all (Content-Length 0) instead of the documented `{}`. */
+  emptyAcceptedBody?: boolean;
 }
 
 export interface FaultAnswer {
@@ -172,6 +213,7 @@ export interface GraphEmulatorOptions {
   idleMs?: { persistent: number; nonPersistent: number };
   tenantBudget?: ExcelBudget | null;
   appBudget?: ExcelBudget | null;
+  createSessionAsync?: CreateSessionAsync | null;
 }
 
 const DEFAULT_IDLE = { persistent: 5 * 60_000, nonPersistent: 7 * 60_000 };
@@ -191,6 +233,30 @@ const DEFAULT_ERRORS: Record<number, { code: string; message: string }> = {
   503: { code: "serviceUnavailable", message: "The service is not available. Please try your request again." },
   504: { code: "gatewayTimeout", message: "The service wasn't able to complete the request within the time limit." },
 };
+
+/** The failed operation's error in Graph's workbookoperation-get and workbook-best-practice pages. */
+const DEFAULT_OPERATION_ERROR = {
+  code: "internalServerError",
+  message: "An internal server error occurred while processing the request.",
+  innerError: {
+    code: "internalServerErrorUncategorized",
+    message: "An unspecified error has occurred.",
+    innerError: { code: "GenericFileOpenError", message: "The workbook cannot be opened." },
+  },
+};
+
+/** Throws at configure time, not as a 500 on some later request. */
+function checkCreateSessionAsync(c: CreateSessionAsync | null): void {
+  if (c === null) return;
+  const count = (name: string, n: number | undefined) => {
+    if (n !== undefined && !(Number.isInteger(n) && n >= 0)) throw new RangeError(`createSessionAsync: ${name} must be a whole number >= 0 (got ${n})`);
+  };
+  count("pollsUntilDone", c.pollsUntilDone);
+  count("notStartedPolls", c.notStartedPolls);
+  if (c.outcome !== undefined && c.outcome !== "succeeded" && c.outcome !== "failed") {
+    throw new RangeError(`createSessionAsync: unknown outcome ${String(c.outcome)}`);
+  }
+}
 
 /** Φ⁻¹(0.99): a log-normal's p99 lies this many sigmas above its median (in log space). */
 const Z_99 = 2.3263478740408408;
@@ -328,6 +394,24 @@ interface Session {
   closedAnsweredAt?: number;
 }
 
+/** A long-running createSession, from its 202 on. */
+interface WorkbookOperation {
+  id: string;
+  tenantId: string;
+  userId: string;
+  scopeKey: string;
+  workbookKey: string;
+  /** The request's path up to and including `/workbook`, as received: Location and resourceLocation name the item as the caller did. */
+  workbookPath: string;
+  persistChanges: boolean;
+  plan: { pollsUntilDone: number; notStartedPolls: number; outcome: "succeeded" | "failed"; error: object };
+  /** Polls answered by the emulator itself (faulted or throttled ones do not count). */
+  polls: number;
+  status: OperationStatus;
+  /** Once succeeded. */
+  sessionId?: string;
+}
+
 interface ActiveFault {
   rule: FaultRule;
   remaining: number;
@@ -355,6 +439,12 @@ interface GraphRoute {
   pathAddressed: boolean;
   /** The `workbook-session-id` header. */
   sessionId: string | undefined;
+  /** `Prefer: respond-async` was among the request's preferences. */
+  respondAsync: boolean;
+  /** The operation id of a sessionOperation route, or the key of a sessionInfoResource route. */
+  operationId: string | undefined;
+  /** The request's path up to and including `/workbook`, undecoded (a workbook route only). */
+  workbookPath: string | undefined;
 }
 
 /** The workbook a request names, in the terms of its token's tenant and user. */
@@ -374,6 +464,9 @@ interface SessionOperation {
   workbookKey: string;
   scopeKey: string;
   sessionId: string | undefined;
+  respondAsync: boolean;
+  operationId: string | undefined;
+  workbookPath: string;
 }
 
 type Authorization = { ok: true; operation: SessionOperation } | { ok: false; refusal: GraphErrorReply };
@@ -407,19 +500,40 @@ function routeOf(req: IncomingMessage): GraphRoute {
   let kind: RequestKind = "other";
   let ref: WorkbookRef | undefined;
   let pathAddressed = false;
+  let operationId: string | undefined;
+  let workbookPath: string | undefined;
   if (segments && segments[0]?.toLowerCase() === "v1.0") {
     const rest = segments.slice(1);
     ref = parseWorkbookRef(rest);
-    const op = ref && ref.rest.length === 2 && ref.rest[0]!.toLowerCase() === "workbook" ? ref.rest[1]!.toLowerCase() : undefined;
+    const after = ref && ref.rest[0]?.toLowerCase() === "workbook" ? ref.rest.slice(1) : [];
+    const op = after.length === 1 ? after[0]!.toLowerCase() : undefined;
+    const infoKey = after.length === 1 ? /^sessionInfoResource\(key='([^']+)'\)$/i.exec(after[0]!)?.[1] : undefined;
     if (op === "createsession") kind = "createSession";
     else if (op === "refreshsession") kind = "refreshSession";
     else if (op === "closesession") kind = "closeSession";
-    else ref = undefined;
+    else if (infoKey !== undefined) {
+      kind = "sessionInfoResource";
+      operationId = infoKey;
+    } else if (after.length === 2 && after[0]!.toLowerCase() === "operations") {
+      kind = "sessionOperation";
+      operationId = after[1];
+    } else ref = undefined;
+    if (ref) {
+      const raw = pathname.replace(/\/+$/, "").split("/");
+      workbookPath = raw.slice(0, raw.length - after.length).join("/");
+    }
     pathAddressed = kind === "other" && /\/root:/i.test(pathname) && /\/workbook(\/|$)/i.test(pathname);
   }
   const sessionHeader = req.headers["workbook-session-id"];
   const sessionId = Array.isArray(sessionHeader) ? sessionHeader[0] : sessionHeader;
-  return { method, rawPath, pathname, segments, kind, ref, pathAddressed, sessionId };
+  const respondAsync = prefersRespondAsync(req.headers.prefer);
+  return { method, rawPath, pathname, segments, kind, ref, pathAddressed, sessionId, respondAsync, operationId, workbookPath };
+}
+
+/** RFC 7240: a comma-separated list of preferences, each `token[=value]` with `;` parameters. */
+function prefersRespondAsync(header: string | string[] | undefined): boolean {
+  const values = Array.isArray(header) ? header : header !== undefined ? [header] : [];
+  return values.some((v) => v.split(",").some((p) => p.split(";")[0]!.split("=")[0]!.trim().toLowerCase() === "respond-async"));
 }
 
 function targetOf(route: GraphRoute, auth: AuthInfo): WorkbookTarget {
@@ -453,15 +567,17 @@ function authorize(route: GraphRoute, auth: AuthInfo, target: WorkbookTarget): A
   }
   if (route.pathAddressed) return refuse(403, "accessDenied", "Could not obtain a WAC access token.");
   const { workbookKey, scopeKey } = target;
-  if (route.kind === "other" || !route.ref || workbookKey === undefined || scopeKey === undefined) {
+  if (route.kind === "other" || !route.ref || workbookKey === undefined || scopeKey === undefined || route.workbookPath === undefined) {
     const segment = route.segments?.[route.segments.length - 1] ?? route.pathname;
     return refuse(400, "invalidRequest", `Invalid request: resource not found for the segment '${segment}'.`);
   }
   if (route.ref.form === "users" && route.ref.owner !== claims.oid.toLowerCase()) {
     return refuse(403, "accessDenied", "Access denied. The caller cannot access another user's drive.");
   }
-  if (route.method !== "POST") return refuse(405, "methodNotAllowed", "The HTTP method in the request is not allowed on the resource.");
-  return { ok: true, operation: { kind: route.kind, claims, workbookKey, scopeKey, sessionId: route.sessionId } };
+  const method = route.kind === "sessionOperation" || route.kind === "sessionInfoResource" ? "GET" : "POST";
+  if (route.method !== method) return refuse(405, "methodNotAllowed", "The HTTP method in the request is not allowed on the resource.");
+  const { sessionId, respondAsync, operationId, workbookPath } = route;
+  return { ok: true, operation: { kind: route.kind, claims, workbookKey, scopeKey, sessionId, respondAsync, operationId, workbookPath } };
 }
 
 /** createSession's `persistChanges` (missing: true), or the 400 for a body that is not what Graph takes. */
@@ -538,6 +654,8 @@ class GraphEmulatorImpl implements GraphEmulator {
   readonly requests: RecordedRequest[] = [];
   private behaviour: EmulatorBehaviour;
   private readonly sessions = new Map<string, Session>();
+  /** Long-running createSessions, by lower-cased operation id. */
+  private readonly operations = new Map<string, WorkbookOperation>();
   /** Tenant-scoped workbook keys on which a session was ever opened. */
   private readonly workbooks = new Set<string>();
   private faults: ActiveFault[] = [];
@@ -568,11 +686,14 @@ class GraphEmulatorImpl implements GraphEmulator {
   private initialBehaviour(): EmulatorBehaviour {
     const latencyMs = this.options.latencyMs ?? 0;
     checkLatency(latencyMs);
+    const createSessionAsync = this.options.createSessionAsync ?? null;
+    checkCreateSessionAsync(createSessionAsync);
     return {
       latencyMs,
       idleMs: { ...(this.options.idleMs ?? DEFAULT_IDLE) },
       tenantBudget: this.options.tenantBudget ?? null,
       appBudget: this.options.appBudget ?? null,
+      createSessionAsync: createSessionAsync && { ...createSessionAsync },
     };
   }
 
@@ -611,11 +732,13 @@ class GraphEmulatorImpl implements GraphEmulator {
 
   configure(b: Partial<EmulatorBehaviour>): void {
     if (b.latencyMs !== undefined) checkLatency(b.latencyMs);
+    if (b.createSessionAsync !== undefined) checkCreateSessionAsync(b.createSessionAsync);
     this.behaviour = {
       latencyMs: b.latencyMs ?? this.behaviour.latencyMs,
       idleMs: b.idleMs ? { ...b.idleMs } : this.behaviour.idleMs,
       tenantBudget: b.tenantBudget !== undefined ? b.tenantBudget : this.behaviour.tenantBudget,
       appBudget: b.appBudget !== undefined ? b.appBudget : this.behaviour.appBudget,
+      createSessionAsync: b.createSessionAsync !== undefined ? b.createSessionAsync && { ...b.createSessionAsync } : this.behaviour.createSessionAsync,
     };
     if (b.latencyMs !== undefined) this.random = randomFor(b.latencyMs);
     if (b.tenantBudget !== undefined) this.tenantWindows.clear();
@@ -663,6 +786,7 @@ class GraphEmulatorImpl implements GraphEmulator {
     this.generation++;
     this.requests.length = 0;
     this.sessions.clear();
+    this.operations.clear();
     this.workbooks.clear();
     this.faults = [];
     this.tenantWindows.clear();
@@ -809,12 +933,12 @@ class GraphEmulatorImpl implements GraphEmulator {
 
     const authorization = authorize(route, auth, target);
     if (!authorization.ok) return answer.reply(authorization.refusal);
-    answer.reply(this.workbookAction(authorization.operation, body));
+    answer.reply(this.workbookAction(authorization.operation, body, record));
   }
 
   private recordRequest(route: GraphRoute, auth: AuthInfo, target: WorkbookTarget, requestId: string, startedAt: number, latencyMs: number): RecordedRequest {
     const { workbookKey, tenantId, userId, appId } = target;
-    const { sessionId } = route;
+    const { sessionId, operationId } = route;
     const record: RecordedRequest = {
       seq: ++this.seq,
       method: route.method,
@@ -822,6 +946,8 @@ class GraphEmulatorImpl implements GraphEmulator {
       kind: route.kind,
       ...(workbookKey !== undefined ? { workbookKey } : {}),
       ...(sessionId !== undefined ? { sessionId } : {}),
+      ...(route.respondAsync ? { respondAsync: true as const } : {}),
+      ...(operationId !== undefined ? { operationId } : {}),
       ...(tenantId !== undefined ? { tenantId } : {}),
       ...(userId !== undefined ? { userId } : {}),
       ...(appId !== undefined ? { appId } : {}),
@@ -925,22 +1051,33 @@ class GraphEmulatorImpl implements GraphEmulator {
     return true;
   }
 
-  /** Stage 4: the session semantics of an authorized createSession, refreshSession or closeSession. */
-  private workbookAction(operation: SessionOperation, body: string): GraphReply {
+  /** Stage 4: the session semantics of an authorized request: createSession (201 or 202),
+   *  refreshSession, closeSession, and the long-running createSession's operation and result. */
+  private workbookAction(operation: SessionOperation, body: string, record: RecordedRequest): GraphReply {
     const { claims, workbookKey, scopeKey, sessionId } = operation;
     if (operation.kind === "createSession") {
       const persistChanges = persistChangesOf(body);
       if (typeof persistChanges !== "boolean") return persistChanges;
+      const async = this.behaviour.createSessionAsync;
+      if (operation.respondAsync && async) return this.startOperation(operation, persistChanges, async, record);
       const session = this.createSession(claims.tid, claims.oid, workbookKey, persistChanges);
-      return {
-        status: 201,
-        headers: { "content-type": GRAPH_JSON },
-        body: JSON.stringify({
-          "@odata.context": `${this.baseUrl}/$metadata#microsoft.graph.workbookSessionInfo`,
-          id: session.id,
-          persistChanges: session.persistChanges,
-        }),
-      };
+      return this.sessionInfoReply(201, session.id, session.persistChanges);
+    }
+    if (operation.kind === "sessionOperation" || operation.kind === "sessionInfoResource") {
+      const op = this.operations.get((operation.operationId ?? "").toLowerCase());
+      if (!op || op.scopeKey !== scopeKey || (operation.kind === "sessionInfoResource" && op.status !== "succeeded")) {
+        return { status: 404, code: "itemNotFound", message: "The resource could not be found." };
+      }
+      if (op.userId !== claims.oid.toLowerCase()) {
+        return {
+          status: 403,
+          code: "accessDenied",
+          message: "The session specified in the request is invalid due to an authentication error.",
+          innerCode: "invalidSessionAuthentication",
+        };
+      }
+      if (operation.kind === "sessionInfoResource") return this.sessionInfoReply(200, op.sessionId!, op.persistChanges);
+      return this.pollOperation(op);
     }
 
     if (sessionId === undefined || sessionId.length === 0) {
@@ -976,6 +1113,63 @@ class GraphEmulatorImpl implements GraphEmulator {
     session.state = "closed";
     session.closedAnsweredAt = Date.now();
     return { status: 204, headers: {} };
+  }
+
+  private sessionInfoReply(status: number, id: string, persistChanges: boolean): GraphSuccessReply {
+    return {
+      status,
+      headers: { "content-type": GRAPH_JSON },
+      body: JSON.stringify({ "@odata.context": `${this.baseUrl}/$metadata#microsoft.graph.workbookSessionInfo`, id, persistChanges }),
+    };
+  }
+
+  /** 202 Accepted with the operation's URL in `Location`; the session opens when a poll finds it done. */
+  private startOperation(operation: SessionOperation, persistChanges: boolean, async: CreateSessionAsync, record: RecordedRequest): GraphReply {
+    const { claims } = operation;
+    const pollsUntilDone = async.pollsUntilDone ?? 2;
+    const op: WorkbookOperation = {
+      id: randomUUID(),
+      tenantId: claims.tid,
+      userId: claims.oid.toLowerCase(),
+      scopeKey: operation.scopeKey,
+      workbookKey: operation.workbookKey,
+      workbookPath: operation.workbookPath,
+      persistChanges,
+      plan: {
+        pollsUntilDone,
+        notStartedPolls: Math.min(async.notStartedPolls ?? 0, pollsUntilDone),
+        outcome: async.outcome ?? "succeeded",
+        error: async.error ?? DEFAULT_OPERATION_ERROR,
+      },
+      polls: 0,
+      status: "notStarted",
+    };
+    this.operations.set(op.id, op);
+    record.operationId = op.id;
+    const location = `${this.originValue}${op.workbookPath}/operations/${op.id}`;
+    if (async.emptyAcceptedBody) return { status: 202, headers: { location } };
+    return { status: 202, headers: { location, "content-type": GRAPH_JSON }, body: "{}" };
+  }
+
+  /** One poll: not done for the plan's number of polls, then done for good. */
+  private pollOperation(op: WorkbookOperation): GraphReply {
+    if (op.status !== "succeeded" && op.status !== "failed") {
+      op.polls++;
+      if (op.polls <= op.plan.pollsUntilDone) op.status = op.polls <= op.plan.notStartedPolls ? "notStarted" : "running";
+      else if (op.plan.outcome === "failed") op.status = "failed";
+      else {
+        op.sessionId = this.createSession(op.tenantId, op.userId, op.workbookKey, op.persistChanges).id;
+        op.status = "succeeded";
+      }
+    }
+    const answer: Record<string, unknown> = { id: op.id, status: op.status };
+    if (op.status === "succeeded") {
+      // As in the v1.0 reference's example: the key is the operation id, the session id rides along in base64.
+      const encoded = Buffer.from(op.sessionId!, "utf8").toString("base64");
+      answer.resourceLocation = `${this.originValue}${op.workbookPath}/sessionInfoResource(key='${op.id}')?sessionId=${encoded}`;
+    }
+    if (op.status === "failed") answer.error = op.plan.error;
+    return { status: 200, headers: { "content-type": GRAPH_JSON }, body: JSON.stringify(answer) };
   }
 
   private drain(req: IncomingMessage): Promise<string> {

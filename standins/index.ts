@@ -26,14 +26,17 @@ export {
 export {
   drawLatency,
   startGraphEmulator,
+  type CreateSessionAsync,
   type EmulatorBehaviour,
   type ExcelBudget,
   type LatencySpec,
   type LognormalLatency,
+  type OperationStatus,
   type FaultRule,
   type GraphEmulator,
   type GraphEmulatorOptions,
   type RecordedRequest,
+  type RequestKind,
   type SessionState,
 } from "./graphEmulator";
 export { startFunctionsWorker, type InvocationOutcome, type RunningWorker } from "./functionsWorker";

@@ -3,6 +3,8 @@
  * local stand-ins. Run it as a user would and hold it to its story: the abandoned sessions are
  * closed, the live and the throttled one stay open. It runs secretless (storage and the
  * on-behalf-of exchange through a managed identity), and with `--connection-string` the other way.
+ * `npm run demo:producer` is the killed-producer story: a producer process killed with SIGKILL
+ * mid-work, whose session the sweeper closes within the lease plus one sweep.
  */
 import { spawn } from "node:child_process";
 import { join } from "node:path";
@@ -10,9 +12,9 @@ import { expect, it } from "vitest";
 
 const root = join(__dirname, "..");
 
-function runDemo(args: string[]): Promise<{ code: number | null; stdout: string }> {
+function runDemo(args: string[], script = join(root, "scripts", "demo.ts")): Promise<{ code: number | null; stdout: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(root, "node_modules", "tsx", "dist", "cli.mjs"), join(root, "scripts", "demo.ts"), ...args], {
+    const child = spawn(process.execPath, [join(root, "node_modules", "tsx", "dist", "cli.mjs"), script, ...args], {
       cwd: root,
       env: { PATH: process.env.PATH },
       stdio: ["ignore", "pipe", "pipe"],
@@ -36,4 +38,15 @@ it.each([
   expect(stdout).toMatch(/ben +live +open +0 .*left alone: it is alive/);
   expect(stdout).toMatch(/history expired .*AADSTS500133/);
   expect(stdout).toContain("Graph sessions still open: 2");
+});
+
+it("npm run demo:producer: a producer killed mid-work has its session closed by the sweeper within its lease plus one sweep; one that finishes closes its own", { timeout: 120_000 }, async () => {
+  const { code, stdout } = await runDemo([], join(root, "scripts", "demo-producer.ts"));
+  expect(code).toBe(0);
+  expect(stdout).toMatch(/crasher killed with SIGKILL mid-work/);
+  expect(stdout).toMatch(/finisher: closed by producer/);
+  expect(stdout).toMatch(/crasher: +closed by sweeper/);
+  expect(stdout).toMatch(/closed [\d.]+ s after the kill: within its lease \(10 s\) plus one sweep \(2 s\): yes\./);
+  // Each session closed once, each by one party.
+  expect(stdout.match(/closeSession +204/g)).toHaveLength(2);
 });

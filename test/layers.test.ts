@@ -6,10 +6,10 @@
  *   functions/ ─► app/ ◄─ cli/           the ways in: the Functions host, the operator's shell
  *                  │                      the application: services, handlers, settings
  *                  ▼
- *                sweep/                   one sweep: scheduling, pacing, outcomes
- *            ┌─────┼─────┐
- *            ▼     ▼     ▼
- *        ledger/ graph/ auth/             Table Storage, Graph's closeSession, on-behalf-of tokens
+ *                sweep/      producer/    one sweep: scheduling, pacing, outcomes; a producer's session lifecycle
+ *            ┌─────┼─────┐      │
+ *            ▼     ▼     ▼      ▼
+ *        ledger/ graph/ auth/  ledger/    Table Storage, Graph's closeSession, on-behalf-of tokens
  *            └─────┼─────┘
  *                  ▼
  *                core/  ─► utils/         the shared vocabulary; small helpers
@@ -28,11 +28,12 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   ledger: ["ledger", "core", "utils"],
   graph: ["graph", "core", "utils"],
   auth: ["auth", "core", "utils"],
+  producer: ["producer", "ledger", "core", "utils"],
   sweep: ["sweep", "ledger", "graph", "auth", "core", "utils"],
   app: ["app", "sweep", "ledger", "graph", "auth", "core", "utils"],
   cli: ["cli", "app", "sweep", "ledger", "graph", "auth", "core", "utils"],
   // The public entries name what they export, from wherever it lives.
-  entry: ["entry", "app", "sweep", "ledger", "graph", "auth", "core", "utils"],
+  entry: ["entry", "app", "sweep", "producer", "ledger", "graph", "auth", "core", "utils"],
   functions: ["app"],
 };
 

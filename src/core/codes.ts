@@ -13,6 +13,11 @@ export const Codes = {
   SettingsFileUnreadable: "SettingsFileUnreadable",
   SessionNotFound: "SessionNotFound",
   SessionNotOpen: "SessionNotOpen",
+  // withWorkbookSession: the producer's side of a session's lifecycle.
+  WorkbookSessionNotCreated: "WorkbookSessionNotCreated",
+  WorkbookRequestFailed: "WorkbookRequestFailed",
+  WorkbookSessionLost: "WorkbookSessionLost",
+  HeartbeatLost: "HeartbeatLost",
   SessionAlreadyRecorded: "SessionAlreadyRecorded",
   ConcurrentUpdate: "ConcurrentUpdate",
   MalformedRow: "MalformedRow",

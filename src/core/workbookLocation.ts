@@ -81,6 +81,24 @@ export function formatWorkbookLocation(location: WorkbookLocation): string {
 }
 
 /**
+ * The item's path under Graph's version root, each id URL-encoded (ids are plain Graph ids already:
+ * parseWorkbookLocation refuses any other). `…/workbook/<operation>` follows it.
+ */
+export function workbookItemPath(location: WorkbookLocation): string {
+  const e = encodeURIComponent;
+  switch (location.kind) {
+    case "me":
+      return `/me/drive/items/${e(location.itemId)}`;
+    case "user":
+      return `/users/${e(location.userId)}/drive/items/${e(location.itemId)}`;
+    case "drive":
+      return `/drives/${e(location.driveId)}/items/${e(location.itemId)}`;
+    case "site":
+      return `/sites/${e(location.siteId)}/drive/items/${e(location.itemId)}`;
+  }
+}
+
+/**
  * One key per workbook file, whatever form addresses it: `/me/…` of a user and `/users/{that user}/…`
  * are the same drive. Graph wants one request at a time per workbook, so the sweep serialises on this.
  */

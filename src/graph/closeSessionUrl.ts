@@ -1,5 +1,5 @@
 import { SweeperError } from "../core/errors";
-import { isSafeIdSegment, type WorkbookLocation } from "../core/workbookLocation";
+import { isSafeIdSegment, workbookItemPath, type WorkbookLocation } from "../core/workbookLocation";
 import { Codes } from "../core/codes";
 
 /** A location or session id that would make a request to anything but …/workbook/closeSession. */
@@ -34,19 +34,7 @@ export function closeSessionPath(root: GraphRoot, location: WorkbookLocation): s
   const ids = idsOf(location);
   const unsafe = ids.filter((id) => !isSafeIdSegment(id));
   if (unsafe.length > 0) throw new UnsafeRequestError("The workbook location has an id that is not a plain Graph id; nothing was sent.");
-  const e = encodeURIComponent;
-  const path = (() => {
-    switch (location.kind) {
-      case "me":
-        return `/me/drive/items/${e(location.itemId)}`;
-      case "user":
-        return `/users/${e(location.userId)}/drive/items/${e(location.itemId)}`;
-      case "drive":
-        return `/drives/${e(location.driveId)}/items/${e(location.itemId)}`;
-      case "site":
-        return `/sites/${e(location.siteId)}/drive/items/${e(location.itemId)}`;
-    }
-  })();
+  const path = workbookItemPath(location);
   const full = `${path}/workbook/closeSession`;
   const expected = `${root.baseUrl}${root.version}${full}`;
   const resolved = new URL(expected);
