@@ -1,5 +1,5 @@
 import { createPublicKey, diffieHellman, generateKeyPairSync, webcrypto } from "node:crypto";
-import { aad, INFO, keyBytes, keyIdOf, suite, VERSION, type Row } from "./assertionFormat";
+import { keyBytes, keyIdOf, sealWithEphemeral, suite, type Row } from "./assertionFormat";
 
 /**
  * Seals user assertions for the sweeper: built from the sweeper's public key only, so a producer
@@ -47,9 +47,7 @@ export class AssertionSealer {
 
   async seal(assertion: string, row: Row): Promise<string> {
     const recipientPublicKey = await (this.#recipient ??= suite.kem.deserializePublicKey(this.#publicKey));
-    const sender = await suite.createSenderContext({ recipientPublicKey, info: INFO });
-    const ciphertext = await sender.seal(Buffer.from(assertion, "utf8"), aad(row));
-    return [VERSION, this.keyId, Buffer.from(sender.enc).toString("base64url"), Buffer.from(ciphertext).toString("base64url")].join(".");
+    return sealWithEphemeral(recipientPublicKey, this.keyId, assertion, row);
   }
 
   /** Short name for JSON output; the public key is not secret, but there is no reason to log it. */

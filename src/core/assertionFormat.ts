@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, type webcrypto } from "node:crypto";
 import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from "@hpke/core";
 
 /**
@@ -41,6 +41,19 @@ export function keyIdOf(publicKey: Uint8Array): string {
 
 export function aad(row: Row): Buffer {
   return Buffer.from(`${row.partitionKey}/${row.rowKey}`, "utf8");
+}
+
+/**
+ * Seals `assertion` for `row` as `h1.<keyId>.<enc>.<ciphertext>`: what AssertionSealer.seal does,
+ * in one place. `ekm` is for test vectors only (docs/assertion-sealing.md): the ephemeral key
+ * material the sender's key pair is derived from (HPKE's DeriveKeyPair(ikmE)), so a seal is
+ * reproducible. Without it, as in every real seal, the key pair is fresh and random.
+ * @internal
+ */
+export async function sealWithEphemeral(recipientPublicKey: webcrypto.CryptoKey, keyId: string, assertion: string, row: Row, ekm?: Uint8Array): Promise<string> {
+  const sender = await suite.createSenderContext({ recipientPublicKey, info: INFO, ...(ekm !== undefined && { ekm }) });
+  const ciphertext = await sender.seal(Buffer.from(assertion, "utf8"), aad(row));
+  return [VERSION, keyId, Buffer.from(sender.enc).toString("base64url"), Buffer.from(ciphertext).toString("base64url")].join(".");
 }
 
 /** The bytes of `part` if it is base64url in its one canonical spelling, so no altered text opens as the same value. */
