@@ -176,13 +176,21 @@ it("two sweeps in two processes share the app's Excel budget: each keeps its ten
 
   // Until the first sweep counts the second's tenants, the two may overrun the app's window: a
   // 429 then is a retry (with Graph's cooldown), never a session's fate, and only in that moment.
-  expect(summaryA.closed + summaryB.closed + summaryA.retry + summaryB.retry).toBe(first.length + second.length);
+  // (A row whose tenant lease lapsed on a loaded machine before its request went is given back
+  // untried, leasedElsewhere: the sweeps that follow close it.)
   expect(summaryA.failed + summaryB.failed).toBe(0);
+  const all = [...first, ...second];
+  for (let round = 0; round < 6 && all.some(({ sessionId }) => cloud.emulator.sessionState(sessionId) === "open"); round++) {
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect((await a.newSweeper().run()).failed).toBe(0);
+  }
+  expect(all.filter(({ sessionId }) => cloud.emulator.sessionState(sessionId) !== "closed"), "every session closed in the end").toEqual([]);
   expect(summaryA.closed, "the first sweep closed its tenants' sessions").toBeGreaterThan(0);
   expect(summaryB.closed, "the second sweep closed the others'").toBeGreaterThan(0);
-  // Once the first sweep has counted the second's tenants (its next renewal, 0.5 s), the two
-  // together keep the app's budget: each sends its half. Without the count each would send all 40.
-  const settled = bStarted + 500;
+  // Once the first sweep has counted the second's tenants (its next renewal, 0.5 s; a second's
+  // margin for a loaded machine's late timers), the two together keep the app's budget: each sends
+  // its half. Without the count each would send all 40.
+  const settled = bStarted + 1_000;
   const sends = cloud.emulator.requests.filter((r) => r.kind === "closeSession" && r.startedAt >= settled).map((r) => r.startedAt).sort((x, y) => x - y);
   let most = 0;
   for (let i = 0, j = 0; i < sends.length; i++) {
@@ -191,5 +199,5 @@ it("two sweeps in two processes share the app's Excel budget: each keeps its ten
   }
   expect(sends.length, "enough sends after both held their tenants to measure").toBeGreaterThan(appBudget.requests);
   expect(most).toBeLessThanOrEqual(appBudget.requests);
-  expect(cloud.emulator.requests.filter((r) => r.status === 429 && r.startedAt >= settled)).toEqual([]);
+  expect(cloud.emulator.requests.filter((r) => r.status === 429 && r.startedAt >= settled).map((r) => `${r.startedAt - bStarted} ms ${r.fault}`), "429s once both sweeps counted each other").toEqual([]);
 });
