@@ -2,7 +2,8 @@
  * `npm run demo`: the product end to end on local stand-ins. Starts Azurite, a fake Entra ID
  * authority and a Graph workbook emulator (https, with a certificate made for this run), records a
  * mix of sessions as producing services do, runs the timer function's handler, and prints what it
- * did and the final state of every row. Stops everything it started.
+ * did, the final state of every row, and the status view an operator sees
+ * (`workbook-session-sweeper status`). Stops everything it started.
  *
  * Secretless by default, as the README deploys it: Azurite in OAuth mode over https, reached
  * through the app's managed identity (the authority's stand-in for App Service's identity
@@ -16,6 +17,7 @@ import { InvocationContext } from "@azure/functions";
 import { ManagedIdentityCredential } from "@azure/identity";
 import { startAzurite, startStandIns, trustedCertificateOrRerun, type AzuriteInstance } from "../standins";
 import { SessionLedger, SessionProducer, formatWorkbookLocation, type SessionRecord, type StorageConnection } from "../src";
+import { runStatusCommand } from "../src/cli/status";
 
 const MINUTE = 60_000;
 const TABLE = "DemoSessions";
@@ -159,6 +161,11 @@ async function main(): Promise<void> {
       console.log(`  ${(names.get(row.userId) ?? "?").padEnd(6)} ${(finished.has(row.sessionId) ? "history" : "live").padEnd(7)} ${row.status.padEnd(8)} ${String(row.attempts).padEnd(3)} ${short(formatWorkbookLocation(row.workbook), 46).padEnd(46)} ${detail}  (${stories.get(row.sessionId)?.story})`);
     }
     console.log(`\nGraph sessions still open: ${rows.filter((r) => emulator.sessionState(r.sessionId) === "open").length} (the live one and the throttled one, retried by the next sweep).`);
+
+    // What an operator sees: `workbook-session-sweeper status`, run in process with the app's settings.
+    console.log("\nThe status view (workbook-session-sweeper status, or GET /api/status for the JSON):\n");
+    const statusCode = await runStatusCommand(process.env, { json: false }, { stdout: process.stdout, fail: (message) => console.error(`workbook-session-sweeper: ${message}`) });
+    if (statusCode !== 0) throw new Error(`the status view failed (exit code ${statusCode})`);
   } finally {
     await standIns.close();
     await oauthStorage?.stop();

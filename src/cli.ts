@@ -1,6 +1,7 @@
 /**
  * The operator CLI: `workbook-session-sweeper sweep [flags]` runs the same sweep as the timer and
- * the HTTP trigger, from a shell, with the same settings (environment, or local.settings.json).
+ * the HTTP trigger, from a shell, with the same settings (environment, or local.settings.json);
+ * `status` shows the ledger at a glance (the storage settings alone).
  *
  * Exit codes: 0 the sweep ran (even if some rows failed or will be retried), 1 the sweep was ended
  * by a storage fault or paused by the app's own fault (a wrong client secret, scope … named by the
@@ -18,6 +19,7 @@ import { runLoggedSweep } from "./app/runSweep";
 import { validateSweepRequest } from "./app/sweepRequest";
 import { cliLogger, formatSummary, ProgressLine, redactingSink, type TextSink } from "./cli/output";
 import { resolveSettings, secretValuesOf, SettingsFileError } from "./cli/settings";
+import { runStatusCommand } from "./cli/status";
 
 export const EXIT_OK = 0;
 export const EXIT_SWEEP_FAULT = 1;
@@ -37,10 +39,13 @@ export interface CliIo {
 }
 
 export const USAGE = `Usage: ${PROGRAM} [sweep] [options]
+       ${PROGRAM} status [--json] [--settings <path>]
        ${PROGRAM} keys new
        ${PROGRAM} help
 
 Closes the stale Excel workbook sessions recorded in the session ledger, as the timer does.
+\`status\` shows the ledger at a glance: live sessions by state and idle age, the last 24 h's
+outcomes and release latency, the last sweeps (needs only AzureWebJobsStorage and SESSIONS_TABLE).
 \`keys new\` prints a new key pair for sealing user assertions: ASSERTION_PRIVATE_KEY for the
 sweeper (keep it in Key Vault), ASSERTION_PUBLIC_KEY for the producing services.
 
@@ -50,7 +55,7 @@ Options:
                         default STALE_AFTER
   --user <guid>         only this user's sessions (Entra object id)
   --limit <n>           attempt at most n sessions (1 to 1000000)
-  --json                print only the summary, as JSON, on the last line of stdout
+  --json                print only the summary (or the status), as JSON, on the last line of stdout
   --settings <path>     a local.settings.json to read (default ./local.settings.json if present);
                         environment variables override its Values
   -v, --verbose         log the sweep's structured lines to stderr
@@ -59,6 +64,7 @@ Options:
 Exit codes: 0 the sweep ran (rows that failed or will be retried are in the summary),
             1 a storage fault ended the sweep, or the app's credential or settings were refused
               (sends paused; the summary's error code names the cause), 2 bad options or settings.
+            status: 0 printed, 1 the ledger could not be read, 2 bad options or settings.
 `;
 
 const OPTIONS = {
@@ -86,7 +92,7 @@ export class UsageError extends ValidationError {
 }
 
 interface Invocation {
-  command: "sweep" | "help" | "keys";
+  command: "sweep" | "help" | "keys" | "status";
   request: SweepRequest;
   json: boolean;
   verbose: boolean;
@@ -107,7 +113,13 @@ function parseInvocation(argv: readonly string[]): Invocation {
     if (extra.length !== 1 || extra[0] !== "new") throw new UsageError([{ field: "arguments", message: "the keys command takes one argument: keys new" }]);
     return { command: "keys", request: {}, json: values.json ?? false, verbose: false, settingsPath: undefined };
   }
-  if (command !== "sweep") throw new UsageError([{ field: "arguments", message: `unknown command '${command}'; the commands are sweep (the default), keys new and help` }]);
+  if (command === "status") {
+    if (extra.length > 0) throw new UsageError([{ field: "arguments", message: `unexpected argument${extra.length > 1 ? "s" : ""} ${extra.map((a) => `'${a}'`).join(", ")}` }]);
+    const sweepFlags = Object.values(FLAG_OF_FIELD).filter(({ option }) => values[option] !== undefined).map(({ flag }) => flag);
+    if (sweepFlags.length > 0) throw new UsageError([{ field: "arguments", message: `the status command does not take ${sweepFlags.join(", ")} (sweep options)` }]);
+    return { command: "status", request: {}, json: values.json ?? false, verbose: false, settingsPath: values.settings };
+  }
+  if (command !== "sweep") throw new UsageError([{ field: "arguments", message: `unknown command '${command}'; the commands are sweep (the default), status, keys new and help` }]);
   if (extra.length > 0) throw new UsageError([{ field: "arguments", message: `unexpected argument${extra.length > 1 ? "s" : ""} ${extra.map((a) => `'${a}'`).join(", ")}` }]);
 
   // The flags become the same fields as the HTTP API's body, validated by the same function.
@@ -219,6 +231,7 @@ async function run(argv: readonly string[], full: CliIo, { stdout, stderr, fail,
   }
   secrets.push(...secretValuesOf(settings));
   const from = settingsFile ? `the environment and ${settingsFile}` : "the environment (no local.settings.json)";
+  if (invocation.command === "status") return runStatusCommand(settings, { json: invocation.json, settingsFrom: from }, { stdout, fail });
 
   let config: SweeperConfig;
   try {

@@ -135,7 +135,7 @@ export const STORAGE_IDENTITY_SETTINGS = [
 ] as const;
 
 /** Optional settings with no default value: unset means not used. */
-export const OPTIONAL_SETTINGS = ["ASSERTION_PREVIOUS_PRIVATE_KEYS", "ASSERTION_ENCRYPTION_KEY"] as const;
+export const OPTIONAL_SETTINGS = ["ASSERTION_PREVIOUS_PRIVATE_KEYS", "ASSERTION_ENCRYPTION_KEY", "APPLICATIONINSIGHTS_CONNECTION_STRING"] as const;
 
 export const DEFAULT_SETTINGS = {
   SESSIONS_TABLE: "WorkbookSessions",
@@ -209,6 +209,35 @@ export function loadConfig(settings: Settings = process.env): SweeperConfig {
     },
   };
   config.auth.scope = reader.scope("GRAPH_SCOPE", config.graph.baseUrl);
+  reader.throwIfAnyProblem();
+  return config;
+}
+
+/**
+ * What reading the ledger takes (the status view: `workbook-session-sweeper status`, `GET
+ * /api/status`): the storage account and the table, and STALE_AFTER (the lease of sessions that
+ * carry none of their own; it has a default). Nothing of Entra ID or the assertion keys, so the
+ * status answers while those settings are missing or wrong.
+ */
+export interface LedgerConfig {
+  storage: Pick<SweeperConfig["storage"], "connection" | "tableName">;
+  /** `STALE_AFTER` (default PT2M). */
+  staleAfterMs: number;
+}
+
+/**
+ * Reads and validates the settings `LedgerConfig` needs, by the same rules as `loadConfig`; throws
+ * a ConfigurationError naming every one at fault.
+ */
+export function loadLedgerConfig(settings: Settings = process.env): LedgerConfig {
+  const reader = new SettingsReader(settings);
+  const config: LedgerConfig = {
+    storage: {
+      connection: reader.storageConnection("AzureWebJobsStorage"),
+      tableName: reader.matching("SESSIONS_TABLE", TABLE_NAME, "a table name: 3-49 letters or digits, starting with a letter (its weeks of history add 14)"),
+    },
+    staleAfterMs: reader.duration("STALE_AFTER", { minMs: 1_000 }),
+  };
   reader.throwIfAnyProblem();
   return config;
 }

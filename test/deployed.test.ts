@@ -19,7 +19,7 @@ import { httpInput, queueInput, startFunctionsWorker, timerInput, type RunningWo
 import { uniqueTableName } from "./support/ledgerFixture";
 import { registerSecrets } from "./support/secretScan";
 
-const FUNCTIONS = ["closeRequest", "purgeTimer", "sweep", "sweepTimer"];
+const FUNCTIONS = ["closeRequest", "purgeTimer", "status", "sweep", "sweepTimer"];
 const REQUIRED_ONLY = {
   AzureWebJobsStorage: `DefaultEndpointsProtocol=http;AccountName=nowhere;AccountKey=${randomBytes(32).toString("base64")};TableEndpoint=http://127.0.0.1:9/nowhere;QueueEndpoint=http://127.0.0.1:9/nowhere`,
   AZURE_TENANT_ID: randomUUID(),
@@ -33,7 +33,19 @@ const INPUTS: Record<string, Parameters<RunningWorker["invoke"]>[1]> = {
   purgeTimer: timerInput(),
   sweep: httpInput("{}"),
   closeRequest: queueInput(JSON.stringify({ tenantId: HOME_TENANT, userId: HOME_TENANT, sessionId: "s" })),
+  status: statusInput(),
 };
+
+/** `GET /api/status` as the host sends it (RpcHttp). */
+function statusInput() {
+  return { inputData: [{ data: { http: { method: "GET", url: "http://localhost:7071/api/status", headers: {} } } }] };
+}
+
+/** The JSON body of an HTTP response the worker returned (its bytes arrive as an object of indexed bytes, as the worker's channel carries a Uint8Array). */
+function jsonBodyOf(outcome: { response?: { returnValue?: unknown } }): unknown {
+  const body = (outcome.response?.returnValue as { http?: { body?: { string?: string; bytes?: Record<string, number> } } } | undefined)?.http?.body;
+  return JSON.parse(body?.string ?? Buffer.from(Object.values(body?.bytes ?? {})).toString("utf8"));
+}
 
 let worker: RunningWorker | undefined;
 afterEach(async () => {
@@ -53,7 +65,7 @@ function userLines(logs: { level: string; category: string; message: string }[])
 }
 
 describe("what the host indexes", () => {
-  it("registers all four functions with only the required settings, with the default schedules and queue as plain values", async () => {
+  it("registers all five functions with only the required settings, with the default schedules and queue as plain values", async () => {
     worker = await startFunctionsWorker(REQUIRED_ONLY);
     expect(worker.loadError).toBeUndefined();
     expect(worker.functions.map((f) => f.name).sort()).toEqual(FUNCTIONS);
@@ -61,6 +73,7 @@ describe("what the host indexes", () => {
     expect(triggerOf("purgeTimer")).toMatchObject({ type: "timerTrigger", schedule: DEFAULT_SETTINGS.PURGE_SCHEDULE });
     expect(triggerOf("closeRequest")).toMatchObject({ type: "queueTrigger", queueName: DEFAULT_SETTINGS.CLOSE_QUEUE, connection: "AzureWebJobsStorage" });
     expect(triggerOf("sweep")).toMatchObject({ type: "httpTrigger", authLevel: "function", route: "sweep", methods: ["POST"] });
+    expect(triggerOf("status")).toMatchObject({ type: "httpTrigger", authLevel: "function", route: "status", methods: ["GET"] });
     // The host resolves %NAME% from app settings only: nothing may be left for it to resolve.
     expect(JSON.stringify(worker.functions)).not.toMatch(/%[A-Za-z_]+%/);
   });
@@ -72,26 +85,27 @@ describe("what the host indexes", () => {
     expect(triggerOf("closeRequest").queueName).toBe("close-requests");
   });
 
-  it("registers all four with no settings at all, and each invocation fails naming every setting at fault, logged as one line", async () => {
+  it("registers all five with no settings at all, and each invocation fails naming every setting at fault, logged as one line", async () => {
     worker = await startFunctionsWorker({});
     expect(worker.loadError).toBeUndefined();
     expect(worker.functions.map((f) => f.name).sort()).toEqual(FUNCTIONS);
     for (const name of FUNCTIONS) {
       const outcome = await worker.invoke(name, INPUTS[name]!);
       expect(outcome.error?.name, name).toBe("ConfigurationError");
-      for (const setting of ["AzureWebJobsStorage", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "ASSERTION_PRIVATE_KEY"]) {
-        expect(outcome.error?.message, name).toContain(setting);
-      }
+      // The status reads the ledger alone: only the storage settings are its to name.
+      const settings = name === "status" ? ["AzureWebJobsStorage"] : ["AzureWebJobsStorage", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "ASSERTION_PRIVATE_KEY"];
+      for (const setting of settings) expect(outcome.error?.message, name).toContain(setting);
+      if (name === "status") expect(outcome.error?.message).not.toContain("AZURE_");
       const lines = userLines(outcome.logs);
       expect(lines).toHaveLength(1);
       expect(lines[0]).toMatchObject({ level: "error", event: "Invalid configuration; fix these app settings", details: { code: "InvalidConfiguration" } });
-      expect((lines[0]!.details.problems as { setting: string }[]).map((p) => p.setting)).toContain("AZURE_CLIENT_ID");
+      expect((lines[0]!.details.problems as { setting: string }[]).map((p) => p.setting)).toContain(name === "status" ? "AzureWebJobsStorage" : "AZURE_CLIENT_ID");
     }
   });
 
-  it("with one setting missing, registers all four and an invocation fails with that setting's name", async () => {
+  it("with one setting missing, registers all five and an invocation fails with that setting's name", async () => {
     worker = await startFunctionsWorker({ ...REQUIRED_ONLY, AZURE_CLIENT_ID: undefined });
-    expect(worker.functions).toHaveLength(4);
+    expect(worker.functions).toHaveLength(5);
     const outcome = await worker.invoke("sweepTimer", timerInput());
     expect(outcome.error?.message).toMatch(/AZURE_CLIENT_ID is required but not set/);
     expect(outcome.error?.message).not.toContain("AZURE_TENANT_ID");
@@ -109,7 +123,7 @@ describe("what the host indexes", () => {
   it("refuses local.settings.sample.json copied as it is, naming each placeholder", async () => {
     const sample = JSON.parse(readFileSync(join(__dirname, "..", "local.settings.sample.json"), "utf8")) as { Values: Record<string, string> };
     worker = await startFunctionsWorker(sample.Values);
-    expect(worker.functions).toHaveLength(4);
+    expect(worker.functions).toHaveLength(5);
     const outcome = await worker.invoke("sweepTimer", timerInput());
     // Every placeholder the sample holds is named as one, and so is ASSERTION_PRIVATE_KEY (a
     // placeholder in the sample, or unset if the sample does not list it yet).
@@ -176,6 +190,21 @@ describe("a first run on a storage account without the ledger", () => {
     expect(userLines(purge.logs)).toEqual([expect.objectContaining({ event: "Purge finished", details: expect.objectContaining({ droppedTables: [], scanned: 0, moved: 0 }) })]);
   });
 
+  it("with only the storage settings, the status function answers 200 with the ledger's status, the timer's sweep in it", async () => {
+    const tableName = uniqueTableName();
+    // The sweep needs every setting; the status, only the storage account and the table.
+    const sweeper = await startFunctionsWorker(cloud.settings({ SESSIONS_TABLE: tableName }));
+    const sweep = await sweeper.invoke("sweepTimer", timerInput());
+    await sweeper.stop();
+    expect(sweep.error).toBeUndefined();
+    worker = await startFunctionsWorker({ AzureWebJobsStorage: connectionString(), SESSIONS_TABLE: tableName });
+    const outcome = await worker.invoke("status", statusInput());
+    expect(outcome.error).toBeUndefined();
+    expect(outcome.response?.returnValue).toMatchObject({ http: { statusCode: "200" } });
+    expect(jsonBodyOf(outcome)).toMatchObject({ table: tableName, live: { total: 0 }, sweeps: [{ trigger: "timer", counts: { scanned: 0 }, error: null }] });
+    expect(userLines(outcome.logs)).toEqual([]);
+  });
+
   it("a producer records into a table and asks for a close on a queue that do not exist yet", async () => {
     const tableName = uniqueTableName();
     const queueName = `q-${randomBytes(6).toString("hex")}`;
@@ -206,7 +235,7 @@ describe("a secretless deployment", () => {
   let cloud: CloudFixture;
   useCloudFixture((started) => (cloud = started));
 
-  it("with only identity-based settings, the host indexes all four, and the timer and queue functions close sessions through the managed identity", async () => {
+  it("with only identity-based settings, the host indexes all five, and the timer and queue functions close sessions through the managed identity", async () => {
     const oauth = inject("oauthStorage");
     const identity = cloud.authority.registerManagedIdentity({ tenantId: HOME_TENANT });
     cloud.authority.trustManagedIdentity(CLIENT_ID, identity);

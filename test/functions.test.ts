@@ -5,13 +5,16 @@
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { QueueClient } from "@azure/storage-queue";
-import { SessionNotFoundError, ValidationError, type SweepSummary } from "../src";
+import { HttpRequest } from "@azure/functions";
+import { SessionNotFoundError, ValidationError, type LedgerStatus, type SweepSummary } from "../src";
 import { installAppSettings, useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { importHandlers, type FunctionHandlers, invocation, postSweep, timerInfo } from "./support/functionsHost";
 
 let cloud: CloudFixture;
 let table: TableFixture;
 let handlers: FunctionHandlers;
+/** The fifth function, `GET /api/status`. */
+let statusHttp: typeof import("../functions/status").statusHttp;
 let settings: Record<string, string | undefined>;
 const queueName = `close-${Math.random().toString(36).slice(2, 10)}`;
 
@@ -19,6 +22,7 @@ useCloudFixture((started) => (cloud = started));
 beforeAll(async () => {
   ({ table, settings } = await installAppSettings(cloud, { CLOSE_QUEUE: queueName }));
   handlers = await importHandlers();
+  ({ statusHttp } = await import("../functions/status"));
 });
 
 describe("timer trigger", () => {
@@ -172,5 +176,36 @@ describe("queue close request", () => {
       .closeRequest({ tenantId: HOME_TENANT, userId: newUserId(), sessionId: "unknown" }, invocation("closeRequest").context)
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(SessionNotFoundError);
+  });
+});
+
+describe("HTTP status", () => {
+  it("GET /api/status answers 200 with the ledger's status as JSON; the timer's sweep is the newest of its last sweeps", async () => {
+    const user = newUserId();
+    await table.openSession({ userId: user, workbook: "/drives/d/items/st1" });
+    const live = await table.openSession({ userId: user, workbook: "/drives/d/items/st2", idleMinutes: 0 });
+    const timer = invocation("sweepTimer");
+    await handlers.sweepTimer(timerInfo(false), timer.context);
+    const summary = timer.lines.find((l) => l.event === "Sweep finished")!.details as unknown as SweepSummary;
+
+    const { context, lines } = invocation("status");
+    const response = await statusHttp(new HttpRequest({ method: "GET", url: "http://localhost:7071/api/status" }), context);
+
+    expect(response.status).toBe(200);
+    expect(new Headers(response.headers as Record<string, string>).get("content-type")).toBe("application/json");
+    const status = response.jsonBody as LedgerStatus;
+    expect(status.table).toBe(table.tableName);
+    expect(status.live.total).toBeGreaterThanOrEqual(1);
+    expect(status.live.oldest).not.toBeNull();
+    expect(status.sweeps.length).toBeLessThanOrEqual(10);
+    expect(status.sweeps[0]).toMatchObject({
+      trigger: "timer",
+      dryRun: false,
+      durationMs: summary.durationMs,
+      counts: { scanned: summary.scanned, claimed: summary.claimed, closed: 1, failed: summary.failed, graphRequests: summary.graphRequests },
+      error: null,
+    });
+    expect(cloud.emulator.sessionState(live.sessionId)).toBe("open");
+    expect(lines).toEqual([]);
   });
 });

@@ -2,7 +2,8 @@
  * Reliability: authorization.
  *
  * - The HTTP sweep is registered with `authLevel: "function"` and POST only (the host answers
- *   anonymous calls with 401 before the handler runs); the other functions are not HTTP-triggered.
+ *   anonymous calls with 401 before the handler runs), the status view GET only with the same level;
+ *   the other functions are not HTTP-triggered.
  * - Nothing in the app closes a session for a user other than the row's own user: a row of user A
  *   carrying B's assertion (recorded, or its ciphertext copied from B's row), a row recorded under B
  *   naming A's session, a row pointing at another user's drive, a row whose columns disagree with
@@ -41,14 +42,13 @@ afterAll(() => {
 });
 
 describe("the HTTP sweep's registration", () => {
-  it("is POST only, with authLevel function: anonymous callers get 401 from the host", () => {
-    expect(registrations.http).toHaveBeenCalledTimes(1);
-    const [name, options] = registrations.http.mock.calls[0]!;
-    expect(name).toBe("sweep");
-    expect(options).toMatchObject({ authLevel: "function", methods: ["POST"], route: "sweep" });
-    expect(options.handler).toBe(handlers.sweepHttp);
-    // Not "anonymous", and no other HTTP entry point exists.
-    expect(options.authLevel).not.toBe("anonymous");
+  it("is POST only, with authLevel function: anonymous callers get 401 from the host; the status view is GET only, with the same level", () => {
+    // The two HTTP entry points, and no other.
+    expect(registrations.http.mock.calls.map(([name]) => name).sort()).toEqual(["status", "sweep"]);
+    const options = new Map(registrations.http.mock.calls.map(([name, o]) => [name, o]));
+    expect(options.get("sweep")).toMatchObject({ authLevel: "function", methods: ["POST"], route: "sweep", handler: handlers.sweepHttp });
+    expect(options.get("status")).toMatchObject({ authLevel: "function", methods: ["GET"], route: "status", handler: handlers.statusHttp });
+    for (const o of options.values()) expect(o.authLevel).not.toBe("anonymous");
   });
 
   it("the timers and the queue function are not reachable over HTTP", () => {

@@ -2,6 +2,7 @@ import { loadConfig, type Settings } from "../config";
 import { createSweeperServices, type SweeperServices } from "./sweeperServices";
 import { ConfigurationError } from "../core/errors";
 import type { AppLogger } from "./logging";
+import { startTelemetry } from "./telemetry";
 
 let services: SweeperServices | undefined;
 
@@ -11,10 +12,16 @@ let services: SweeperServices | undefined;
  * shows as failed invocations with the reason instead of an app with no functions. A bad
  * configuration is not kept: the next invocation reads the settings again.
  *
+ * The first call also starts telemetry (startTelemetry): metrics go to Application Insights when
+ * APPLICATIONINSIGHTS_CONNECTION_STRING is set.
+ *
  * Throws ConfigurationError naming every setting at fault, after logging it through `logger`.
  */
 export function appServices(logger: AppLogger, settings: Settings = process.env): SweeperServices {
   if (services) return services;
+  // Once per process, before the first services: metrics to Application Insights when its
+  // connection string is set (the distro is not loaded otherwise).
+  startTelemetry(settings, logger);
   try {
     services = createSweeperServices(loadConfig(settings));
     return services;

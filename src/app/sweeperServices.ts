@@ -8,6 +8,8 @@ import { WorkbookSessionCloser } from "../graph/WorkbookSessionCloser";
 import { SessionLedger, type ServiceTime } from "../ledger/SessionLedger";
 import type { CloseDependencies } from "../sweep/closeRecordedSession";
 import { Sweeper, type SweepLogger } from "../sweep/Sweeper";
+import type { SweepRecorder } from "../sweep/SweepRecorder";
+import { openTelemetryRecorder } from "./metrics";
 
 export interface SweeperServicesOptions {
   /** Where sweeps log when `newSweeper` is given no logger of its own. @default no logging */
@@ -23,6 +25,11 @@ export interface SweeperServicesOptions {
   serviceTime?: ServiceTime;
   /** Retries of the token client's HTTP pipeline. @default 3 */
   tokenMaxRetries?: number;
+  /**
+   * What each sweep's rows are recorded to. @default the app's metrics over OpenTelemetry's API
+   * (src/app/metrics.ts): into the global MeterProvider, a no-op while none is registered
+   */
+  recorder?: SweepRecorder;
 }
 
 /** Everything a sweep or a close request needs, built from validated configuration. */
@@ -84,7 +91,7 @@ export function createSweeperServices(config: SweeperConfig, options: SweeperSer
           tenantBudget: config.graph.tenantBudget,
           appBudget: config.graph.appBudget,
         },
-        { ...(logger && { logger }), clock },
+        { ...(logger && { logger }), clock, recorder: options.recorder ?? openTelemetryRecorder },
       ),
   };
 }

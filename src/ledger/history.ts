@@ -58,7 +58,7 @@ export type HistoryEntity = Pick<
   SessionEntity,
   "partitionKey" | "rowKey" | "schemaVersion" | "tenantId" | "userId" | "sessionId" | "workbook" | "status" | "attempts" | "lastActivityAt"
 > &
-  Partial<Pick<SessionEntity, "createdAt" | "persistChanges" | "recordedBy" | "lastErrorCode" | "lastErrorMessage" | "closedAt" | "closedBy">> & {
+  Partial<Pick<SessionEntity, "createdAt" | "persistChanges" | "recordedBy" | "lastErrorCode" | "lastErrorMessage" | "closedAt" | "closedBy" | "leaseSeconds">> & {
     /** When the live row was written finished: the week whose table holds it. */
     finishedAt: Date;
   };
@@ -84,6 +84,8 @@ export function historyEntityOf(row: SessionToClose & { readonly finishedAt: Dat
     ...(row.lastError && { lastErrorCode: row.lastError.code, lastErrorMessage: row.lastError.message }),
     ...(row.closedAt && { closedAt: row.closedAt }),
     ...(row.closedBy && { closedBy: row.closedBy }),
+    // The session's own lease: how long past it a dead session stayed open is the status view's release latency.
+    ...(row.leaseMs !== undefined && { leaseSeconds: row.leaseMs / 1_000 }),
   };
 }
 

@@ -8,7 +8,9 @@ import { OutcomeWriter } from "./OutcomeWriter";
 import { emptySummary, type SweepCandidate, type SweepPause, type SweepRequest, type SweepSummary } from "./models";
 import { WorkbookScheduler, type ItemResult } from "./WorkbookScheduler";
 import type { ErrorInfo } from "../core/errors";
-import type { PausedOutcome } from "../core/closeOutcome";
+import type { PausedOutcome, SettledOutcome } from "../core/closeOutcome";
+import type { RowTransition } from "../core/session";
+import { NO_RECORDING, type SweepRecorder } from "./SweepRecorder";
 import { HeldLeases } from "../ledger/tenantLeases";
 import { readAhead } from "../utils/readAhead";
 
@@ -47,6 +49,8 @@ export interface SweeperOptions {
   logger?: SweepLogger;
   /** @default the system clock */
   clock?: () => Date;
+  /** Told about every row tried to an outcome, for metrics. @default records nothing */
+  recorder?: SweepRecorder;
 }
 
 export interface SweepRunOptions {
@@ -99,6 +103,7 @@ type GivenBackAs = "skipped" | "deferred" | "paused" | "leasedElsewhere";
 export class Sweeper {
   private readonly logger: SweepLogger | undefined;
   private readonly clock: () => Date;
+  private readonly recorder: SweepRecorder;
 
   constructor(
     private readonly deps: CloseDependencies,
@@ -107,10 +112,11 @@ export class Sweeper {
   ) {
     this.logger = options.logger;
     this.clock = options.clock ?? (() => new Date());
+    this.recorder = options.recorder ?? NO_RECORDING;
   }
 
   run(request: SweepRequest = {}, options: SweepRunOptions = {}): Promise<SweepSummary> {
-    return new SweepRun(this.deps, this.settings, request, options, this.clock, this.logger).execute();
+    return new SweepRun(this.deps, this.settings, request, options, this.clock, this.logger, this.recorder).execute();
   }
 }
 
@@ -148,6 +154,7 @@ class SweepRun {
     private readonly options: SweepRunOptions,
     private readonly clock: () => Date,
     private readonly logger: SweepLogger | undefined,
+    private readonly recorder: SweepRecorder,
   ) {
     this.started = clock().getTime();
     this.deadline = this.started + settings.timeBudgetMs;
@@ -418,9 +425,37 @@ class SweepRun {
     this.summary.claimed++;
     if (sent) this.summary.graphRequests++;
     this.summary[transition.to]++;
+    this.record(work, outcome, transition, sent);
     this.writer.add(work.claimed, transition);
     this.settle(work.claimed.partitionKey);
     return outcome.kind === "retry" && outcome.cooldown ? { cooldownUntil: outcome.retryAt.getTime() } : {};
+  }
+
+  /**
+   * Tells the recorder what a row came to. How long a closed session stayed open past its lease
+   * is read from the service's times alone: its last heartbeat as the ledger keeps it (the storage
+   * service's stamp, never a producer's clock), its lease, and the service's time now, at the 204.
+   */
+  private record(work: Work, outcome: SettledOutcome, transition: RowTransition, sent: boolean): void {
+    const row = work.original;
+    const pastLeaseMs =
+      transition.to === "closed"
+        ? Math.max(0, this.deps.ledger.serviceNow().getTime() - row.lastActivityAt.getTime() - (row.leaseMs ?? this.settings.staleAfterMs))
+        : undefined;
+    try {
+      this.recorder.attempted({
+        tenantId: row.tenantId,
+        outcome: transition.to,
+        ...(transition.to !== "closed" && { code: transition.error.code }),
+        sent,
+        ...(sent && outcome.status !== undefined && { status: outcome.status }),
+        cooldown: outcome.kind === "retry" && outcome.cooldown,
+        ...(pastLeaseMs !== undefined && { pastLeaseMs }),
+      });
+    } catch (error) {
+      // Metrics never stop a sweep.
+      this.logger?.warn("A metric could not be recorded", { ...describeFault(error) });
+    }
   }
 
   /** One of a user's claimed rows is done: once none is left, the user's outcomes are written at once. */

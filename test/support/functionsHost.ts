@@ -78,6 +78,7 @@ export interface FunctionHandlers {
   purgeTimer: typeof import("../../functions/purgeTimer").purgeTimer;
   sweepHttp: typeof import("../../functions/sweepHttp").sweepHttp;
   closeRequest: typeof import("../../functions/closeRequest").closeRequest;
+  statusHttp: typeof import("../../functions/status").statusHttp;
 }
 
 /**
@@ -90,5 +91,6 @@ export async function importHandlers(): Promise<FunctionHandlers> {
     purgeTimer: (await import("../../functions/purgeTimer")).purgeTimer,
     sweepHttp: (await import("../../functions/sweepHttp")).sweepHttp,
     closeRequest: (await import("../../functions/closeRequest")).closeRequest,
+    statusHttp: (await import("../../functions/status")).statusHttp,
   };
 }
