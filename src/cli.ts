@@ -235,7 +235,8 @@ async function run(argv: readonly string[], full: CliIo, { stdout, stderr, fail,
 
   let config: SweeperConfig;
   try {
-    config = loadConfig(settings);
+    // A dry run sends nothing and opens no assertion: it needs none of the Entra or key settings.
+    config = loadConfig(settings, { credentials: !invocation.request.dryRun });
   } catch (error) {
     if (!(error instanceof ConfigurationError)) throw error;
     // The message names every setting at fault and never quotes a secret.

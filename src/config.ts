@@ -112,7 +112,9 @@ export type ClientCredentialSettings =
    * A token of the Function app's managed identity (`clientId`: a user-assigned one; absent: the
    * system-assigned one) for `audience`, which the app registration trusts as a federated credential.
    */
-  | { readonly kind: "managedIdentity"; readonly clientId?: string; readonly audience: string };
+  | { readonly kind: "managedIdentity"; readonly clientId?: string; readonly audience: string }
+  /** Not read (`loadConfig(settings, { credentials: false })`, a dry run): no close can be sent. */
+  | { readonly kind: "none" };
 
 /**
  * The settings without a default: the app does not run until each is set. `AzureWebJobsStorage`
@@ -166,8 +168,19 @@ export const DEFAULT_SETTINGS = {
  * names every missing or malformed setting; the first one is thrown as a ConfigurationError whose
  * message lists them all.
  */
-export function loadConfig(settings: Settings = process.env): SweeperConfig {
+export interface LoadConfigOptions {
+  /**
+   * Whether the app's Entra ID credential and assertion keys are read. A dry run sends nothing and
+   * opens no assertion, so the CLI's `--dry-run` reads without them; the services built from such a
+   * configuration pause any real close (`CredentialsNotConfigured`) instead of sending it.
+   * @default true
+   */
+  credentials?: boolean;
+}
+
+export function loadConfig(settings: Settings = process.env, options: LoadConfigOptions = {}): SweeperConfig {
   const reader = new SettingsReader(settings);
+  const credentials = options.credentials ?? true;
   const config: SweeperConfig = {
     storage: {
       connection: reader.storageConnection("AzureWebJobsStorage"),
@@ -200,10 +213,10 @@ export function loadConfig(settings: Settings = process.env): SweeperConfig {
     auth: {
       authorityHost: reader.httpsUrl("AZURE_AUTHORITY_HOST"),
       disableInstanceDiscovery: reader.boolean("AZURE_DISABLE_INSTANCE_DISCOVERY"),
-      tenantId: reader.tenant("AZURE_TENANT_ID"),
-      clientId: reader.matching("AZURE_CLIENT_ID", GUID, "a GUID (the app registration's Application (client) ID)"),
-      clientCredential: reader.clientCredential(),
-      assertionKeys: reader.assertionKeys(),
+      tenantId: credentials ? reader.tenant("AZURE_TENANT_ID") : "",
+      clientId: credentials ? reader.matching("AZURE_CLIENT_ID", GUID, "a GUID (the app registration's Application (client) ID)") : "",
+      clientCredential: credentials ? reader.clientCredential() : { kind: "none" },
+      assertionKeys: credentials ? reader.assertionKeys() : { privateKeys: [] },
       additionallyAllowedTenants: reader.list("AZURE_ADDITIONALLY_ALLOWED_TENANTS", /^([0-9a-f-]{36}|\*)$/i, "a tenant GUID or *"),
       scope: "",
     },

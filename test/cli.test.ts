@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { TableServiceClient } from "@azure/data-tables";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { type SessionRecord, type SweepSummary } from "../src";
+import { createSweeperServices, loadConfig, type SessionRecord, type SweepSummary } from "../src";
 import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { createLedgerTableClient } from "../src/ledger/tableClient";
 import { AssertionOpener, AssertionSealer } from "../src/core/assertionSealing";
@@ -122,6 +122,26 @@ describe("sweep", () => {
       expect(after.get(sessionId)!.etag).toBe(before.get(sessionId)!.etag);
       expect(cloud.emulator.sessionState(sessionId)).toBe("open");
     }
+  });
+
+  it("a dry run needs only the storage settings: none of Entra ID's nor the assertion keys", async () => {
+    const table = await cloud.newTable();
+    await table.openSession({ userId: newUserId(), workbook: "/drives/d/items/storage-only" });
+    const all = cloud.settings({ SESSIONS_TABLE: table.tableName });
+    const env = { AzureWebJobsStorage: all.AzureWebJobsStorage, SESSIONS_TABLE: table.tableName };
+
+    const dry = await cli(["sweep", "--dry-run", "--json"], { env });
+    expect(dry.stderr).toBe("");
+    expect(dry.code).toBe(0);
+    expect(JSON.parse(lastLine(dry.stdout))).toMatchObject({ dryRun: true, stale: 1, claimed: 0 });
+    // A real sweep still names every setting it needs.
+    const real = await cli(["sweep", "--json"], { env });
+    expect(real.code).toBe(2);
+    for (const name of ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_ASSERTION_IDENTITY", "ASSERTION_PRIVATE_KEY"]) expect(real.stderr).toContain(name);
+    // Services built from such settings pause a real close rather than send or fail it.
+    const services = createSweeperServices(loadConfig(env, { credentials: false }));
+    expect(await services.newSweeper().run()).toMatchObject({ paused: 1, failed: 0, closed: 0, error: { code: "CredentialsNotConfigured" } });
+    expect(cloud.emulator.requests).toHaveLength(0);
   });
 
   it("a dry run shows the first 50 candidates and counts the rest", async () => {

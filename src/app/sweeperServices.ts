@@ -55,7 +55,9 @@ export function createSweeperServices(config: SweeperConfig, options: SweeperSer
     credentialErrorOutcome: classifyAuthorityError,
     clock,
   });
-  const opener = new AssertionOpener(config.auth.assertionKeys);
+  // Built at the first assertion it opens: a dry run's configuration holds no key.
+  let openerOfKeys: AssertionOpener | undefined;
+  const opener = { open: (sealed: string, row: { partitionKey: string; rowKey: string }) => (openerOfKeys ??= new AssertionOpener(config.auth.assertionKeys)).open(sealed, row) };
   const clientCredential = clientCredentialOf(config.auth.clientCredential);
   const newCredentials = () =>
     new DelegatedCredentials({

@@ -16,7 +16,9 @@ import { Codes } from "../core/codes";
 export type ClientCredential =
   | { kind: "secret"; secret: string }
   | { kind: "certificate"; certificatePath: string }
-  | { kind: "assertion"; getAssertion: () => Promise<string> };
+  | { kind: "assertion"; getAssertion: () => Promise<string> }
+  /** None configured (a dry run's settings): every row is paused, nothing is asked of the authority. */
+  | { kind: "none" };
 
 export interface DelegatedCredentialsOptions {
   authorityHost: string;
@@ -31,7 +33,7 @@ export interface DelegatedCredentialsOptions {
   /** The delegated scope to ask for, e.g. `https://graph.microsoft.com/Files.ReadWrite`. */
   scope: string;
   /** Opens the assertions producers sealed with the sweeper's public key. */
-  opener: AssertionOpener;
+  opener: Pick<AssertionOpener, "open">;
   /** Retries of the credential's own HTTP client. @default 3 (the SDK's) */
   maxRetries?: number;
   clock?: () => Date;
@@ -88,6 +90,12 @@ export class DelegatedCredentials {
 
   /** Token requests are made here, not in the Graph call, so their errors are told apart from Graph's. */
   async forRow(row: SessionToClose): Promise<CredentialResult> {
+    if (this.options.clientCredential.kind === "none") {
+      return {
+        ok: false,
+        outcome: { kind: "paused", scope: "app", code: Codes.CredentialsNotConfigured, message: "The app's credential and assertion keys were not read (a dry run's settings): nothing is sent." },
+      };
+    }
     if (!this.allowedTenants.has("*") && !this.allowedTenants.has(row.tenantId.toLowerCase())) {
       return this.refuse(Codes.TenantNotAllowed, `Tenant ${row.tenantId} is not the app's tenant nor in AZURE_ADDITIONALLY_ALLOWED_TENANTS.`);
     }
@@ -147,6 +155,7 @@ export class DelegatedCredentials {
     // The client assertion's own failure, kept: the credential may wrap it beyond recognition.
     const fault: { error?: ManagedIdentityUnavailableError } = {};
     const client = options.clientCredential;
+    if (client.kind === "none") throw new Error("unreachable: forRow pauses without a credential");
     const credential =
       client.kind === "secret"
         ? new OnBehalfOfCredential({ ...common, clientSecret: client.secret })

@@ -41,6 +41,7 @@ export const Codes = {
   ClientCredentialRejected: "ClientCredentialRejected",
   FederatedCredentialRejected: "FederatedCredentialRejected",
   ManagedIdentityUnavailable: "ManagedIdentityUnavailable",
+  CredentialsNotConfigured: "CredentialsNotConfigured",
   StorageCredentialUnavailable: "StorageCredentialUnavailable",
   ClientSecretExpired: "ClientSecretExpired",
   InvalidGraphScope: "InvalidGraphScope",
