@@ -513,6 +513,7 @@ class SettingsReader {
     }
     let identity: StorageIdentity;
     if (credential === undefined) {
+      if (resourceId !== undefined) this.problem(`${name}__managedIdentityResourceId`, `takes effect only with ${name}__credential managedidentity; set it, or name the identity by ${name}__clientId`, undefined);
       identity = { kind: "default", ...(clientId !== undefined && { managedIdentityClientId: clientId }) };
     } else if (credential.toLowerCase() === "managedidentity") {
       identity = { kind: "managedIdentity", ...(clientId !== undefined && { clientId }), ...(resourceId !== undefined && { resourceId }) };
@@ -598,6 +599,13 @@ class SettingsReader {
         if (this.key(`ASSERTION_PREVIOUS_PRIVATE_KEYS`, 32, key) === undefined) this.problems.at(-1)!.message = `has a key (the ${ordinal(i + 1)}) that ${this.problems.at(-1)!.message}`;
         else privateKeys.push(key);
       });
+    }
+    // The same key twice (a rotation half done) would leave the opener unbuildable: named here instead.
+    const seen = new Set<string>();
+    for (const key of privateKeys) {
+      const bytes = Buffer.from(key, "base64").toString("hex");
+      if (seen.has(bytes)) this.problem("ASSERTION_PREVIOUS_PRIVATE_KEYS", "lists a key that is already ASSERTION_PRIVATE_KEY or listed before it: each key once", undefined);
+      seen.add(bytes);
     }
     const legacyKey = this.key("ASSERTION_ENCRYPTION_KEY", 32);
     return { privateKeys, ...(legacyKey && { legacyKey }) };

@@ -191,6 +191,20 @@ describe("secretless settings", () => {
     expect(secret.message).toMatch(/Key Vault reference/);
   });
 
+  it("refuses a key listed twice (a rotation half done), in either spelling, naming the setting", () => {
+    const again = Buffer.from(PRIVATE_KEY, "base64url").toString("base64");
+    const error = configError({ ...SECRETLESS, ASSERTION_PREVIOUS_PRIVATE_KEYS: again });
+    expect(error.settings).toEqual(["ASSERTION_PREVIOUS_PRIVATE_KEYS"]);
+    expect(error.message).toMatch(/each key once/);
+    expect(error.message).not.toContain(again);
+  });
+
+  it("refuses a user-assigned identity's resource id without __credential managedidentity, which would quietly use another identity", () => {
+    const resourceId = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/sweeper";
+    const error = configError({ ...SECRETLESS, AzureWebJobsStorage__credential: undefined, AzureWebJobsStorage__managedIdentityResourceId: resourceId });
+    expect(error.settings).toEqual(["AzureWebJobsStorage__managedIdentityResourceId"]);
+  });
+
   it("holds the current private key first, then the previous ones; a bad one is named by its place, never quoted", () => {
     const previous = [Buffer.alloc(32, 1).toString("base64url"), Buffer.alloc(32, 2).toString("base64")];
     const legacy = Buffer.alloc(32, 3).toString("base64");

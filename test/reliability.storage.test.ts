@@ -115,7 +115,7 @@ async function expectConverged(table: TableFixture, ids: Set<string>, summary: S
   expectClosedOnlyWith204(entities, cloud.emulator.requests);
 }
 
-describe.concurrent("storage stops answering in the middle of a sweep", () => {
+describe.concurrent("storage stops answering in the middle of a sweep", { timeout: 90_000 }, () => {
   it("while sessions are being closed: a clear error, no half-written row, and the next sweep converges", async () => {
     const table = await cloud.newTable();
     const ids = await openStale(table, 90, 15);

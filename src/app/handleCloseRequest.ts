@@ -68,8 +68,13 @@ export async function handleCloseRequest(services: SweeperServices, request: Clo
       });
       // A heartbeat or a sweep got in between: look again once, then it is theirs.
       if (report.result === "lostRace" && attempt < 2) continue;
-      // The lease ran out before the request went: the row is back as it was, due, for the holder.
-      if (report.result === "heldBack") return { result: "handedOff" };
+      if (report.result === "heldBack") {
+        // The lease ran out before the request went: the row, given back as it was, is made due now
+        // for the tenant's new holder, as when the lease was not free at all.
+        const current = await ledger.getToClose(request);
+        if (current && !isTerminal(current.status)) await ledger.markDue(current);
+        return { result: "handedOff" };
+      }
       return { result: "attempted", report };
     } finally {
       await leases.releaseAll();

@@ -31,7 +31,7 @@ export async function runLoggedSweep(
   try {
     summary = await services.newSweeper(logger).run(request, runOptions);
   } catch (error) {
-    await recordSweep(records, services, logger, { trigger, dryRun: request.dryRun ?? false, durationMs: Date.now() - started, error: describeFault(error) });
+    if (!request.dryRun) await recordSweep(records, services, logger, { trigger, dryRun: false, durationMs: Date.now() - started, error: describeFault(error) });
     throw error;
   }
   const { candidates, ...counts } = summary;
@@ -39,6 +39,8 @@ export async function runLoggedSweep(
   const line = { trigger, ...counts, ...(candidates && { candidates: candidates.length }), ...recordSweepMetrics(summary, trigger) };
   if (summary.error) logger.warn("Sweep ended by a fault", line);
   else logger.log("Sweep finished", line);
+  // A dry run writes nothing, its record included.
+  if (summary.dryRun) return summary;
   const recorded = { ...Object.fromEntries(RECORDED_SWEEP_COUNTS.map((name) => [name, summary[name]])), stoppedEarly: summary.stoppedEarly } as RecordedSweep["counts"];
   await recordSweep(records, services, logger, { trigger, dryRun: summary.dryRun, durationMs: summary.durationMs, counts: recorded, ...(summary.error && { error: summary.error }) });
   return summary;

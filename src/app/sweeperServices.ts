@@ -55,9 +55,9 @@ export function createSweeperServices(config: SweeperConfig, options: SweeperSer
     credentialErrorOutcome: classifyAuthorityError,
     clock,
   });
-  // Built at the first assertion it opens: a dry run's configuration holds no key.
-  let openerOfKeys: AssertionOpener | undefined;
-  const opener = { open: (sealed: string, row: { partitionKey: string; rowKey: string }) => (openerOfKeys ??= new AssertionOpener(config.auth.assertionKeys)).open(sealed, row) };
+  // Built now, so a key it cannot take fails the invocation before any row is claimed; a dry run's
+  // configuration holds no key, and its sweep opens none.
+  const opener = config.auth.assertionKeys.privateKeys.length > 0 ? new AssertionOpener(config.auth.assertionKeys) : { open: () => Promise.reject(new RangeError("No assertion key configured.")) };
   const clientCredential = clientCredentialOf(config.auth.clientCredential);
   const newCredentials = () =>
     new DelegatedCredentials({

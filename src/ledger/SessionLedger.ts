@@ -6,7 +6,7 @@ import { isTerminal, TERMINAL_STATUSES, type RowTransition, type SessionKey, typ
 import { readRow } from "./rows";
 import { LedgerHistory } from "./history";
 import { LEASES_TABLE_SUFFIX, TenantLeases } from "./tenantLeases";
-import { isStale, openStaleFilter } from "./liveness";
+import { isStale, MADE_DUE, openStaleFilter } from "./liveness";
 import { ServiceClock } from "./serviceClock";
 import type { StorageConnection } from "./storageConnection";
 import { createLedgerServiceClient, createLedgerTableClient, pagesWithTable, type LedgerClientOptions } from "./tableClient";
@@ -321,7 +321,7 @@ export class SessionLedger {
    * takes it back, as a heartbeat always does.
    */
   markDue(row: SessionToClose): Promise<WriteResult> {
-    const patch = { partitionKey: row.partitionKey, rowKey: row.rowKey, heartbeatSeenAt: new Date(0), nextAttemptAt: this.serviceNow(), updatedAt: this.serviceNow() };
+    const patch = { partitionKey: row.partitionKey, rowKey: row.rowKey, heartbeatSeenAt: MADE_DUE, nextAttemptAt: this.serviceNow(), updatedAt: this.serviceNow() };
     return mergeIfUnchanged(this.client, patch, row.etag);
   }
 

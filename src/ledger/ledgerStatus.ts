@@ -1,3 +1,4 @@
+import { wasMadeDue } from "./liveness";
 import { odata, type TableClient } from "@azure/data-tables";
 import { isTerminal, type SessionToClose } from "../core/session";
 import { decodeSessionToClose, COLUMNS_TO_CLOSE, type RawEntity } from "./entity";
@@ -208,7 +209,8 @@ function liveFigures(rows: readonly SessionToClose[], now: Date, staleAfterMs: n
       else if (ahead) byIdle.cooldown++;
       else byIdle.due++;
     }
-    if (!oldest || row.lastActivityAt.getTime() < oldest.lastActivityAt.getTime()) oldest = row;
+    // A row a close request made due has no idle age of its own.
+    if (!wasMadeDue(row.lastActivityAt) && (!oldest || row.lastActivityAt.getTime() < oldest.lastActivityAt.getTime())) oldest = row;
   }
   return {
     total: rows.length,
@@ -241,7 +243,8 @@ function finishedFigures(rows: readonly FinishedRow[], since: Date): LedgerStatu
 /** `finishedAt − (lastActivityAt + lease)` of each session the sweeper closed: service times, all three. */
 export function releaseLatencies(rows: readonly FinishedRow[], staleAfterMs: number): number[] {
   return rows
-    .filter((row) => row.status === "closed" && row.closedBy === "sweeper" && row.lastActivityAt !== undefined)
+    // A row a close request made due carries no last heartbeat: it was asked for, not found dead.
+    .filter((row) => row.status === "closed" && row.closedBy === "sweeper" && row.lastActivityAt !== undefined && !wasMadeDue(row.lastActivityAt))
     .map((row) => row.finishedAt.getTime() - (row.lastActivityAt!.getTime() + (row.leaseMs ?? staleAfterMs)));
 }
 

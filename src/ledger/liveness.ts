@@ -58,3 +58,15 @@ export function isStale(row: SessionToClose, serviceNow: Date, leases: { default
   const lease = leases.olderThanMs ?? row.leaseMs ?? leases.defaultLeaseMs;
   return row.lastActivityAt.getTime() + lease <= serviceNow.getTime();
 }
+
+/**
+ * The last heartbeat a close request writes (`markDue`) when it hands a row to its tenant's sender:
+ * the row is due at once, whatever its lease. It says nothing of when the session was last used, so
+ * such a row has no idle age and no release latency.
+ */
+export const MADE_DUE = new Date(0);
+
+/** Whether a row's last heartbeat is the one `markDue` wrote (see MADE_DUE). */
+export function wasMadeDue(lastActivityAt: Date): boolean {
+  return lastActivityAt.getTime() <= MADE_DUE.getTime();
+}

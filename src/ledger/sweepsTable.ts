@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { odata, type TableClient } from "@azure/data-tables";
 import type { ErrorInfo } from "../core/errors";
 import type { SessionLedger } from "./SessionLedger";
-import { isTableNotFound, withTable } from "./tableClient";
+import { isTableNotFound, storageStatus, withTable } from "./tableClient";
 import { MAX_TRANSACTION_OPERATIONS } from "./transitions";
 
 /** What the sweeps table's name adds to the live table's: `<SESSIONS_TABLE>Sweeps`. */
@@ -95,8 +95,13 @@ export class SweepsTable {
       for await (const page of this.client.listEntities({ queryOptions: { filter, select: ["RowKey"] }, ...requestOptions }).byPage({ maxPageSize: MAX_TRANSACTION_OPERATIONS })) {
         const keys = page.map((entity) => entity.rowKey).filter((key): key is string => typeof key === "string");
         if (keys.length === 0) continue;
-        await this.client.submitTransaction(keys.map((rowKey) => ["delete", { partitionKey: PARTITION, rowKey }]), requestOptions);
-        dropped += keys.length;
+        try {
+          await this.client.submitTransaction(keys.map((rowKey) => ["delete", { partitionKey: PARTITION, rowKey }]), requestOptions);
+          dropped += keys.length;
+        } catch (error) {
+          // Another sweeper's write pruned the same records first: what was to go is gone.
+          if (storageStatus(error) !== 404 || isTableNotFound(error)) throw error;
+        }
       }
     } catch (error) {
       if (!isTableNotFound(error)) throw error;

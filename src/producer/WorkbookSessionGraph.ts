@@ -20,7 +20,7 @@ export interface WorkbookSessionGraphOptions {
   requestTimeoutMs?: number;
   /** The longest a long-running createSession is polled for. @default 60_000 */
   createSessionTimeoutMs?: number;
-  /** createSession's tries when Graph answers 429, 503 or 504 or does not answer (Excel's busy answers). @default 3 */
+  /** createSession's tries when Graph answers 429, 503 or 504 (Excel's busy answers). @default 3 */
   createSessionAttempts?: number;
 }
 
@@ -86,7 +86,9 @@ export class WorkbookSessionGraph {
       try {
         return await this.createSessionOnce(persistChanges, signal);
       } catch (caught) {
-        if (!(caught instanceof WorkbookRequestError) || ![0, 429, 503, 504].includes(caught.status) || caught.graphCode === Codes.UnsafeLocation) throw caught;
+        // Only Graph's busy answers: a request that got no answer may have opened a session, and
+        // another try would open a second one, recorded by nobody.
+        if (!(caught instanceof WorkbookRequestError) || ![429, 503, 504].includes(caught.status)) throw caught;
         error = caught;
         wait = caught.retryAfterMs;
       }
@@ -218,14 +220,14 @@ function retryAfterMs(response: Response): number | undefined {
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   if (ms <= 0) return signal?.aborted ? Promise.reject(signal.reason) : Promise.resolve();
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener(
-      "abort",
-      () => {
-        clearTimeout(timer);
-        reject(signal.reason);
-      },
-      { once: true },
-    );
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
   });
 }

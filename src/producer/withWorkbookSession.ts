@@ -34,7 +34,10 @@ export interface WithWorkbookSessionOptions {
   userAssertion: string | (() => string | Promise<string>);
   /** Who recorded the session, for operators (your service's name). */
   recordedBy: string;
-  /** How long without a heartbeat before the sweeper may close the session (10 s to 24 h). @default the sweeper's STALE_AFTER */
+  /**
+   * How long without a heartbeat before the sweeper may close the session (10 s to 24 h), written
+   * with the row: the sweeper judges the row by it, not by its own STALE_AFTER. @default 120_000
+   */
   leaseMs?: number;
   /** How often the row is touched. @default a quarter of `leaseMs` (or of 2 min), room for three missed beats */
   heartbeatMs?: number;
@@ -108,10 +111,12 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
 
   const sessionId = await graph.createSession(options.persistChanges ?? true, options.abortSignal);
   const key: SessionKey = { tenantId, userId, sessionId };
-  let lastAssertion = await assertion();
+  let lastAssertion: string;
   let row: SessionToClose;
   try {
-    row = await producer.record({ tenantId, userId, sessionId, workbook, persistChanges: options.persistChanges ?? true, recordedBy, userAssertion: lastAssertion, ...(options.leaseMs !== undefined && { leaseMs }) });
+    lastAssertion = await assertion();
+    // The lease the heartbeats keep, written with the row: the sweeper judges the row by it.
+    row = await producer.record({ tenantId, userId, sessionId, workbook, persistChanges: options.persistChanges ?? true, recordedBy, userAssertion: lastAssertion, leaseMs });
   } catch (error) {
     // Not recorded, so no sweeper knows of it: close it here, or nobody will.
     await graph.closeSession(sessionId).catch(onCleanupError);
@@ -121,8 +126,11 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
   const lost = new AbortController();
   const signal = options.abortSignal ? AbortSignal.any([options.abortSignal, lost.signal]) : lost.signal;
   let taken = false;
+  // Set once the work has ended: a heartbeat or refresh in flight then schedules no other.
+  let stopped = false;
   let lastBeat = Date.now();
   let beating: Promise<void> = Promise.resolve();
+  let refreshing: Promise<void> = Promise.resolve();
   const handles: { heartbeat?: unknown; refresh?: unknown } = {};
 
   const heartbeat = async () => {
@@ -142,7 +150,7 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
         return;
       }
     }
-    if (!signal.aborted) handles.heartbeat = timers.set(() => (beating = heartbeat()), heartbeatMs);
+    if (!signal.aborted && !stopped) handles.heartbeat = timers.set(() => (beating = heartbeat()), heartbeatMs);
   };
   handles.heartbeat = timers.set(() => (beating = heartbeat()), heartbeatMs);
   if (options.refreshSessionMs !== undefined) {
@@ -155,9 +163,9 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
         // Gone on Graph (it idled out or was closed): the work cannot go on in it.
         if (status === 404 || status === 400) lost.abort(new WorkbookSessionLostError("Graph says the session is gone.", { cause: error }));
       }
-      if (!signal.aborted) handles.refresh = timers.set(() => void refresh(), refreshMs);
+      if (!signal.aborted && !stopped) handles.refresh = timers.set(() => (refreshing = refresh()), refreshMs);
     };
-    handles.refresh = timers.set(() => void refresh(), refreshMs);
+    handles.refresh = timers.set(() => (refreshing = refresh()), refreshMs);
   }
 
   const session: WorkbookSession = {
@@ -177,9 +185,10 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
     outcome = { ok: false, error };
   }
 
+  stopped = true;
   timers.clear(handles.heartbeat);
   timers.clear(handles.refresh);
-  await beating;
+  await Promise.all([beating, refreshing]);
   lost.abort(new WorkbookSessionLostError("The work has ended."));
   // Taken by the sweeper: it closes the session; nothing more is sent in it from here.
   if (!taken) await closeAndRelease(graph, producer, key, onCleanupError);
