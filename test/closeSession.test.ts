@@ -1,3 +1,4 @@
+import { retryAfterTime } from "../src/graph/graphErrors";
 import { beforeEach, describe, expect, it } from "vitest";
 import { ClientSecretCredential } from "@azure/identity";
 import { AppFaultError, Codes, type SessionRecord, type WorkbookLocation } from "../src";
@@ -95,6 +96,19 @@ describe("closing one recorded session", () => {
 });
 
 describe("cooldowns", () => {
+  it("an HTTP-date Retry-After is read against the answer's own Date (Graph's clock), not this host's", () => {
+    const now = new Date("2026-12-01T12:00:00.500Z");
+    // Graph's clock an hour ahead of this host's: the wait is still the 30 s between its two dates.
+    const ahead = retryAfterTime("Tue, 01 Dec 2026 13:00:30 GMT", now, "Tue, 01 Dec 2026 13:00:00 GMT");
+    expect(ahead!.getTime() - now.getTime()).toBe(30_000);
+    // Without a Date header, the host's clock is all there is.
+    expect(retryAfterTime("Tue, 01 Dec 2026 12:00:30 GMT", now)!.getTime() - now.getTime()).toBe(29_500);
+    // Seconds need no clock; a date before the answer's means now.
+    expect(retryAfterTime("7", now, "Tue, 01 Dec 2026 09:00:00 GMT")!.getTime() - now.getTime()).toBe(7_000);
+    expect(retryAfterTime("Tue, 01 Dec 2026 12:59:00 GMT", now, "Tue, 01 Dec 2026 13:00:00 GMT")!.getTime()).toBe(now.getTime());
+  });
+
+
   it.each([
     ["seconds", () => "2", 2_000],
     ["an HTTP date", () => new Date(Date.now() + 3_000).toUTCString(), 3_000],

@@ -140,7 +140,7 @@ export class WorkbookSessionCloser {
     }
     const text = await response.text().catch(() => "");
     return outcomeForResponse(
-      { status: response.status, retryAfter: response.headers.get("retry-after"), ...(requestId && { requestId }), body: parseGraphErrorBody(text) },
+      { status: response.status, retryAfter: response.headers.get("retry-after"), date: response.headers.get("date"), ...(requestId && { requestId }), body: parseGraphErrorBody(text) },
       { now: this.clock(), attempts: request.attempts },
     );
   }

@@ -38,7 +38,7 @@ const COOLDOWN_STATUSES = new Set([429, 503, 504]);
  * codes only where present: error bodies may be empty, HTML, or JSON without an inner code.
  */
 export function outcomeForResponse(
-  response: { status: number; retryAfter: string | null; requestId?: string; body: GraphErrorBody },
+  response: { status: number; retryAfter: string | null; date?: string | null; requestId?: string; body: GraphErrorBody },
   context: { now: Date; attempts: number },
 ): Exclude<CloseOutcome, { kind: "closed" }> {
   const { status, body } = response;
@@ -53,7 +53,7 @@ export function outcomeForResponse(
     return { ...base, kind: "retry", retryAt: later(backoffMs(context.attempts)), cooldown: false, code: unexpectedSuccessCode(status), message: `closeSession answered ${status}, not 204.` };
   }
   if (COOLDOWN_STATUSES.has(status)) {
-    const retryAt = retryAfterTime(response.retryAfter, context.now);
+    const retryAt = retryAfterTime(response.retryAfter, context.now, response.date);
     return { ...base, kind: "retry", retryAt: retryAt ?? later(backoffMs(context.attempts)), cooldown: retryAt !== undefined };
   }
   if (codes.some((c) => SESSION_GONE.has(c)) || status === 404) return { ...base, kind: "expired" };
@@ -72,15 +72,21 @@ export function outcomeForResponse(
 export const MAX_RETRY_AFTER_MS = 3_600_000;
 
 /**
- * `Retry-After` as seconds or as an HTTP date; undefined when absent or unreadable. A date in the
- * past means "now"; a wait longer than MAX_RETRY_AFTER_MS is cut to it.
+ * `Retry-After` as seconds or as an HTTP date; undefined when absent or unreadable. An HTTP date is
+ * Graph's clock: it is read against the answer's own `Date` header (Graph's clock too), so this
+ * host's clock only adds the wait, never decides it; without a `Date` header, against this host's
+ * clock. A date in the past means "now"; a wait longer than MAX_RETRY_AFTER_MS is cut to it.
  */
-export function retryAfterTime(value: string | null, now: Date): Date | undefined {
+export function retryAfterTime(value: string | null, now: Date, responseDate?: string | null): Date | undefined {
   if (!value) return undefined;
   const text = value.trim();
   let at: number;
   if (/^\d+(\.\d+)?$/.test(text)) at = now.getTime() + Math.ceil(Number(text) * 1000);
-  else at = Date.parse(text);
+  else {
+    const date = Date.parse(text);
+    const sent = responseDate ? Date.parse(responseDate) : Number.NaN;
+    at = Number.isFinite(sent) ? now.getTime() + (date - sent) : date;
+  }
   if (!Number.isFinite(at)) return undefined;
   return new Date(Math.min(Math.max(at, now.getTime()), now.getTime() + MAX_RETRY_AFTER_MS));
 }
