@@ -155,7 +155,7 @@ describe("a first run on a storage account without the ledger", () => {
     worker = await startFunctionsWorker(cloud.settings({ SESSIONS_TABLE: tableName }));
     const first = await worker.invoke("sweepTimer", timerInput());
     expect(first.error).toBeUndefined();
-    expect(userLines(first.logs)).toEqual([expect.objectContaining({ level: "information", event: "Sweep finished", details: expect.objectContaining({ trigger: "timer", scanned: 0 }) })]);
+    expect(userLines(first.logs)).toEqual([expect.objectContaining({ level: "information", event: "Sweep finished", details: expect.objectContaining({ trigger: "timer", scanned: 0, "workbook_session.sweep.duration": expect.any(Number), "workbook_session.backlog": 0 }) })]);
     expect(await tableExists(tableName)).toBe(true);
 
     // A stale session and a row the sweep cannot read, so a line carries nested values.

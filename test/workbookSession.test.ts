@@ -8,6 +8,7 @@ import { QueueClient } from "@azure/storage-queue";
 import { expect, inject, it } from "vitest";
 import { withWorkbookSession, WorkbookSessionLostError, type WithWorkbookSessionOptions } from "../src/producer";
 import { handleCloseRequest } from "../src/app/handleCloseRequest";
+import { AssertionOpener } from "../src/core/assertionSealing";
 import { parseCloseRequestMessage } from "../src/core/closeRequestMessage";
 import { GRAPH_RESOURCE } from "../standins";
 import { CLIENT_ID, HOME_TENANT, newUserId, silence, useCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
@@ -67,6 +68,22 @@ it("creates, records, heartbeats while the work runs, closes and releases; the w
   expect(cloud.emulator.requests.filter((r) => r.kind === "createSession" && r.userId === options.userId).map((r) => r.status)).toEqual([201]);
   expect(cloud.emulator.sessionState(seen!.id)).toBe("closed");
   expect(await table.services.ledger.get({ tenantId: HOME_TENANT, userId: options.userId, sessionId: seen!.id })).toMatchObject({ status: "closed" });
+});
+
+it("a heartbeat passes on a fresher assertion when userAssertion gives one: the row then holds it, sealed", async () => {
+  const table = await cloud.newTable();
+  const options = userOf(table);
+  const fresher = cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId: options.userId, audience: CLIENT_ID });
+  let current = options.userAssertion as string;
+  const opener = new AssertionOpener({ privateKeys: [cloud.assertionKeys.privateKey] });
+  const stored = await withWorkbookSession({ ...options, userAssertion: () => current }, async (session) => {
+    current = fresher;
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    const { partitionKey, rowKey } = (await table.services.ledger.get(session.key))!;
+    const row = await table.producer.client.getEntity<{ assertion: string }>(partitionKey, rowKey);
+    return opener.open(row.assertion, { partitionKey, rowKey });
+  });
+  expect(stored).toBe(fresher);
 });
 
 it("when the work throws, the session is still closed and released, and the work's own error is what the caller gets", async () => {

@@ -22,9 +22,17 @@ export function appServices(logger: AppLogger, settings: Settings = process.env)
   // Once per process, before the first services: metrics to Application Insights when its
   // connection string is set (the distro is not loaded otherwise).
   startTelemetry(settings, logger);
+  services = configured(logger, () => createSweeperServices(loadConfig(settings)));
+  return services;
+}
+
+/**
+ * Builds services from the settings; a ConfigurationError is logged through `logger` as the one
+ * line operators search for (README "Deploying"), then thrown. Nothing is kept on failure.
+ */
+export function configured<T>(logger: Pick<AppLogger, "error">, build: () => T): T {
   try {
-    services = createSweeperServices(loadConfig(settings));
-    return services;
+    return build();
   } catch (error) {
     if (error instanceof ConfigurationError) {
       logger.error("Invalid configuration; fix these app settings", { code: error.code, problems: error.problems });

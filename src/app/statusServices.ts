@@ -1,8 +1,8 @@
 import { loadLedgerConfig, type LedgerConfig, type Settings } from "../config";
-import { ConfigurationError } from "../core/errors";
 import { SessionLedger } from "../ledger/SessionLedger";
 import { readLedgerStatus, type LedgerStatus } from "../ledger/ledgerStatus";
 import type { AppLogger } from "./logging";
+import { configured } from "./appServices";
 import { storageConnection } from "./sweeperServices";
 
 /** What the status view reads with: the ledger alone, built from the storage settings alone. */
@@ -30,13 +30,6 @@ let services: StatusServices | undefined;
  */
 export function statusServices(logger: AppLogger, settings: Settings = process.env): StatusServices {
   if (services) return services;
-  try {
-    services = createStatusServices(loadLedgerConfig(settings));
-    return services;
-  } catch (error) {
-    if (error instanceof ConfigurationError) {
-      logger.error("Invalid configuration; fix these app settings", { code: error.code, problems: error.problems });
-    }
-    throw error;
-  }
+  services = configured(logger, () => createStatusServices(loadLedgerConfig(settings)));
+  return services;
 }

@@ -20,11 +20,12 @@ export function redactingSink(sink: TextSink, secrets: () => readonly string[]):
 }
 
 /** Control characters (terminal escapes included) from ledger rows are shown as `?`. */
-function printable(value: string): string {
+export function printable(value: string): string {
   return value.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?");
 }
 
-function table(rows: readonly (readonly string[])[], indent = "  "): string {
+/** Rows as aligned columns, the last one unpadded. */
+export function table(rows: readonly (readonly string[])[], indent = "  "): string {
   const widths: number[] = [];
   for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
   return rows

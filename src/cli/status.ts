@@ -3,7 +3,7 @@ import { ConfigurationError } from "../core/errors";
 import { createStatusServices, readStatus } from "../app/statusServices";
 import type { LedgerStatus } from "../ledger/ledgerStatus";
 import { describeFault } from "../sweep/Sweeper";
-import type { TextSink } from "./output";
+import { printable, table, type TextSink } from "./output";
 
 /** The widest bar of the idle-age chart, in characters. */
 export const BAR_WIDTH = 30;
@@ -40,17 +40,6 @@ export async function runStatusCommand(
   }
   out.stdout.write(options.json ? `${JSON.stringify(status)}\n` : formatStatus(status));
   return 0;
-}
-
-/** Control characters (terminal escapes included) from ledger rows are shown as `?`. */
-function printable(value: string): string {
-  return value.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?");
-}
-
-function table(rows: readonly (readonly string[])[], indent = "  "): string {
-  const widths: number[] = [];
-  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
-  return rows.map((row) => indent + row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ").trimEnd()).join("\n");
 }
 
 /** A duration for people: `850ms`, `12.3s`, `8m 0s`, `3h 4m`, `2d 5h`. */

@@ -1,6 +1,7 @@
 import { SweeperError } from "../core/errors";
 import { isSafeIdSegment, workbookItemPath, type WorkbookLocation } from "../core/workbookLocation";
 import { Codes } from "../core/codes";
+import { isSessionIdHeaderValue } from "../core/session";
 
 /** A location or session id that would make a request to anything but …/workbook/closeSession. */
 export class UnsafeRequestError extends SweeperError {
@@ -49,7 +50,7 @@ export function closeSessionPath(root: GraphRoot, location: WorkbookLocation): s
  * fetch (and a CR or LF would be header injection), so such an id is refused before sending.
  */
 export function checkSessionIdHeader(sessionId: string): void {
-  if (!/^[\x21-\x7e]{1,16384}$/.test(sessionId)) {
+  if (!isSessionIdHeaderValue(sessionId)) {
     throw new UnsafeRequestError("The session id is not printable ASCII, so it cannot be a Graph session id; nothing was sent.");
   }
 }

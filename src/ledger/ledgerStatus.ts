@@ -1,4 +1,4 @@
-import { wasMadeDue } from "./liveness";
+import { msPastLease, wasMadeDue } from "./liveness";
 import { odata, type TableClient } from "@azure/data-tables";
 import { isTerminal, type SessionToClose } from "../core/session";
 import { decodeSessionToClose, COLUMNS_TO_CLOSE, type RawEntity } from "./entity";
@@ -205,7 +205,7 @@ function liveFigures(rows: readonly SessionToClose[], now: Date, staleAfterMs: n
         if (!nextDue || row.nextAttemptAt!.getTime() < nextDue.getTime()) nextDue = row.nextAttemptAt!;
       } else byState.open++;
       // Judged as the sweep judges it (liveness.ts): the last heartbeat, in the service's time, against its lease.
-      if (row.lastActivityAt.getTime() + (row.leaseMs ?? staleAfterMs) > at) byIdle.alive++;
+      if (msPastLease(row, now, staleAfterMs) < 0) byIdle.alive++;
       else if (ahead) byIdle.cooldown++;
       else byIdle.due++;
     }
@@ -245,7 +245,7 @@ export function releaseLatencies(rows: readonly FinishedRow[], staleAfterMs: num
   return rows
     // A row a close request made due carries no last heartbeat: it was asked for, not found dead.
     .filter((row) => row.status === "closed" && row.closedBy === "sweeper" && row.lastActivityAt !== undefined && !wasMadeDue(row.lastActivityAt))
-    .map((row) => row.finishedAt.getTime() - (row.lastActivityAt!.getTime() + (row.leaseMs ?? staleAfterMs)));
+    .map((row) => msPastLease({ lastActivityAt: row.lastActivityAt!, leaseMs: row.leaseMs }, row.finishedAt, staleAfterMs));
 }
 
 function releaseLatency(rows: readonly FinishedRow[], staleAfterMs: number): LedgerStatus["releaseLatency"] {

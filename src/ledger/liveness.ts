@@ -53,10 +53,17 @@ export function openStaleFilter(serviceNow: Date, leases: { defaultLeaseMs: numb
   return `(${clauses.join(" or ")})`;
 }
 
+/**
+ * How long past its lease a row's last heartbeat is at `at` (negative: still within it), every time
+ * the storage service's: its own lease, or `defaultLeaseMs` (STALE_AFTER) for a row without one.
+ */
+export function msPastLease(row: { readonly lastActivityAt: Date; readonly leaseMs?: number | undefined }, at: Date, defaultLeaseMs: number): number {
+  return at.getTime() - row.lastActivityAt.getTime() - (row.leaseMs ?? defaultLeaseMs);
+}
+
 /** Whether an open row is stale at `serviceNow` by its own lease (or `olderThanMs`, which overrides it). */
 export function isStale(row: SessionToClose, serviceNow: Date, leases: { defaultLeaseMs: number; olderThanMs?: number }): boolean {
-  const lease = leases.olderThanMs ?? row.leaseMs ?? leases.defaultLeaseMs;
-  return row.lastActivityAt.getTime() + lease <= serviceNow.getTime();
+  return msPastLease({ lastActivityAt: row.lastActivityAt, leaseMs: leases.olderThanMs ?? row.leaseMs }, serviceNow, leases.defaultLeaseMs) >= 0;
 }
 
 /**

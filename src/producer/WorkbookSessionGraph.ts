@@ -1,6 +1,7 @@
 import type { TokenCredential } from "@azure/core-auth";
 import { Codes } from "../core/codes";
 import { SweeperError } from "../core/errors";
+import { isSessionIdHeaderValue } from "../core/session";
 import { parseWorkbookLocation, workbookItemPath } from "../core/workbookLocation";
 
 /**
@@ -141,7 +142,7 @@ export class WorkbookSessionGraph {
 
   /** A request under the workbook (`path` after `…/workbook`), in the session. */
   async request(sessionId: string, path: string, init: RequestInit = {}): Promise<Response> {
-    if (!/^[\x21-\x7e]{1,16384}$/.test(sessionId)) throw new RangeError("The session id is not printable ASCII.");
+    if (!isSessionIdHeaderValue(sessionId)) throw new RangeError("The session id is not printable ASCII, so it cannot be a Graph session id; nothing was sent.");
     const url = this.onGraph(`${this.workbookUrl}${path.startsWith("/") ? path : `/${path}`}`, "the request");
     if (!url.startsWith(`${this.workbookUrl}/`)) throw new RangeError(`The path ${JSON.stringify(path)} leaves the workbook.`);
     const headers = new Headers(init.headers);

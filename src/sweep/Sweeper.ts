@@ -12,7 +12,7 @@ import type { PausedOutcome, SettledOutcome } from "../core/closeOutcome";
 import type { RowTransition } from "../core/session";
 import { NO_RECORDING, type SweepRecorder } from "./SweepRecorder";
 import { HeldLeases } from "../ledger/tenantLeases";
-import { wasMadeDue } from "../ledger/liveness";
+import { msPastLease, wasMadeDue } from "../ledger/liveness";
 import { readAhead } from "../utils/readAhead";
 
 /**
@@ -441,7 +441,7 @@ class SweepRun {
     const row = work.original;
     // Only sessions that died: not one a close request made due, nor one closed before its lease ran
     // out (a request, --older-than), as the status view counts them.
-    const pastLease = this.deps.ledger.serviceNow().getTime() - row.lastActivityAt.getTime() - (row.leaseMs ?? this.settings.staleAfterMs);
+    const pastLease = msPastLease(row, this.deps.ledger.serviceNow(), this.settings.staleAfterMs);
     const pastLeaseMs = transition.to === "closed" && !wasMadeDue(row.lastActivityAt) && pastLease >= 0 ? pastLease : undefined;
     try {
       this.recorder.attempted({
