@@ -1,6 +1,7 @@
 import type { SweepLogger } from "../sweep/Sweeper";
 import type { SweepCandidate, SweepSummary } from "../sweep/models";
 import { formatLogLine } from "../utils/logLine";
+import { RECORDED_SWEEP_COUNTS } from "../ledger/sweepsTable";
 
 export interface TextSink {
   write(chunk: string): unknown;
@@ -33,25 +34,8 @@ export function table(rows: readonly (readonly string[])[], indent = "  "): stri
     .join("\n");
 }
 
-const SUMMARY_FIELDS = [
-  "dryRun",
-  "scanned",
-  "stale",
-  "claimed",
-  "lostRaces",
-  "closed",
-  "expired",
-  "retry",
-  "failed",
-  "malformed",
-  "skipped",
-  "deferred",
-  "paused",
-  "moved",
-  "graphRequests",
-  "durationMs",
-  "stoppedEarly",
-] as const satisfies readonly (keyof SweepSummary)[];
+/** The summary's rows: the counts every sweep record keeps (leasedElsewhere among them), framed by the run's own fields. */
+const SUMMARY_FIELDS = ["dryRun", ...RECORDED_SWEEP_COUNTS, "durationMs", "stoppedEarly"] as const satisfies readonly (keyof SweepSummary)[];
 
 /** The candidates a dry run lists in full; the rest are counted. */
 export const MAX_LISTED_CANDIDATES = 50;
