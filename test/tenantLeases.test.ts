@@ -5,6 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { inject } from "vitest";
 import { SessionLedger } from "../src";
+import { ServiceClock } from "../src/ledger/serviceClock";
 import { HeldLeases } from "../src/ledger/tenantLeases";
 import { uniqueTableName } from "./support/ledgerFixture";
 
@@ -84,5 +85,55 @@ describe("tenant leases", () => {
     await dead!.renew(sends.slice(0, 1));
     await new Promise((resolve) => setTimeout(resolve, 1_100));
     expect((await b.tenantLeases.acquire(OTHER, 1_000))?.previousSends).toEqual(sends.slice(0, 1));
+  });
+});
+
+describe("a lease judged by what the process knows of the service's time", () => {
+  // The Date header has whole seconds: a process that has just begun learning the service's time
+  // may find it almost a second later than it thought with its next answer. A short lease written
+  // from the earlier estimate then looked lapsed at once, and its tenant's rows went back untried
+  // (CI at 9defbd7: a 1 s tenant lease, the sweep's only tenant leasedElsewhere).
+  it("a term is a whole term: a short lease stays held while the estimate catches up, and ends before it can have run out", async () => {
+    const base = Math.floor(Date.now() / 1_000) * 1_000;
+    let local = base + 950;
+    const clock = new ServiceClock(() => new Date(local));
+    const httpDate = (ms: number) => new Date(Math.floor(ms / 1_000) * 1_000).toUTCString();
+    // Sent at .900, stamped at .920 in the service's time (same as this host's here), answered at .950.
+    clock.observe(httpDate(base + 920), base + 900);
+    expect(clock.now().getTime()).toBe(base);
+    expect(clock.latest().getTime()).toBe(base + 1_050);
+    const ledger = SessionLedger.fromConnectionString(inject("storageConnectionString"), uniqueTableName(), { serviceTime: clock });
+    const lease = (await ledger.tenantLeases.acquire(TENANT, 1_000))!;
+    expect(lease.held).toBe(true);
+
+    // The next answer, stamped in the next second, moves the earliest estimate 940 ms on.
+    local = base + 1_010;
+    clock.observe(httpDate(base + 1_005), base + 1_000);
+    expect(clock.now().getTime()).toBe(base + 1_000);
+    expect(clock.latest().getTime(), "the latest bound is kept, the tightest").toBe(base + 1_110);
+    expect(lease.held, "still within its term").toBe(true);
+
+    // Held until a quarter term (the request's margin) before the latest the service's time can be its end.
+    local = base + 950 + 1_000 - 250 - 1;
+    expect(lease.held).toBe(true);
+    local += 2;
+    expect(lease.held).toBe(false);
+    // Another holder, judging by the earliest the time can be, still sees it running then.
+    expect(await ledger.tenantLeases.acquire(TENANT, 1_000)).toBeUndefined();
+  });
+
+  it("the bounds start again when this host's clock is set back", () => {
+    let local = 10_000_000;
+    const clock = new ServiceClock(() => new Date(local));
+    clock.observe(new Date(10_000_000).toUTCString(), local - 5);
+    local += 100;
+    const before = clock.latest().getTime() - clock.now().getTime();
+    expect(before).toBeLessThanOrEqual(1_005);
+    // The host's clock goes back a minute: both bounds follow the next answer.
+    local -= 60_000;
+    clock.observe(new Date(10_000_000 + 1_000).toUTCString(), local - 5);
+    expect(clock.now().getTime()).toBe(10_001_000);
+    expect(clock.latest().getTime()).toBeGreaterThanOrEqual(clock.now().getTime());
+    expect(clock.latest().getTime() - clock.now().getTime()).toBeLessThanOrEqual(1_005);
   });
 });

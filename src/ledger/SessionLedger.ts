@@ -26,7 +26,10 @@ export const DEFAULT_PAGE_SIZE = 500;
 export interface ServiceTime {
   /** Whether the time has been learned from the service yet. */
   readonly calibrated: boolean;
+  /** The earliest the service's time can be now. */
   now(): Date;
+  /** The latest it can be now. @default `now()` */
+  latest?(): Date;
 }
 
 export interface SessionLedgerOptions extends Omit<LedgerClientOptions, "serviceClock"> {
@@ -104,7 +107,10 @@ export class SessionLedger {
     this.clock = options.clock ?? (() => new Date());
     this.serviceTime = options.serviceTime ?? new ServiceClock(this.clock);
     this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
-    this.tenantLeases = new TenantLeases(history.siblingTable(LEASES_TABLE_SUFFIX), { serviceNow: () => this.serviceNow() });
+    this.tenantLeases = new TenantLeases(history.siblingTable(LEASES_TABLE_SUFFIX), {
+      serviceNow: () => this.serviceNow(),
+      serviceLatest: () => this.serviceTime.latest?.() ?? this.serviceNow(),
+    });
   }
 
   /** The ledger in the account `connection` reaches: a connection string, or service URLs and a credential. */

@@ -15,6 +15,11 @@ const MAX_JITTER_MS = 2_000;
 export class ServiceClock {
   /** Service time minus this host's time at the last answer; undefined before any answer. */
   private offsetMs: number | undefined;
+  /**
+   * The most the offset can be: the service stamped its `Date` after the request left, within
+   * the header's second. The gap to `offsetMs` is what this process does not know of the time.
+   */
+  private latestOffsetMs: number | undefined;
 
   constructor(private readonly localClock: () => Date = () => new Date()) {}
 
@@ -22,8 +27,9 @@ export class ServiceClock {
   readonly policy: PipelinePolicy = {
     name: "serviceClock",
     sendRequest: async (request, next) => {
+      const sentAt = this.localClock().getTime();
       const response = await next(request);
-      this.observe(response.headers.get("date"));
+      this.observe(response.headers.get("date"), sentAt);
       return response;
     },
   };
@@ -32,7 +38,8 @@ export class ServiceClock {
     return this.offsetMs !== undefined;
   }
 
-  observe(dateHeader: string | undefined | null): void {
+  /** Learns from one answer's `Date`; `sentAt` (this host's time the request left) bounds it from above. */
+  observe(dateHeader: string | undefined | null, sentAt?: number): void {
     if (!dateHeader) return;
     const serviceTime = Date.parse(dateHeader);
     if (!Number.isFinite(serviceTime)) return;
@@ -41,10 +48,24 @@ export class ServiceClock {
     // tightest, so the estimate never steps back by the header's truncation. A sample far below it
     // means this host's clock was set forward: start again from it.
     if (this.offsetMs === undefined || sample > this.offsetMs || sample < this.offsetMs - MAX_JITTER_MS) this.offsetMs = sample;
+    if (sentAt === undefined) return;
+    const latest = serviceTime + 1_000 - sentAt;
+    // The tightest upper bound, unless it falls below what is known for sure (this host's clock
+    // was set back): then start again from this answer's.
+    if (this.latestOffsetMs === undefined || latest < this.latestOffsetMs || this.latestOffsetMs < this.offsetMs) this.latestOffsetMs = Math.max(latest, this.offsetMs);
   }
 
   /** The service's time now; before any answer, this host's own (call `calibrated` first where it matters). */
   now(): Date {
     return new Date(this.localClock().getTime() + (this.offsetMs ?? 0));
+  }
+
+  /**
+   * The latest the service's time can be now (`now()` is the earliest). A holder judges its own
+   * lease by it, so it stops before the lease can have run out, whatever the header's truncation.
+   * Before an answer with its send time, `now()` and a second.
+   */
+  latest(): Date {
+    return new Date(this.localClock().getTime() + (this.latestOffsetMs ?? (this.offsetMs ?? 0) + 1_000));
   }
 }

@@ -7,8 +7,21 @@ export const LEASES_TABLE_SUFFIX = "Leases";
 const PARTITION = "tenant";
 
 export interface TenantLeasesOptions {
-  /** The storage service's time: expiries are written and judged in it, never in a host's clock. */
+  /**
+   * The storage service's time, the earliest it can be now: expiries are written and judged in it,
+   * never in a host's clock. Another holder's lease is judged by it (it runs at least until then).
+   */
   serviceNow: () => Date;
+  /**
+   * The latest the service's time can be now: a lease is written to last its term from it, and its
+   * holder judges its own by it, so the holder stops before the lease can have run out and a term is
+   * a whole term however little this process knows of the time. @default serviceNow
+   */
+  serviceLatest?: () => Date;
+}
+
+function latestOf(options: TenantLeasesOptions): Date {
+  return (options.serviceLatest ?? options.serviceNow)();
 }
 
 /** Most sends a lease row carries (Excel's budget is 1,500 per window): a bound on what a row may hold. */
@@ -72,7 +85,7 @@ export class TenantLeases {
   async tryAcquire(tenantId: string, leaseMs: number): Promise<{ lease?: TenantLease; heldUntil?: Date }> {
     const holder = randomUUID();
     const now = this.options.serviceNow();
-    const entity = { partitionKey: PARTITION, rowKey: tenantId, holder, leaseUntil: new Date(now.getTime() + leaseMs), acquiredAt: now };
+    const entity = { partitionKey: PARTITION, rowKey: tenantId, holder, leaseUntil: new Date(latestOf(this.options).getTime() + leaseMs), acquiredAt: now };
     let current: { etag: string; holder?: unknown; leaseUntil?: unknown; recentSends?: unknown } | undefined;
     try {
       current = await withTable(this.client, () => this.client.getEntity<{ holder?: unknown; leaseUntil?: unknown; recentSends?: unknown }>(PARTITION, tenantId));
@@ -124,7 +137,7 @@ export class TenantLease {
   /** A lease is taken as lost a second (a quarter of a short lease) before it expires: a request decided on now arrives in time. */
   get held(): boolean {
     const safetyMs = Math.min(1_000, this.options.leaseMs / 4);
-    return !this.lostValue && this.leaseUntil.getTime() - safetyMs > this.options.serviceNow().getTime();
+    return !this.lostValue && this.leaseUntil.getTime() - safetyMs > latestOf(this.options).getTime();
   }
 
   /**
@@ -133,7 +146,7 @@ export class TenantLease {
    */
   async renew(sends?: readonly number[]): Promise<boolean> {
     if (this.lostValue) return false;
-    const leaseUntil = new Date(this.options.serviceNow().getTime() + this.options.leaseMs);
+    const leaseUntil = new Date(latestOf(this.options).getTime() + this.options.leaseMs);
     try {
       const patch = { partitionKey: PARTITION, rowKey: this.tenantId, holder: this.holder, leaseUntil, ...formatSends(sends) };
       const response = await this.client.updateEntity(patch, "Merge", { etag: this.etag });
