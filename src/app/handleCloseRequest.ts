@@ -4,7 +4,7 @@ import { isTerminal } from "../core/session";
 import { closeRecordedSession, type CloseReport } from "../sweep/closeRecordedSession";
 import { tenantLeaseMs } from "../sweep/Sweeper";
 import { HeldLeases, type SendLog } from "../ledger/tenantLeases";
-import { TenantPacer } from "../sweep/TenantPacer";
+import { TenantPacer, takeSendSlot } from "../sweep/TenantPacer";
 import type { SessionLedger } from "../ledger/SessionLedger";
 import type { CloseRequestMessage } from "../core/closeRequestMessage";
 
@@ -57,12 +57,9 @@ export async function handleCloseRequest(services: SweeperServices, request: Clo
     try {
       const report = await closeRecordedSession(row, dependencies, {
         waitForSendSlot: async () => {
-          // The budget's window frees within its length; past the lease, the request is not sent.
-          for (let wait = pacer.waitMs(row.tenantId, Date.now()); wait > 0; wait = pacer.waitMs(row.tenantId, Date.now())) {
-            await new Promise((resolve) => setTimeout(resolve, wait));
-          }
-          if (!leases.holds(row.tenantId)) return { send: false, retryAt: new Date() };
-          pacer.record(row.tenantId, Date.now());
+          // The budget's window frees within its length; past the lease, the request is not sent
+          // (its slot then stays counted: one request fewer for the next holder, never one more).
+          if (!(await takeSendSlot(pacer, row.tenantId, { now: Date.now })).send || !leases.holds(row.tenantId)) return { send: false, retryAt: new Date() };
           return { send: true };
         },
       });

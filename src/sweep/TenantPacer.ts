@@ -116,6 +116,36 @@ export class TenantPacer {
   }
 }
 
+/** A slot in a tenant's budget: taken at `at`, or not to be had before `retryAt`. */
+export type PacedSlot = { send: true; at: number } | { send: false; retryAt: Date };
+
+export interface TakeSendSlotOptions {
+  /** The clock the pacer counts in. */
+  now: () => number;
+  /** A wait that would end at or after this is not waited for. @default none */
+  deadline?: number;
+  /** Whether the sender has stopped: a wait is then not waited for. @default never */
+  stopped?: () => boolean;
+}
+
+/**
+ * Waits for a slot in `tenant`'s budgets and takes it (counts the request as sent). A slot free now
+ * is taken even after a stop; only a wait that would outlast the deadline, or any wait once
+ * stopped, gives up, saying when the slot would have come.
+ */
+export async function takeSendSlot(pacer: TenantPacer, tenant: string, options: TakeSendSlotOptions): Promise<PacedSlot> {
+  for (;;) {
+    const now = options.now();
+    const wait = pacer.waitMs(tenant, now);
+    if (wait === 0) {
+      pacer.record(tenant, now);
+      return { send: true, at: now };
+    }
+    if (options.stopped?.() || now + wait >= (options.deadline ?? Infinity)) return { send: false, retryAt: new Date(now + wait) };
+    await new Promise((resolve) => setTimeout(resolve, wait));
+  }
+}
+
 /** The storage service's Date header has whole seconds (ServiceClock). */
 const SERVICE_TIME_RESOLUTION_MS = 1_000;
 

@@ -1,7 +1,7 @@
 import type { SendLog } from "../ledger/tenantLeases";
 import { InFlightTarget } from "./InFlightTarget";
 import { ReadyWorkbooks } from "./ReadyWorkbooks";
-import { TenantPacer } from "./TenantPacer";
+import { TenantPacer, takeSendSlot } from "./TenantPacer";
 
 /** One unit of work: which tenant's budget it spends and which workbook it must not overlap on. */
 export interface ScheduledItem {
@@ -296,7 +296,8 @@ export class WorkbookScheduler<T extends ScheduledItem> {
         tenant.unsent--;
         this.unsent--;
       }
-      const slot = await this.sendSlot(tenantId);
+      // A claimed item is finished even after the deadline or a stop, if a slot is free.
+      const slot = await takeSendSlot(this.pacer, tenantId, { now: this.now, deadline: this.options.deadline, stopped: () => this.stopped });
       if (slot.send) sentAt = slot.at;
       return slot;
     };
@@ -327,24 +328,6 @@ export class WorkbookScheduler<T extends ScheduledItem> {
         this.pump();
         this.wake();
       });
-  }
-
-  /**
-   * Waits for a slot in the tenant's budget and takes it. A claimed item is finished even after
-   * the deadline or a stop, if a slot is free; only a wait that would outlast the deadline (or a
-   * stopped scheduler) means the request must not go out in this sweep.
-   */
-  private async sendSlot(tenantId: string): Promise<{ send: true; at: number } | { send: false; retryAt: Date }> {
-    for (;;) {
-      const now = this.now();
-      const wait = this.pacer.waitMs(tenantId, now);
-      if (wait === 0) {
-        this.pacer.record(tenantId, now);
-        return { send: true, at: now };
-      }
-      if (this.stopped || now + wait >= this.options.deadline) return { send: false, retryAt: new Date(now + wait) };
-      await new Promise((resolve) => setTimeout(resolve, wait));
-    }
   }
 
   /**
