@@ -8,17 +8,17 @@
  * summary's error code), or failed unexpectedly, 2 bad flags or bad configuration.
  */
 import { parseArgs } from "node:util";
-import { loadConfig, type Settings, type SweeperConfig } from "./config";
+import { loadConfig, type Settings } from "./config";
 import { createSweeperServices, type SweeperServices } from "./app/sweeperServices";
 import { Codes } from "./core/codes";
-import { ConfigurationError, describeProblem, ValidationError, type InputProblem } from "./core/errors";
+import { describeProblem, ValidationError, type InputProblem } from "./core/errors";
 import { generateAssertionKeyPair } from "./core/assertionSealing";
 import { describeFault } from "./sweep/Sweeper";
 import type { SweepRequest, SweepSummary } from "./sweep/models";
 import { runLoggedSweep } from "./app/runSweep";
 import { validateSweepRequest } from "./app/sweepRequest";
 import { cliLogger, formatSummary, ProgressLine, redactingSink, type TextSink } from "./cli/output";
-import { resolveSettings, secretValuesOf, SettingsFileError } from "./cli/settings";
+import { configOrFail, resolveSettings, secretValuesOf, SettingsFileError } from "./cli/settings";
 import { runStatusCommand } from "./cli/status";
 
 export const EXIT_OK = 0;
@@ -233,17 +233,9 @@ async function run(argv: readonly string[], full: CliIo, { stdout, stderr, fail,
   const from = settingsFile ? `the environment and ${settingsFile}` : "the environment (no local.settings.json)";
   if (invocation.command === "status") return runStatusCommand(settings, { json: invocation.json, settingsFrom: from }, { stdout, fail });
 
-  let config: SweeperConfig;
-  try {
-    // A dry run sends nothing and opens no assertion: it needs none of the Entra or key settings.
-    config = loadConfig(settings, { credentials: !invocation.request.dryRun });
-  } catch (error) {
-    if (!(error instanceof ConfigurationError)) throw error;
-    // The message names every setting at fault and never quotes a secret.
-    fail(error.message);
-    fail(`settings are read from ${from}`);
-    return EXIT_USAGE;
-  }
+  // A dry run sends nothing and opens no assertion: it needs none of the Entra or key settings.
+  const config = configOrFail(() => loadConfig(settings, { credentials: !invocation.request.dryRun }), fail, from);
+  if (!config) return EXIT_USAGE;
 
   const services: SweeperServices = createSweeperServices(config);
 

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Settings } from "../config";
 import { Codes } from "../core/codes";
-import { SweeperError } from "../core/errors";
+import { ConfigurationError, SweeperError } from "../core/errors";
 
 /** The settings file could not be used; the message names the file and what is wrong with it. */
 export class SettingsFileError extends SweeperError {
@@ -28,6 +28,22 @@ export function resolveSettings(env: Settings, cwd: string, settingsPath: string
     if (value !== undefined && value.trim() !== "") merged[name] = value;
   }
   return { settings: merged, file };
+}
+
+/**
+ * The configuration `load` reads from the settings; undefined when a setting is at fault, after
+ * `fail` has said which (the message names every one and never quotes a secret) and, when given,
+ * where the settings were read from.
+ */
+export function configOrFail<T>(load: () => T, fail: (message: string) => void, settingsFrom?: string): T | undefined {
+  try {
+    return load();
+  } catch (error) {
+    if (!(error instanceof ConfigurationError)) throw error;
+    fail(error.message);
+    if (settingsFrom) fail(`settings are read from ${settingsFrom}`);
+    return undefined;
+  }
 }
 
 function defaultSettingsFile(cwd: string): string | undefined {

@@ -1,9 +1,9 @@
-import { loadLedgerConfig, type LedgerConfig, type Settings } from "../config";
-import { ConfigurationError } from "../core/errors";
+import { loadLedgerConfig, type Settings } from "../config";
 import { createStatusServices, readStatus } from "../app/statusServices";
 import type { LedgerStatus } from "../ledger/ledgerStatus";
 import { describeFault } from "../sweep/Sweeper";
 import { printable, table, type TextSink } from "./output";
+import { configOrFail } from "./settings";
 
 /** The widest bar of the idle-age chart, in characters. */
 export const BAR_WIDTH = 30;
@@ -20,16 +20,8 @@ export async function runStatusCommand(
   options: { json: boolean; settingsFrom?: string },
   out: { stdout: TextSink; fail(message: string): void },
 ): Promise<number> {
-  let config: LedgerConfig;
-  try {
-    config = loadLedgerConfig(settings);
-  } catch (error) {
-    if (!(error instanceof ConfigurationError)) throw error;
-    // The message names every setting at fault and never quotes a secret.
-    out.fail(error.message);
-    if (options.settingsFrom) out.fail(`settings are read from ${options.settingsFrom}`);
-    return 2;
-  }
+  const config = configOrFail(() => loadLedgerConfig(settings), (message) => out.fail(message), options.settingsFrom);
+  if (!config) return 2;
   let status: LedgerStatus;
   try {
     status = await readStatus(createStatusServices(config));
