@@ -12,8 +12,9 @@ import { createSweeperServices, loadConfig, type SessionRecord, type SweepSummar
 import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { createLedgerTableClient } from "../src/ledger/tableClient";
 import { AssertionOpener, AssertionSealer } from "../src/core/assertionSealing";
-import { main, type CliIo } from "../src/cli";
+import type { CliIo } from "../src/cli";
 import { mapConcurrent } from "../src/utils/concurrency";
+import { runCli } from "./support/cli";
 import { useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 import { uniqueTableName } from "./support/ledgerFixture";
 import { captureLog } from "./support/secretScan";
@@ -34,20 +35,9 @@ afterAll(() => {
   if (workDir) rmSync(workDir, { recursive: true, force: true });
 });
 
-
-async function cli(argv: string[], io: Partial<CliIo> & { env: CliIo["env"] }): Promise<Run> {
-  let stdout = "";
-  let stderr = "";
-  const code = await main(argv, {
-    cwd: workDir,
-    isTTY: false,
-    ...io,
-    stdout: { write: (chunk: string) => (stdout += chunk) },
-    stderr: { write: (chunk: string) => (stderr += chunk) },
-  });
-  // The secret scan of this file covers what the CLI wrote.
-  captureLog(stdout, stderr);
-  return { code, stdout, stderr };
+/** The CLI in process, in this file's working directory unless a test gives another. */
+function cli(argv: string[], io: Partial<CliIo> & { env: CliIo["env"] }): Promise<Run> {
+  return runCli(argv, { cwd: workDir, ...io });
 }
 
 function lastLine(text: string): string {

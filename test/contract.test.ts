@@ -18,6 +18,7 @@ import { Codes } from "../src/core/codes";
 import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { CLIENT_ID, HOME_TENANT, newUserId, silence, useCloudFixture, type CloudFixture } from "./support/cloudFixture";
 import { rawEntities } from "./support/reliability";
+import { rejection } from "./support/rejection";
 
 interface VectorCase {
   name: string;
@@ -64,15 +65,6 @@ function schemaValidator() {
   const ajv = new Ajv2020({ strict: true, allErrors: true });
   ajv.addFormat("date-time", (text: string) => !Number.isNaN(Date.parse(text)));
   return ajv.compile(schema);
-}
-
-async function rejection(promise: Promise<unknown>): Promise<Error & { code?: string }> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error & { code?: string };
-  }
-  throw new Error("expected a rejection");
 }
 
 describe("h1 sealing vectors (test/vectors/h1-assertion-sealing.json)", () => {

@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { Codes, SessionProducer, createSweeperServices, loadConfig, type SweeperServices } from "../src";
 import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
-import { silence, useCloudFixture, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { openAndRecord, producerWithClock, silence, useCloudFixture, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 
 let cloud: CloudFixture;
 useCloudFixture((started) => (cloud = started));
@@ -21,25 +21,11 @@ function skewedServices(table: TableFixture, skewMs: number, onStorageRequest?: 
 }
 
 function skewedProducer(table: TableFixture, skewMs: number): SessionProducer {
-  return SessionProducer.fromConnectionString(cloud.settings().AzureWebJobsStorage!, table.tableName, {
-    assertionPublicKey: cloud.assertionPublicKey,
-    clock: () => new Date(Date.now() + skewMs),
-  });
+  return producerWithClock(cloud, table.tableName, () => new Date(Date.now() + skewMs));
 }
 
-async function record(producer: SessionProducer, workbook: string, leaseMs?: number) {
-  const userId = newUserId();
-  const sessionId = cloud.emulator.openSession({ tenantId: HOME_TENANT, userId, workbook });
-  const row = await producer.record({
-    tenantId: HOME_TENANT,
-    userId,
-    sessionId,
-    workbook,
-    recordedBy: "test",
-    userAssertion: cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId, audience: CLIENT_ID }),
-    ...(leaseMs !== undefined && { leaseMs }),
-  });
-  return { row, sessionId };
+function record(producer: SessionProducer, workbook: string, leaseMs?: number) {
+  return openAndRecord(cloud, producer, { workbook, recordedBy: "test", leaseMs });
 }
 
 describe("liveness by the service's clock", () => {

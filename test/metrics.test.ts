@@ -18,11 +18,11 @@ import {
   type MetricData,
 } from "@opentelemetry/sdk-metrics";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { createSweeperServices, loadConfig, SessionProducer } from "../src";
+import { createSweeperServices, loadConfig } from "../src";
 import { METER_NAME, MetricNames, recordSweepMetrics } from "../src/app/metrics";
 import { LocalHttpsServer } from "../standins";
 import { exec } from "./support/exec";
-import { CLIENT_ID, HOME_TENANT, newUserId, silence, useCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { newUserId, openAndRecord, producerWithClock, silence, useCloudFixture, type CloudFixture, type TableFixture } from "./support/cloudFixture";
 
 const ROOT = resolve(__dirname, "..");
 const OTHER_TENANT = "22222222-2222-4222-8222-222222222222";
@@ -167,21 +167,8 @@ describe("release latency", () => {
   /** Records a session with `producerClock`, then makes it silent for `idleMs` by the service's clock. */
   async function recordWith(table: TableFixture, producerClock: () => Date, idleMs: number, leaseMs?: number): Promise<string> {
     const userId = newUserId();
-    const workbook = `/drives/skew/items/${userId}`;
-    const sessionId = cloud.emulator.openSession({ tenantId: HOME_TENANT, userId, workbook });
-    const producer = SessionProducer.fromConnectionString(cloud.settings().AzureWebJobsStorage!, table.tableName, {
-      assertionPublicKey: cloud.assertionPublicKey,
-      clock: producerClock,
-    });
-    const row = await producer.record({
-      tenantId: HOME_TENANT,
-      userId,
-      sessionId,
-      workbook,
-      recordedBy: "skewed",
-      userAssertion: cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId, audience: CLIENT_ID }),
-      ...(leaseMs !== undefined && { leaseMs }),
-    });
+    const producer = producerWithClock(cloud, table.tableName, producerClock);
+    const { row, sessionId } = await openAndRecord(cloud, producer, { userId, workbook: `/drives/skew/items/${userId}`, recordedBy: "skewed", leaseMs });
     await silence(producer.client, row, idleMs);
     return sessionId;
   }

@@ -17,6 +17,7 @@ import {
   LegacyAssertionRefusedError,
 } from "../src/core/assertionSealing";
 import { Codes } from "../src/core/codes";
+import { rejection } from "./support/rejection";
 import { registerSecrets } from "./support/secretScan";
 
 interface Vector {
@@ -119,16 +120,6 @@ beforeAll(async () => {
   );
   registerSecrets([ASSERTION]);
 });
-
-/** What `promise` rejected with (failing the test if it resolved). */
-async function rejection(promise: Promise<unknown>): Promise<Error & { code?: string }> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error & { code?: string };
-  }
-  throw new Error("expected a rejection");
-}
 
 /** `text` with the character at `index` replaced by another base64url character. */
 function replaceAt(text: string, index: number): string {

@@ -12,8 +12,8 @@ import { join } from "node:path";
 import { TableClient } from "@azure/data-tables";
 import { HttpRequest } from "@azure/functions";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { SessionProducer, type LedgerStatus } from "../src";
-import { main, type CliIo } from "../src/cli";
+import type { LedgerStatus } from "../src";
+import type { CliIo } from "../src/cli";
 import { bar, BAR_CHARACTER, formatDuration } from "../src/cli/status";
 import { partitionKeyFor, rowKeyFor } from "../src/core/keys";
 import { historyTableName } from "../src/ledger/history";
@@ -21,7 +21,8 @@ import { END_OF_TIME } from "../src/ledger/liveness";
 import { SweepsTable, sweepsTableOf, SWEEPS_TABLE_SUFFIX, type RecordedSweep } from "../src/ledger/sweepsTable";
 import { createLedgerTableClient, isTableNotFound } from "../src/ledger/tableClient";
 import { runLoggedSweep } from "../src/app/runSweep";
-import { useCloudFixture, silence, CLIENT_ID, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { useCloudFixture, silence, openAndRecord, producerWithClock, HOME_TENANT, newUserId, type CloudFixture, type TableFixture } from "./support/cloudFixture";
+import { runCli } from "./support/cli";
 import { invocation } from "./support/functionsHost";
 import { uniqueTableName } from "./support/ledgerFixture";
 import { captureLog } from "./support/secretScan";
@@ -50,18 +51,9 @@ function storageOnly(tableName: string): Record<string, string> {
   return { AzureWebJobsStorage: connectionString, SESSIONS_TABLE: tableName };
 }
 
-async function cli(argv: string[], io: Partial<CliIo> & { env: CliIo["env"] }): Promise<Run> {
-  let stdout = "";
-  let stderr = "";
-  const code = await main(argv, {
-    cwd: workDir,
-    isTTY: false,
-    ...io,
-    stdout: { write: (chunk: string) => (stdout += chunk) },
-    stderr: { write: (chunk: string) => (stderr += chunk) },
-  });
-  captureLog(stdout, stderr);
-  return { code, stdout, stderr };
+/** The CLI in process, in this file's working directory unless a test gives another. */
+function cli(argv: string[], io: Partial<CliIo> & { env: CliIo["env"] }): Promise<Run> {
+  return runCli(argv, { cwd: workDir, ...io });
 }
 
 async function statusJson(tableName: string): Promise<LedgerStatus> {
@@ -310,21 +302,8 @@ describe("release latency", () => {
     const skews = [3 * HOUR, -3 * HOUR, 3 * HOUR];
     for (const [i, idleMs] of idles.entries()) {
       // A producer whose clock is hours off: createdAt and updatedAt are its clock's.
-      const producer = SessionProducer.fromConnectionString(connectionString, table.tableName, {
-        assertionPublicKey: cloud.assertionPublicKey,
-        clock: () => new Date(Date.now() + skews[i]!),
-      });
-      const userId = newUserId();
-      const workbook = `/drives/d/items/skewed${i}`;
-      const sessionId = cloud.emulator.openSession({ tenantId: HOME_TENANT, userId, workbook });
-      const row = await producer.record({
-        tenantId: HOME_TENANT,
-        userId,
-        sessionId,
-        workbook,
-        recordedBy: "skewed",
-        userAssertion: cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId, audience: CLIENT_ID }),
-      });
+      const producer = producerWithClock(cloud, table.tableName, () => new Date(Date.now() + skews[i]!));
+      const { row } = await openAndRecord(cloud, producer, { workbook: `/drives/d/items/skewed${i}`, recordedBy: "skewed" });
       await silence(producer.client, row, idleMs);
     }
     const logger = { log: () => undefined, warn: (message: string, details: Record<string, unknown>) => captureLog(message, details) };

@@ -194,3 +194,43 @@ export function newUserId(): string {
 export async function silence(client: TableClient, row: { partitionKey: string; rowKey: string }, ms: number): Promise<void> {
   await client.updateEntity({ partitionKey: row.partitionKey, rowKey: row.rowKey, heartbeatSeenAt: new Date(Date.now() - ms) }, "Merge");
 }
+
+/** A producer of `tableName` that seals with the run's public key and whose clock is `clock`. */
+export function producerWithClock(cloud: CloudFixture, tableName: string, clock: () => Date): SessionProducer {
+  return SessionProducer.fromConnectionString(cloud.settings().AzureWebJobsStorage!, tableName, {
+    assertionPublicKey: cloud.assertionPublicKey,
+    clock,
+  });
+}
+
+export interface OpenAndRecordOptions {
+  /** Default: a new user. */
+  userId?: string;
+  workbook: string;
+  recordedBy: string;
+  /** The row's own lease. Default: none (STALE_AFTER's applies). */
+  leaseMs?: number;
+}
+
+/**
+ * Opens a session on the emulator as a user of the home tenant and records it through `producer`,
+ * with a fresh assertion for the user.
+ */
+export async function openAndRecord(
+  cloud: CloudFixture,
+  producer: SessionProducer,
+  options: OpenAndRecordOptions,
+): Promise<{ row: SessionRecord; sessionId: string }> {
+  const { userId = newUserId(), workbook, recordedBy, leaseMs } = options;
+  const sessionId = cloud.emulator.openSession({ tenantId: HOME_TENANT, userId, workbook });
+  const row = await producer.record({
+    tenantId: HOME_TENANT,
+    userId,
+    sessionId,
+    workbook,
+    recordedBy,
+    userAssertion: cloud.authority.issueUserAssertion({ tenantId: HOME_TENANT, userId, audience: CLIENT_ID }),
+    ...(leaseMs !== undefined && { leaseMs }),
+  });
+  return { row, sessionId };
+}
