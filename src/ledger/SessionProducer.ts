@@ -59,6 +59,8 @@ export interface TouchOptions {
    * alive longer must hand over a new one, or the sweeper cannot close it after that.
    */
   userAssertion?: string;
+  /** Stops the call (its reads and writes) where it is: a ledger that does not answer cannot hold the caller. */
+  abortSignal?: AbortSignal;
 }
 
 const MAX_ASSERTION_LENGTH = 16_384;
@@ -167,7 +169,7 @@ export class SessionProducer {
    * The service closed the session itself (Graph answered its closeSession with 204). Idempotent:
    * a row already closed, expired or failed is left as it is. Returns the row as a sweeper sees it.
    */
-  async release(key: SessionKey, options: Pick<TouchOptions, "known"> = {}): Promise<SessionToClose> {
+  async release(key: SessionKey, options: Pick<TouchOptions, "known" | "abortSignal"> = {}): Promise<SessionToClose> {
     const released = await this.orFinished(
       key,
       () =>
@@ -207,7 +209,7 @@ export class SessionProducer {
    * Asks the sweeper to close this session now, whatever its age (the queue trigger does it).
    * Use it when your service gives up a session it cannot close itself. Returns the message id.
    */
-  async requestClose(key: SessionKey, options: { requestedBy?: string } = {}): Promise<string> {
+  async requestClose(key: SessionKey, options: { requestedBy?: string; abortSignal?: AbortSignal } = {}): Promise<string> {
     if (!this.closeQueue) throw new ValidationError([{ field: "closeQueue", message: "is not set: pass closeQueue, or use fromConnectionString" }]);
     const message = parseCloseRequestMessage({
       tenantId: key.tenantId,
@@ -216,7 +218,7 @@ export class SessionProducer {
       ...(options.requestedBy !== undefined && { requestedBy: options.requestedBy }),
     });
     const text = formatCloseRequestMessage(message);
-    const response = await this.sendCreatingQueue(this.closeQueue, text);
+    const response = await this.sendCreatingQueue(this.closeQueue, text, options.abortSignal);
     return response.messageId;
   }
 
@@ -225,9 +227,10 @@ export class SessionProducer {
    * concurrent senders) and sends again. Nothing is asked up front, so a sender allowed only to
    * add messages works as long as the queue exists.
    */
-  private async sendCreatingQueue(queue: QueueClient, text: string): Promise<QueueSendMessageResponse> {
+  private async sendCreatingQueue(queue: QueueClient, text: string, abortSignal?: AbortSignal): Promise<QueueSendMessageResponse> {
+    const options = abortSignal ? { abortSignal } : {};
     try {
-      return await queue.sendMessage(text);
+      return await queue.sendMessage(text, options);
     } catch (error) {
       if (storageStatus(error) !== 404) throw error;
     }
@@ -236,7 +239,7 @@ export class SessionProducer {
       .then(() => undefined)
       .finally(() => (this.queueCreating = undefined));
     await this.queueCreating;
-    return queue.sendMessage(text);
+    return queue.sendMessage(text, options);
   }
 
   private async mustRead(key: SessionKey): Promise<SessionRecord> {

@@ -12,11 +12,14 @@ export function keysOf(key: SessionKey): { partitionKey: string; rowKey: string 
 }
 
 /** Reads one row in `shape`; undefined when there is none. A malformed row throws MalformedRowError. */
-export async function readRow<Row>(client: TableClient, key: SessionKey, shape: RowShape<Row>): Promise<Row | undefined> {
+export async function readRow<Row>(client: TableClient, key: SessionKey, shape: RowShape<Row>, abortSignal?: AbortSignal): Promise<Row | undefined> {
   const { partitionKey, rowKey } = keysOf(key);
   let entity;
   try {
-    entity = await client.getEntity<Record<string, unknown>>(partitionKey, rowKey, shape.select ? { queryOptions: { select: [...shape.select] } } : {});
+    entity = await client.getEntity<Record<string, unknown>>(partitionKey, rowKey, {
+      ...(shape.select && { queryOptions: { select: [...shape.select] } }),
+      ...(abortSignal && { abortSignal }),
+    });
   } catch (error) {
     if (storageStatus(error) === 404) return undefined;
     throw error;
@@ -37,16 +40,16 @@ export async function updateWithRetry(
   client: TableClient,
   key: SessionKey,
   decide: (row: SessionToClose) => Omit<RowPatch, "partitionKey" | "rowKey"> | undefined,
-  options: { known?: SessionToClose; maxAttempts?: number } = {},
+  options: { known?: SessionToClose; maxAttempts?: number; abortSignal?: AbortSignal } = {},
 ): Promise<SessionToClose> {
   const maxAttempts = options.maxAttempts ?? 5;
   let row = options.known;
   for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-    row ??= await readRow(client, key, TO_CLOSE);
+    row ??= await readRow(client, key, TO_CLOSE, options.abortSignal);
     if (!row) throw new SessionNotFoundError(key.sessionId);
     const columns = decide(row);
     if (!columns) return row;
-    const result = await mergeIfUnchanged(client, { ...columns, partitionKey: row.partitionKey, rowKey: row.rowKey }, row.etag);
+    const result = await mergeIfUnchanged(client, { ...columns, partitionKey: row.partitionKey, rowKey: row.rowKey }, row.etag, options.abortSignal);
     if (result.written) return applyColumns(row, columns, result.etag);
     if (result.reason === "gone") throw new SessionNotFoundError(key.sessionId);
     row = undefined;

@@ -42,9 +42,9 @@ export function errorColumns(error: ErrorInfo): Record<string, string> {
 }
 
 /** One Merge, conditional on the ETag the row was read with. */
-export async function mergeIfUnchanged(client: TableClient, patch: RowPatch, etag: string): Promise<WriteResult> {
+export async function mergeIfUnchanged(client: TableClient, patch: RowPatch, etag: string, abortSignal?: AbortSignal): Promise<WriteResult> {
   try {
-    const response = await client.updateEntity(patch, "Merge", { etag });
+    const response = await client.updateEntity(patch, "Merge", { etag, ...(abortSignal && { abortSignal }) });
     return { written: true, etag: response.etag ?? "" };
   } catch (error) {
     return notWritten(error);

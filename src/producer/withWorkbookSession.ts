@@ -52,6 +52,11 @@ export interface WithWorkbookSessionOptions {
   graphScope?: string;
   /** One Graph request of the lifecycle (createSession, a poll, refreshSession, closeSession). @default 30_000 */
   graphRequestTimeoutMs?: number;
+  /**
+   * One ledger call of the lifecycle (a heartbeat, the release, a close request): one that has not
+   * answered by then is given up (a heartbeat counts as missed). @default 30_000
+   */
+  ledgerRequestTimeoutMs?: number;
   /** Ends the work: aborts `session.signal`; the session is still closed and released. */
   abortSignal?: AbortSignal;
   /**
@@ -59,7 +64,7 @@ export interface WithWorkbookSessionOptions {
    * wins): the session then stays recorded and the sweeper closes it. @default process.emitWarning
    */
   onCleanupError?: (error: unknown) => void;
-  /** Stands in for setTimeout, for the heartbeat and refresh timers. @default setTimeout / clearTimeout */
+  /** Stands in for setTimeout, for the heartbeat, refresh and lease timers. @default setTimeout / clearTimeout */
   timers?: { set(callback: () => void, ms: number): unknown; clear(handle: unknown): void };
 }
 
@@ -83,6 +88,7 @@ export interface WorkbookSession {
 }
 
 const DEFAULT_LEASE_MS = 120_000;
+const DEFAULT_LEDGER_REQUEST_TIMEOUT_MS = 30_000;
 
 /**
  * The whole lifecycle of a workbook session around `work`: createSession (Graph's long-running form
@@ -98,6 +104,11 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
   if (!Number.isFinite(heartbeatMs) || heartbeatMs <= 0 || heartbeatMs >= leaseMs) {
     throw new ValidationError([{ field: "heartbeatMs", message: "must be more than 0 and less than the lease" }]);
   }
+  const ledgerRequestTimeoutMs = options.ledgerRequestTimeoutMs ?? DEFAULT_LEDGER_REQUEST_TIMEOUT_MS;
+  if (!Number.isFinite(ledgerRequestTimeoutMs) || ledgerRequestTimeoutMs <= 0) {
+    throw new ValidationError([{ field: "ledgerRequestTimeoutMs", message: "must be more than 0" }]);
+  }
+  const ledgerCall = () => AbortSignal.timeout(ledgerRequestTimeoutMs);
   const timers = options.timers ?? { set: (callback: () => void, ms: number) => setTimeout(callback, ms), clear: (handle: unknown) => clearTimeout(handle as NodeJS.Timeout) };
   const onCleanupError = options.onCleanupError ?? ((error: unknown) => process.emitWarning(error instanceof Error ? error : String(error), { code: "WORKBOOK_SESSION_CLEANUP" }));
   const assertion = async () => (typeof options.userAssertion === "function" ? options.userAssertion() : options.userAssertion);
@@ -113,8 +124,12 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
   const key: SessionKey = { tenantId, userId, sessionId };
   let lastAssertion: string;
   let row: SessionToClose;
+  // A heartbeat is stamped by the service when it lands, after it was sent: the lease runs at least
+  // until a landed beat's send time + leaseMs, by this host's clock.
+  let beatSentAt = Date.now();
   try {
     lastAssertion = await assertion();
+    beatSentAt = Date.now();
     // The lease the heartbeats keep, written with the row: the sweeper judges the row by it.
     row = await producer.record({ tenantId, userId, sessionId, workbook, persistChanges: options.persistChanges ?? true, recordedBy, userAssertion: lastAssertion, leaseMs });
   } catch (error) {
@@ -128,31 +143,44 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
   let taken = false;
   // Set once the work has ended: a heartbeat or refresh in flight then schedules no other.
   let stopped = false;
-  let lastBeat = Date.now();
   let beating: Promise<void> = Promise.resolve();
   let refreshing: Promise<void> = Promise.resolve();
-  const handles: { heartbeat?: unknown; refresh?: unknown } = {};
+  let lastFault: unknown;
+  const handles: { heartbeat?: unknown; refresh?: unknown; lease?: unknown } = {};
 
+  // The work is told to stop when the lease of the last landed beat runs out, before the sweeper
+  // can judge the session stale; not when a failing touch gives up, which the storage client's
+  // retries put seconds past the lease.
+  const watchLease = () => {
+    timers.clear(handles.lease);
+    handles.lease = timers.set(() => {
+      const silentMs = Date.now() - beatSentAt;
+      lost.abort(new HeartbeatLostError(`No heartbeat has reached the ledger for ${silentMs} ms, the session's lease: the sweeper may take it.`, lastFault === undefined ? {} : { cause: lastFault }));
+    }, Math.max(0, beatSentAt + leaseMs - Date.now()));
+  };
   const heartbeat = async () => {
+    const sentAt = Date.now();
     try {
       const fresh = await assertion();
-      row = await producer.touch(key, { known: row, ...(fresh !== lastAssertion && { userAssertion: fresh }) });
+      row = await producer.touch(key, { known: row, abortSignal: ledgerCall(), ...(fresh !== lastAssertion && { userAssertion: fresh }) });
       lastAssertion = fresh;
-      lastBeat = Date.now();
+      if (!signal.aborted) {
+        beatSentAt = sentAt;
+        lastFault = undefined;
+        watchLease();
+      }
     } catch (error) {
       if (error instanceof SessionNotOpenError) {
         taken = true;
         lost.abort(new WorkbookSessionLostError("The sweeper took the session (its heartbeats stopped for longer than its lease); stop using it.", { cause: error }));
         return;
       }
-      if (Date.now() - lastBeat >= leaseMs) {
-        lost.abort(new HeartbeatLostError(`The ledger could not be reached for ${Date.now() - lastBeat} ms, longer than the session's lease: the sweeper may take it.`, { cause: error }));
-        return;
-      }
+      lastFault = error;
     }
     if (!signal.aborted && !stopped) handles.heartbeat = timers.set(() => (beating = heartbeat()), heartbeatMs);
   };
   handles.heartbeat = timers.set(() => (beating = heartbeat()), heartbeatMs);
+  watchLease();
   if (options.refreshSessionMs !== undefined) {
     const refreshMs = options.refreshSessionMs;
     const refresh = async () => {
@@ -188,28 +216,34 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
   stopped = true;
   timers.clear(handles.heartbeat);
   timers.clear(handles.refresh);
+  timers.clear(handles.lease);
   await Promise.all([beating, refreshing]);
   lost.abort(new WorkbookSessionLostError("The work has ended."));
   // Taken by the sweeper: it closes the session; nothing more is sent in it from here.
-  if (!taken) await closeAndRelease(graph, producer, key, onCleanupError);
+  if (!taken) await closeAndRelease(graph, producer, key, { onCleanupError, ledgerCall });
   if (!outcome.ok) throw outcome.error;
   return outcome.value;
 }
 
 /** closeSession, then release; a close without its 204 is handed to the sweeper's close queue. */
-async function closeAndRelease(graph: WorkbookSessionGraph, producer: SessionProducer, key: SessionKey, onCleanupError: (error: unknown) => void): Promise<void> {
+async function closeAndRelease(
+  graph: WorkbookSessionGraph,
+  producer: SessionProducer,
+  key: SessionKey,
+  { onCleanupError, ledgerCall }: { onCleanupError: (error: unknown) => void; ledgerCall: () => AbortSignal },
+): Promise<void> {
   try {
     await graph.closeSession(key.sessionId);
   } catch (closeError) {
     try {
-      await producer.requestClose(key, { requestedBy: "withWorkbookSession" });
+      await producer.requestClose(key, { requestedBy: "withWorkbookSession", abortSignal: ledgerCall() });
     } catch (requestError) {
       // The row stays open and stops heartbeating: the sweeper closes it within its lease.
       onCleanupError(new AggregateError([closeError, requestError], "The session could not be closed nor handed to the sweeper's close queue; the sweeper closes it once its lease runs out."));
     }
     return;
   }
-  await producer.release(key).catch((error: unknown) => {
+  await producer.release(key, { abortSignal: ledgerCall() }).catch((error: unknown) => {
     // Closed on Graph; a row left open is closed again by the sweeper, which then finds it gone.
     if (!(error instanceof SessionNotOpenError)) onCleanupError(error);
   });

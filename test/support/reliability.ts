@@ -104,13 +104,16 @@ export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
 
 /**
  * A TCP proxy in front of a storage endpoint. `cut()` drops every open connection and refuses new
- * ones (each is reset as soon as it arrives: storage "stops answering"); `restore()` lets
- * connections through again. The listening port stays the same throughout.
+ * ones (each is reset as soon as it arrives: storage "stops answering"); `stall()` keeps every
+ * connection open and passes nothing more either way (a half-open connection: no answer, no error);
+ * `restore()` lets new connections through again. The listening port stays the same throughout.
  */
 export class TcpProxy {
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
   private isCut = false;
+  private isStalled = false;
+  private readonly held = new Set<Socket>();
   port = 0;
   /** Connections refused while cut. */
   refused = 0;
@@ -135,12 +138,23 @@ export class TcpProxy {
     this.sockets.clear();
   }
 
+  stall(): void {
+    this.isStalled = true;
+    for (const socket of this.sockets) {
+      socket.unpipe();
+      socket.pause();
+    }
+  }
+
   restore(): void {
     this.isCut = false;
+    this.isStalled = false;
   }
 
   async close(): Promise<void> {
     this.cut();
+    for (const socket of this.held) socket.destroy();
+    this.held.clear();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
@@ -148,6 +162,14 @@ export class TcpProxy {
     if (this.isCut) {
       this.refused++;
       client.resetAndDestroy();
+      return;
+    }
+    if (this.isStalled) {
+      // Accepted, never answered.
+      this.refused++;
+      client.pause();
+      this.held.add(client);
+      client.on("error", () => this.held.delete(client)).on("close", () => this.held.delete(client));
       return;
     }
     const upstream = connect(this.target.port, this.target.host);
