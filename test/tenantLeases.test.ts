@@ -96,7 +96,8 @@ describe("a lease judged by what the process knows of the service's time", () =>
   it("a term is a whole term: a short lease stays held while the estimate catches up, and ends before it can have run out", async () => {
     const base = Math.floor(Date.now() / 1_000) * 1_000;
     let local = base + 950;
-    const clock = new ServiceClock(() => new Date(local));
+    // This host's clock and its monotonic clock alike here.
+    const clock = new ServiceClock(() => new Date(local), () => local);
     const httpDate = (ms: number) => new Date(Math.floor(ms / 1_000) * 1_000).toUTCString();
     // Sent at .900, stamped at .920 in the service's time (same as this host's here), answered at .950.
     clock.observe(httpDate(base + 920), base + 900);
@@ -122,18 +123,25 @@ describe("a lease judged by what the process knows of the service's time", () =>
     expect(await ledger.tenantLeases.acquire(TENANT, 1_000)).toBeUndefined();
   });
 
-  it("the bounds start again when this host's clock is set back", () => {
+  it("the latest bound is kept by a monotonic clock: a step of this host's clock does not move it, and a minute-old bound gives way to a fresh one", () => {
     let local = 10_000_000;
-    const clock = new ServiceClock(() => new Date(local));
-    clock.observe(new Date(10_000_000).toUTCString(), local - 5);
-    local += 100;
-    const before = clock.latest().getTime() - clock.now().getTime();
-    expect(before).toBeLessThanOrEqual(1_005);
-    // The host's clock goes back a minute: both bounds follow the next answer.
+    let monotonic = 5_000;
+    const clock = new ServiceClock(() => new Date(local), () => monotonic);
+    // Sent 5 ms before it was answered; the service stamped 10_000_000 (a whole second).
+    clock.observe(new Date(10_000_000).toUTCString(), monotonic - 5);
+    expect(clock.latest().getTime()).toBe(10_001_005);
+    // This host's clock goes back a minute, no answer since: the earliest follows it, the latest does not.
     local -= 60_000;
-    clock.observe(new Date(10_000_000 + 1_000).toUTCString(), local - 5);
-    expect(clock.now().getTime()).toBe(10_001_000);
-    expect(clock.latest().getTime()).toBeGreaterThanOrEqual(clock.now().getTime());
-    expect(clock.latest().getTime() - clock.now().getTime()).toBeLessThanOrEqual(1_005);
+    monotonic += 100;
+    expect(clock.latest().getTime()).toBe(10_001_105);
+    expect(clock.now().getTime()).toBeLessThan(clock.latest().getTime());
+    // Set forward instead: the latest is never below the earliest.
+    local += 120_000;
+    expect(clock.latest().getTime()).toBe(clock.now().getTime());
+    // Over a minute later, a looser bound replaces the kept one: clocks drift apart over hours.
+    monotonic += 61_000;
+    const sentAt = monotonic - 400;
+    clock.observe(new Date(10_062_000).toUTCString(), sentAt);
+    expect(clock.latest().getTime()).toBe(10_062_000 + 1_000 + 400);
   });
 });

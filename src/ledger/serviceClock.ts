@@ -11,23 +11,34 @@ import type { PipelinePolicy } from "@azure/core-rest-pipeline";
  */
 /** How far a later sample may fall below the kept offset before it is taken as a clock change. */
 const MAX_JITTER_MS = 2_000;
+/**
+ * How long the tightest upper bound is kept before a fresh answer's replaces it, tighter or not:
+ * this host's clock and the service's drift apart (~100 ppm at worst, 6 ms a minute), and a bound
+ * kept for hours would fall below the service's time.
+ */
+const UPPER_BOUND_MAX_AGE_MS = 60_000;
 
 export class ServiceClock {
   /** Service time minus this host's time at the last answer; undefined before any answer. */
   private offsetMs: number | undefined;
   /**
-   * The most the offset can be: the service stamped its `Date` after the request left, within
-   * the header's second. The gap to `offsetMs` is what this process does not know of the time.
+   * The most the service's time can be, less `monotonic()`: the service stamped its `Date` after
+   * the request left, within the header's second. Kept against a monotonic clock, so a step of this
+   * host's clock cannot make it fall below the service's time.
    */
   private latestOffsetMs: number | undefined;
+  private latestSampledAt = 0;
 
-  constructor(private readonly localClock: () => Date = () => new Date()) {}
+  constructor(
+    private readonly localClock: () => Date = () => new Date(),
+    private readonly monotonic: () => number = () => performance.now(),
+  ) {}
 
   /** A policy for the Tables client: every answer (errors included) carries the service's `Date`. */
   readonly policy: PipelinePolicy = {
     name: "serviceClock",
     sendRequest: async (request, next) => {
-      const sentAt = this.localClock().getTime();
+      const sentAt = this.monotonic();
       const response = await next(request);
       this.observe(response.headers.get("date"), sentAt);
       return response;
@@ -38,7 +49,7 @@ export class ServiceClock {
     return this.offsetMs !== undefined;
   }
 
-  /** Learns from one answer's `Date`; `sentAt` (this host's time the request left) bounds it from above. */
+  /** Learns from one answer's `Date`; `sentAt` (`monotonic()` as the request left) bounds it from above. */
   observe(dateHeader: string | undefined | null, sentAt?: number): void {
     if (!dateHeader) return;
     const serviceTime = Date.parse(dateHeader);
@@ -50,9 +61,12 @@ export class ServiceClock {
     if (this.offsetMs === undefined || sample > this.offsetMs || sample < this.offsetMs - MAX_JITTER_MS) this.offsetMs = sample;
     if (sentAt === undefined) return;
     const latest = serviceTime + 1_000 - sentAt;
-    // The tightest upper bound, unless it falls below what is known for sure (this host's clock
-    // was set back): then start again from this answer's.
-    if (this.latestOffsetMs === undefined || latest < this.latestOffsetMs || this.latestOffsetMs < this.offsetMs) this.latestOffsetMs = Math.max(latest, this.offsetMs);
+    const at = this.monotonic();
+    // The tightest upper bound of the last minute: older ones may have drifted below the truth.
+    if (this.latestOffsetMs === undefined || latest < this.latestOffsetMs || at - this.latestSampledAt > UPPER_BOUND_MAX_AGE_MS) {
+      this.latestOffsetMs = latest;
+      this.latestSampledAt = at;
+    }
   }
 
   /** The service's time now; before any answer, this host's own (call `calibrated` first where it matters). */
@@ -66,6 +80,9 @@ export class ServiceClock {
    * Before an answer with its send time, `now()` and a second.
    */
   latest(): Date {
-    return new Date(this.localClock().getTime() + (this.latestOffsetMs ?? (this.offsetMs ?? 0) + 1_000));
+    const earliest = this.now().getTime();
+    if (this.latestOffsetMs === undefined) return new Date(earliest + 1_000);
+    // Never below the earliest (this host's clock set forward since the last answer moves that up).
+    return new Date(Math.max(earliest, this.monotonic() + this.latestOffsetMs));
   }
 }
