@@ -138,9 +138,14 @@ export class SessionProducer {
   async touch(key: SessionKey, options: TouchOptions = {}): Promise<SessionToClose> {
     const problems = [assertionProblem(options.userAssertion ?? "unchanged"), leaseProblem(options.leaseMs)].filter((p): p is InputProblem => p !== undefined);
     if (problems.length > 0) throw new ValidationError(problems);
-    return this.orFinished(key, () => this.heartbeat(key, options), (finished) => {
-      throw new SessionNotOpenError(finished.status);
-    });
+    return this.orFinished(
+      key,
+      () => this.heartbeat(key, options),
+      (finished) => {
+        throw new SessionNotOpenError(finished.status);
+      },
+      options.abortSignal,
+    );
   }
 
   private async heartbeat(key: SessionKey, options: TouchOptions): Promise<SessionToClose> {
@@ -184,9 +189,10 @@ export class SessionProducer {
           options,
         ),
       (finished) => finished,
+      options.abortSignal,
     );
     // Then it leaves the live table; if this process dies first, the next sweep moves it.
-    if (isTerminal(released.status) && released.finishedAt) await this.history?.move([{ ...released, finishedAt: released.finishedAt }]);
+    if (isTerminal(released.status) && released.finishedAt) await this.history?.move([{ ...released, finishedAt: released.finishedAt }], options.abortSignal);
     return released;
   }
 
@@ -194,12 +200,17 @@ export class SessionProducer {
    * Runs `live` on the session's live row; where there is none because the session finished and
    * moved to history, answers with `finished` of the history row instead of SessionNotFoundError.
    */
-  private async orFinished(key: SessionKey, live: () => Promise<SessionToClose>, finished: (row: SessionToClose) => SessionToClose): Promise<SessionToClose> {
+  private async orFinished(
+    key: SessionKey,
+    live: () => Promise<SessionToClose>,
+    finished: (row: SessionToClose) => SessionToClose,
+    abortSignal: AbortSignal | undefined,
+  ): Promise<SessionToClose> {
     try {
       return await live();
     } catch (error) {
       if (!(error instanceof SessionNotFoundError) || !this.history) throw error;
-      const moved = await this.history.find(key, TO_CLOSE);
+      const moved = await this.history.find(key, TO_CLOSE, abortSignal);
       if (!moved) throw error;
       return finished(moved);
     }
@@ -235,7 +246,7 @@ export class SessionProducer {
       if (storageStatus(error) !== 404) throw error;
     }
     this.queueCreating ??= queue
-      .createIfNotExists()
+      .createIfNotExists(options)
       .then(() => undefined)
       .finally(() => (this.queueCreating = undefined));
     await this.queueCreating;

@@ -108,17 +108,18 @@ export class LedgerHistory {
   ) {}
 
   /** Moves finished rows (each with its `finishedAt`); returns how many live rows it removed. */
-  async move(rows: readonly (SessionToClose & { readonly finishedAt: Date })[]): Promise<number> {
+  async move(rows: readonly (SessionToClose & { readonly finishedAt: Date })[], abortSignal?: AbortSignal): Promise<number> {
     return this.relocate(
       rows.filter((row) => isTerminal(row.status)).map((row) => ({ table: historyTableName(this.live.tableName, row.finishedAt), entity: { ...historyEntityOf(row) } })),
+      abortSignal,
     );
   }
 
   /** A session's history row in `shape`, newest week first; undefined when there is none. */
-  async find<Row>(key: SessionKey, shape: RowShape<Row>): Promise<Row | undefined> {
+  async find<Row>(key: SessionKey, shape: RowShape<Row>, abortSignal?: AbortSignal): Promise<Row | undefined> {
     // readRow answers undefined for a week's table not made yet, or purged since it was listed.
-    for (const name of await this.lookupOrder()) {
-      const row = await readRow(this.client(name), key, shape);
+    for (const name of await this.lookupOrder(new Date(), abortSignal)) {
+      const row = await readRow(this.client(name), key, shape, abortSignal);
       if (row !== undefined) return row;
     }
     return undefined;
@@ -171,12 +172,12 @@ export class LedgerHistory {
    * (release and record leave them alone), so the deletes need no ETag. Returns how many live rows
    * it removed.
    */
-  private async relocate(entries: readonly { table: string; entity: RowPatch }[]): Promise<number> {
+  private async relocate(entries: readonly { table: string; entity: RowPatch }[], abortSignal?: AbortSignal): Promise<number> {
     if (entries.length === 0) return 0;
     const copied: (typeof entries)[number][] = [];
     for (const [name, group] of groupBy(entries, (entry) => entry.table)) {
       const client = this.client(name);
-      const results = await withTable(client, () => writeConditionally(client, group.map(({ entity }): ConditionalWrite => ({ action: "upsert", patch: entity }))));
+      const results = await withTable(client, () => writeConditionally(client, group.map(({ entity }): ConditionalWrite => ({ action: "upsert", patch: entity })), { abortSignal }));
       // A live row is deleted only once its history row is written: one that was not stays,
       // finished, in the live table for the next sweep to move (never lost between the two).
       copied.push(...group.filter((_, i) => results[i]!.written));
@@ -185,6 +186,7 @@ export class LedgerHistory {
     const deleted = await writeConditionally(
       this.live,
       copied.map(({ entity }): ConditionalWrite => ({ action: "delete", patch: { partitionKey: entity.partitionKey, rowKey: entity.rowKey } })),
+      { abortSignal },
     );
     return deleted.filter((result) => result.written).length;
   }
@@ -202,19 +204,19 @@ export class LedgerHistory {
    * as listed at most LISTING_TTL_MS ago. A producer's touch or release of a session that has left
    * the live table then costs a read or two, not a listing of every table on each call.
    */
-  private async lookupOrder(now = new Date()): Promise<string[]> {
-    if (!this.listed || now.getTime() - this.listed.at > LISTING_TTL_MS) this.listed = { names: await this.tableNames(), at: now.getTime() };
+  private async lookupOrder(now = new Date(), abortSignal?: AbortSignal): Promise<string[]> {
+    if (!this.listed || now.getTime() - this.listed.at > LISTING_TTL_MS) this.listed = { names: await this.tableNames(abortSignal), at: now.getTime() };
     const recent = [historyTableName(this.live.tableName, now), historyTableName(this.live.tableName, new Date(now.getTime() - WEEK_MS))];
     return [...recent, ...[...this.listed.names].reverse().filter((name) => !recent.includes(name))];
   }
 
   /** The history tables, oldest week first. */
-  async tableNames(): Promise<string[]> {
+  async tableNames(abortSignal?: AbortSignal): Promise<string[]> {
     const prefix = `${this.live.tableName}${HISTORY_TABLE_INFIX}`;
     const names: string[] = [];
     const service = this.tables.service;
     // Table names compare as strings: everything from the prefix to the prefix followed by '{' (after 'z').
-    for await (const table of service.listTables({ queryOptions: { filter: `TableName ge '${prefix}' and TableName lt '${prefix}{'` } })) {
+    for await (const table of service.listTables({ queryOptions: { filter: `TableName ge '${prefix}' and TableName lt '${prefix}{'` }, ...(abortSignal && { abortSignal }) })) {
       if (table.name && historyWeekEnd(this.live.tableName, table.name)) names.push(table.name);
     }
     return names.sort();

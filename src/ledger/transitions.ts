@@ -89,8 +89,9 @@ export const PARALLEL_TRANSACTIONS = 8;
 export async function writeConditionally(
   client: TableClient,
   writes: readonly ConditionalWrite[],
-  options: { parallelTransactions?: number } = {},
+  options: { parallelTransactions?: number; abortSignal?: AbortSignal } = {},
 ): Promise<WriteResult[]> {
+  const abortSignal = options.abortSignal;
   const indexed = writes.map((write, index) => ({ write, index }));
   const chunks = [...groupBy(indexed, (item) => item.write.patch.partitionKey).values()].flatMap((group) =>
     chunk(group, MAX_TRANSACTION_OPERATIONS),
@@ -101,7 +102,7 @@ export async function writeConditionally(
     while (items.length > 1 && hasUniqueRows(items.map((item) => item.write))) {
       const actions = items.map(({ write }) => transactionAction(write));
       try {
-        const response = await client.submitTransaction(actions);
+        const response = await client.submitTransaction(actions, abortSignal && { abortSignal });
         // Sub-responses come in the order of the operations (OData batch); a 204 names no RowKey.
         items.forEach(({ index }, position) => {
           results[index] = { written: true, etag: response.subResponses[position]?.etag ?? "" };
@@ -117,7 +118,7 @@ export async function writeConditionally(
         items = items.filter((_, position) => position !== failed);
       }
     }
-    for (const { write, index } of items) results[index] = await writeOne(client, write);
+    for (const { write, index } of items) results[index] = await writeOne(client, write, abortSignal);
   });
   return results;
 }
@@ -135,14 +136,15 @@ function transactionAction(write: ConditionalWrite): TransactionAction {
   return ["update", write.patch, "Merge", { etag: write.etag }];
 }
 
-async function writeOne(client: TableClient, write: ConditionalWrite): Promise<WriteResult> {
-  if (write.action === "merge") return mergeIfUnchanged(client, write.patch, write.etag);
+async function writeOne(client: TableClient, write: ConditionalWrite, abortSignal?: AbortSignal): Promise<WriteResult> {
+  if (write.action === "merge") return mergeIfUnchanged(client, write.patch, write.etag, abortSignal);
+  const options = abortSignal ? { abortSignal } : {};
   if (write.action === "upsert") {
-    const response = await client.upsertEntity(write.patch, "Replace");
+    const response = await client.upsertEntity(write.patch, "Replace", options);
     return { written: true, etag: response.etag ?? "" };
   }
   try {
-    await client.deleteEntity(write.patch.partitionKey, write.patch.rowKey);
+    await client.deleteEntity(write.patch.partitionKey, write.patch.rowKey, options);
     return { written: true, etag: "" };
   } catch (error) {
     return notWritten(error);

@@ -54,7 +54,7 @@ export interface WithWorkbookSessionOptions {
   graphRequestTimeoutMs?: number;
   /**
    * One ledger call of the lifecycle (a heartbeat, the release, a close request): one that has not
-   * answered by then is given up (a heartbeat counts as missed). @default 30_000
+   * answered by then is given up (a heartbeat counts as missed). @default `heartbeatMs`, at most 30_000
    */
   ledgerRequestTimeoutMs?: number;
   /** Ends the work: aborts `session.signal`; the session is still closed and released. */
@@ -88,7 +88,9 @@ export interface WorkbookSession {
 }
 
 const DEFAULT_LEASE_MS = 120_000;
-const DEFAULT_LEDGER_REQUEST_TIMEOUT_MS = 30_000;
+const MAX_LEDGER_REQUEST_TIMEOUT_MS = 30_000;
+/** How long before the last landed beat's lease runs out the work is told to stop (at most a heartbeat interval). */
+const LEASE_MARGIN_MS = 1_000;
 
 /**
  * The whole lifecycle of a workbook session around `work`: createSession (Graph's long-running form
@@ -104,7 +106,9 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
   if (!Number.isFinite(heartbeatMs) || heartbeatMs <= 0 || heartbeatMs >= leaseMs) {
     throw new ValidationError([{ field: "heartbeatMs", message: "must be more than 0 and less than the lease" }]);
   }
-  const ledgerRequestTimeoutMs = options.ledgerRequestTimeoutMs ?? DEFAULT_LEDGER_REQUEST_TIMEOUT_MS;
+  // One heartbeat's interval at most by default: a touch stuck on a half-open connection is given up
+  // in time for the next beat, which may land, rather than holding every beat after it.
+  const ledgerRequestTimeoutMs = options.ledgerRequestTimeoutMs ?? Math.min(MAX_LEDGER_REQUEST_TIMEOUT_MS, heartbeatMs);
   if (!Number.isFinite(ledgerRequestTimeoutMs) || ledgerRequestTimeoutMs <= 0) {
     throw new ValidationError([{ field: "ledgerRequestTimeoutMs", message: "must be more than 0" }]);
   }
@@ -125,11 +129,11 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
   let lastAssertion: string;
   let row: SessionToClose;
   // A heartbeat is stamped by the service when it lands, after it was sent: the lease runs at least
-  // until a landed beat's send time + leaseMs, by this host's clock.
-  let beatSentAt = Date.now();
+  // until a landed beat's send time + leaseMs (a monotonic clock: a step of the host's clock moves nothing).
+  let beatSentAt = performance.now();
   try {
     lastAssertion = await assertion();
-    beatSentAt = Date.now();
+    beatSentAt = performance.now();
     // The lease the heartbeats keep, written with the row: the sweeper judges the row by it.
     row = await producer.record({ tenantId, userId, sessionId, workbook, persistChanges: options.persistChanges ?? true, recordedBy, userAssertion: lastAssertion, leaseMs });
   } catch (error) {
@@ -148,23 +152,25 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
   let lastFault: unknown;
   const handles: { heartbeat?: unknown; refresh?: unknown; lease?: unknown } = {};
 
-  // The work is told to stop when the lease of the last landed beat runs out, before the sweeper
-  // can judge the session stale; not when a failing touch gives up, which the storage client's
-  // retries put seconds past the lease.
+  // The work is told to stop LEASE_MARGIN_MS before the lease of the last landed beat runs out, so
+  // before a sweeper can judge the session stale (a late timer or a busy event loop aside); not when
+  // a failing touch gives up, which the storage client's retries put seconds past the lease.
   const watchLease = () => {
     timers.clear(handles.lease);
     handles.lease = timers.set(() => {
-      const silentMs = Date.now() - beatSentAt;
-      lost.abort(new HeartbeatLostError(`No heartbeat has reached the ledger for ${silentMs} ms, the session's lease: the sweeper may take it.`, lastFault === undefined ? {} : { cause: lastFault }));
-    }, Math.max(0, beatSentAt + leaseMs - Date.now()));
+      const silentMs = performance.now() - beatSentAt;
+      const message = `No heartbeat has reached the ledger for ${Math.round(silentMs)} ms, nearly the session's lease (${leaseMs} ms): stop before the sweeper may take it.`;
+      lost.abort(new HeartbeatLostError(message, lastFault === undefined ? {} : { cause: lastFault }));
+    }, Math.max(0, beatSentAt + leaseMs - Math.min(LEASE_MARGIN_MS, heartbeatMs) - performance.now()));
   };
   const heartbeat = async () => {
-    const sentAt = Date.now();
+    const sentAt = performance.now();
     try {
       const fresh = await assertion();
       row = await producer.touch(key, { known: row, abortSignal: ledgerCall(), ...(fresh !== lastAssertion && { userAssertion: fresh }) });
       lastAssertion = fresh;
-      if (!signal.aborted) {
+      // Not once the work has ended: a beat that lands during cleanup must not set a new watch.
+      if (!signal.aborted && !stopped) {
         beatSentAt = sentAt;
         lastFault = undefined;
         watchLease();
@@ -218,6 +224,7 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
   timers.clear(handles.refresh);
   timers.clear(handles.lease);
   await Promise.all([beating, refreshing]);
+  timers.clear(handles.lease);
   lost.abort(new WorkbookSessionLostError("The work has ended."));
   // Taken by the sweeper: it closes the session; nothing more is sent in it from here.
   if (!taken) await closeAndRelease(graph, producer, key, { onCleanupError, ledgerCall });
