@@ -21,6 +21,7 @@ import { startAzurite, AzuriteStartError } from "../standins/azurite";
 import { loadTestCertificate, type TestCertificate } from "../standins/certificate";
 import { decodeJwt, startFakeAuthority, type FakeAuthority, type ManagedIdentity } from "../standins/fakeAuthority";
 import { registerSecrets } from "./support/secretScan";
+import { rejection } from "./support/rejection";
 
 const TENANT = "11111111-1111-4111-8111-111111111111";
 const OTHER_TENANT = "22222222-2222-4222-8222-222222222222";
@@ -82,15 +83,6 @@ function claimsOf(token: string): Record<string, unknown> {
   const jwt = decodeJwt(token);
   if (!jwt) throw new Error("not a JWT");
   return jwt.payload;
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error & { statusCode?: number; code?: string }> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error & { statusCode?: number; code?: string };
-  }
-  throw new Error("expected a rejection");
 }
 
 /** A fresh user-assigned identity, so that msal-node's process-wide token cache has nothing for it. */

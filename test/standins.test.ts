@@ -15,6 +15,7 @@ import { TokenCredentialAuthenticationProvider } from "@microsoft/microsoft-grap
 import { loadTestCertificate, type TestCertificate } from "../standins/certificate";
 import { startFakeAuthority, type FakeAuthority } from "../standins/fakeAuthority";
 import { drawLatency, mulberry32, startGraphEmulator, type GraphEmulator, type LognormalLatency } from "../standins/graphEmulator";
+import { rejection } from "./support/rejection";
 
 const TENANT = "11111111-1111-4111-8111-111111111111";
 const OTHER_TENANT = "22222222-2222-4222-8222-222222222222";
@@ -135,15 +136,6 @@ async function closeRaw(client: Client, path: string, sessionId?: string, extra:
 async function errorOf(response: Response): Promise<{ code?: string; innerCode?: string; requestId?: string }> {
   const body = (await response.json()) as { error?: { code?: string; innerError?: { code?: string; "request-id"?: string } } };
   return { code: body.error?.code, innerCode: body.error?.innerError?.code, requestId: body.error?.innerError?.["request-id"] };
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected a rejection");
 }
 
 // -------------------------------------------------------------------------------------------------
