@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { InFlightTarget } from "../src/sweep/InFlightTarget";
 import { ReadyWorkbooks } from "../src/sweep/ReadyWorkbooks";
 import { SendWindow } from "../src/sweep/SendWindow";
-import { TenantPacer } from "../src/sweep/TenantPacer";
+import { burstRequests, TenantPacer } from "../src/sweep/TenantPacer";
 import { readAhead } from "../src/utils/readAhead";
 import { WorkbookScheduler, type ScheduledItem } from "../src/sweep/WorkbookScheduler";
 
@@ -161,6 +161,54 @@ describe("WorkbookScheduler at Graph-like latency", () => {
     const firstWindow = result.sends.filter((s) => s.at < app.windowMs / 2);
     const share = (tenant: string) => firstWindow.filter((s) => s.tenant === tenant).length;
     expect(Math.abs(share("big1") - share("big2"))).toBeLessThanOrEqual(5);
+  });
+});
+
+describe("WorkbookScheduler's demand for claimed work", () => {
+  it("holds a burst's worth of a tenant's work while its window is full, even where latency is tiny: the burst that frees it does not wait on claims", async () => {
+    // 1,000 per 2 s: the pacer lets 200 go at once (per 0.2 s). At a few ms of latency the tenant keeps
+    // ~9 in flight, and 8 items and 4 workbooks per slot held ~40 ready: a burst then waited on claims.
+    const budget = { requests: 1_000, windowMs: 2_000 };
+    const controller = new AbortController();
+    let sent = 0;
+    const scheduler = new WorkbookScheduler<Item>({
+      concurrency: 10_000,
+      tenantBudget: budget,
+      deadline: Date.now() + 60_000,
+      signal: controller.signal,
+      run: async (_item, waitForSendSlot) => {
+        if ((await waitForSendSlot()).send) sent++;
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        return {};
+      },
+      onDeferred: () => undefined,
+      onLeft: () => undefined,
+      onError: (error) => expect.unreachable(String(error)),
+    });
+    // A window's worth first: the answers teach the scheduler its latency (a guess of 1 s before them).
+    for (let id = 0; id < budget.requests; id++) scheduler.add({ id, tenant: "a", workbook: `a/book-${id}` });
+    for (const until = Date.now() + 20_000; sent < budget.requests; ) {
+      if (Date.now() > until) expect.unreachable(`only ${sent} sent`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    // The window is full. Claimed as the sweep claims: only as the scheduler asks, a workbook per item.
+    let added = budget.requests;
+    const claiming = (async () => {
+      while (added < 5_000) {
+        const free = await scheduler.waitForDemand(8);
+        if (free === 0) return;
+        for (let i = 0; i < free && added < 5_000; i++, added++) scheduler.add({ id: added, tenant: "a", workbook: `a/book-${added}` });
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    })();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const atHand = added - sent;
+    controller.abort();
+    await scheduler.drain();
+    await claiming;
+    expect(atHand).toBeGreaterThanOrEqual(burstRequests(budget) * 0.9);
+    // And not the whole backlog: claims stay just ahead of need.
+    expect(atHand).toBeLessThan(2 * burstRequests(budget));
   });
 });
 

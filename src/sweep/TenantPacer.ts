@@ -162,6 +162,11 @@ function burstOf(budget: RequestBudget): RequestBudget {
   return { requests: Math.max(20, Math.ceil(budget.requests / 5)), windowMs: budget.windowMs / 10 };
 }
 
+/** The most requests the pacer lets a budget send at once when its window has room: its burst limit's. */
+export function burstRequests(budget: RequestBudget): number {
+  return burstOf(budget).requests;
+}
+
 /** The fastest the pacer lets a budget's requests go (per ms): its burst limit's rate. */
 export function peakRate(budget: RequestBudget): number {
   const burst = burstOf(budget);
