@@ -199,5 +199,8 @@ it("two sweeps in two processes share the app's Excel budget: each keeps its ten
   }
   expect(sends.length, "enough sends after both held their tenants to measure").toBeGreaterThan(appBudget.requests);
   expect(most).toBeLessThanOrEqual(appBudget.requests);
-  expect(cloud.emulator.requests.filter((r) => r.status === 429 && r.startedAt >= settled).map((r) => `${r.startedAt - bStarted} ms ${r.fault}`), "429s once both sweeps counted each other").toEqual([]);
+  // Graph's window still holds what both sent before the count for a window after it: a 429 then
+  // comes from sends made before it (CI saw them at 1.28-1.39 s), so 429s are judged a window later.
+  const cleared = settled + appBudget.windowMs;
+  expect(cloud.emulator.requests.filter((r) => r.status === 429 && r.startedAt >= cleared).map((r) => `${r.startedAt - bStarted} ms ${r.fault}`), "429s a window after both sweeps counted each other").toEqual([]);
 });
