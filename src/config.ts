@@ -181,16 +181,16 @@ export interface LoadConfigOptions {
 export function loadConfig(settings: Settings = process.env, options: LoadConfigOptions = {}): SweeperConfig {
   const reader = new SettingsReader(settings);
   const credentials = options.credentials ?? true;
+  const ledger = readLedgerSettings(reader);
   const config: SweeperConfig = {
     storage: {
-      connection: reader.storageConnection("AzureWebJobsStorage"),
-      // History tables add `History2026W49` (14 characters) to the name, within Table Storage's 63.
-      tableName: reader.matching("SESSIONS_TABLE", TABLE_NAME, "a table name: 3-49 letters or digits, starting with a letter (its weeks of history add 14)"),
+      connection: ledger.storage.connection,
+      tableName: ledger.storage.tableName,
       closeQueueName: reader.matching("CLOSE_QUEUE", QUEUE_NAME, QUEUE_NAME_FORM),
     },
     sweep: {
       schedule: reader.schedule("SWEEP_SCHEDULE"),
-      staleAfterMs: reader.duration("STALE_AFTER", { minMs: 1_000 }),
+      staleAfterMs: ledger.staleAfterMs,
       claimLeaseMs: reader.duration("CLAIM_LEASE", { minMs: 1_000 }),
       maxAttempts: reader.integer("MAX_ATTEMPTS", 1, 100),
       timeBudgetMs: reader.duration("SWEEP_TIME_BUDGET", { minMs: 1_000 }),
@@ -244,15 +244,21 @@ export interface LedgerConfig {
  */
 export function loadLedgerConfig(settings: Settings = process.env): LedgerConfig {
   const reader = new SettingsReader(settings);
-  const config: LedgerConfig = {
+  const config = readLedgerSettings(reader);
+  reader.throwIfAnyProblem();
+  return config;
+}
+
+/** The settings every reader of the ledger needs, read one way for the sweep and the status view. */
+function readLedgerSettings(reader: SettingsReader): LedgerConfig {
+  return {
     storage: {
       connection: reader.storageConnection("AzureWebJobsStorage"),
+      // History tables add `History2026W49` (14 characters) to the name, within Table Storage's 63.
       tableName: reader.matching("SESSIONS_TABLE", TABLE_NAME, "a table name: 3-49 letters or digits, starting with a letter (its weeks of history add 14)"),
     },
     staleAfterMs: reader.duration("STALE_AFTER", { minMs: 1_000 }),
   };
-  reader.throwIfAnyProblem();
-  return config;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { retryAfterTime } from "../src/graph/graphErrors";
+import { retryAfterTime } from "../src/core/graphAnswer";
 import { beforeEach, describe, expect, it } from "vitest";
 import { ClientSecretCredential } from "@azure/identity";
 import { AppFaultError, Codes, type SessionRecord, type WorkbookLocation } from "../src";

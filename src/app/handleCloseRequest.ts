@@ -57,10 +57,10 @@ export async function handleCloseRequest(services: SweeperServices, request: Clo
     try {
       const report = await closeRecordedSession(row, dependencies, {
         waitForSendSlot: async () => {
-          // The budget's window frees within its length; past the lease, the request is not sent
-          // (its slot then stays counted: one request fewer for the next holder, never one more).
-          if (!(await takeSendSlot(pacer, row.tenantId, { now: Date.now })).send || !leases.holds(row.tenantId)) return { send: false, retryAt: new Date() };
-          return { send: true };
+          // No deadline: the budget's window frees within its length. Past the lease the request is
+          // not sent (its slot then stays counted: one request fewer for the next holder, never one more).
+          await takeSendSlot(pacer, row.tenantId, { now: Date.now });
+          return leases.holds(row.tenantId) ? { send: true } : { send: false, retryAt: new Date() };
         },
       });
       // A heartbeat or a sweep got in between: look again once, then it is theirs.

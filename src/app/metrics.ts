@@ -28,7 +28,7 @@ export const MetricNames = {
 } as const;
 
 /** The `code` of an outcome that has none (`closed`), and the `status_code` of a request Graph never answered. */
-export const NONE = "none";
+const NONE = "none";
 
 interface Instruments {
   readonly outcomes: Counter;
@@ -113,7 +113,7 @@ function statusCode(status: number | undefined): string {
  * goes: one stopped early (time budget, limit) did not read what lies behind, so its value is a
  * lower bound.
  */
-export function backlogOf(summary: SweepSummary): number {
+function backlogOf(summary: SweepSummary): number {
   return Math.max(0, summary.scanned - summary.malformed - summary.moved);
 }
 
@@ -121,7 +121,7 @@ export function backlogOf(summary: SweepSummary): number {
  * The sweep's own metrics, named as they are recorded, for its summary line: add them to the
  * `Sweep finished` details so the line and the chart speak one language.
  */
-export function sweepMetricFields(summary: SweepSummary): Record<string, number | Record<string, number>> {
+function sweepMetricFields(summary: SweepSummary): Record<string, number | Record<string, number>> {
   return {
     [MetricNames.sweepDuration]: summary.durationMs / 1_000,
     [MetricNames.backlog]: backlogOf(summary),

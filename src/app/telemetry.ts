@@ -2,7 +2,7 @@ import type { Settings } from "../config";
 import type { AppLogger } from "./logging";
 
 /** The Functions host's own setting for Application Insights; the app exports its metrics there too. */
-export const CONNECTION_STRING_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING";
+const CONNECTION_STRING_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING";
 
 /** What startTelemetry did: the first call decides, for the life of the process. */
 export type TelemetryState =

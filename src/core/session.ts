@@ -1,7 +1,6 @@
 import type { ErrorInfo } from "./errors";
 import type { WorkbookLocation } from "./workbookLocation";
 
-/** Real Graph session ids are ~1-2 k characters; a Table Storage string column holds 32 k. */
 /**
  * Graph session ids are printable ASCII: a header value with anything else would be refused by
  * fetch, and a CR or LF would be header injection. Whoever sends `workbook-session-id` checks this.
@@ -10,6 +9,7 @@ export function isSessionIdHeaderValue(sessionId: string): boolean {
   return sessionId.length <= MAX_SESSION_ID_LENGTH && /^[\x21-\x7e]+$/.test(sessionId);
 }
 
+/** Real Graph session ids are ~1-2 k characters; a Table Storage string column holds 32 k. */
 export const MAX_SESSION_ID_LENGTH = 16_384;
 
 /**

@@ -221,7 +221,7 @@ export class SessionProducer {
    * Use it when your service gives up a session it cannot close itself. Returns the message id.
    */
   async requestClose(key: SessionKey, options: { requestedBy?: string; abortSignal?: AbortSignal } = {}): Promise<string> {
-    if (!this.closeQueue) throw new ValidationError([{ field: "closeQueue", message: "is not set: pass closeQueue, or use fromConnectionString" }]);
+    if (!this.closeQueue) throw new ValidationError([{ field: "closeQueue", message: "is not set: pass closeQueue, or a connection with the queue service (a connection string or queueServiceUrl)" }]);
     const message = parseCloseRequestMessage({
       tenantId: key.tenantId,
       userId: key.userId,

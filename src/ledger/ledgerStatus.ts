@@ -8,9 +8,9 @@ import { sweepsTableOf, type RecordedSweepCounts, type SweepsTable } from "./swe
 import { isTableNotFound } from "./tableClient";
 
 /** The window of the status view's finished sessions and release latency. */
-export const STATUS_WINDOW_MS = 24 * 3_600_000;
+const STATUS_WINDOW_MS = 24 * 3_600_000;
 /** The sweeps the status view lists. */
-export const STATUS_SWEEPS = 10;
+const STATUS_SWEEPS = 10;
 const PAGE_SIZE = 1_000;
 
 /**

@@ -9,7 +9,7 @@ import { MAX_TRANSACTION_OPERATIONS } from "./transitions";
 export const SWEEPS_TABLE_SUFFIX = "Sweeps";
 const PARTITION = "sweep";
 /** How long a sweep's record is kept: each write drops the records older than this. */
-export const SWEEP_RECORD_RETENTION_MS = 7 * 86_400_000;
+const SWEEP_RECORD_RETENTION_MS = 7 * 86_400_000;
 /** The longest fault message a record keeps. */
 const MAX_MESSAGE_LENGTH = 500;
 /** Later than any time a record can carry (JavaScript's last date): RowKey = this − startedAt, newest first. */

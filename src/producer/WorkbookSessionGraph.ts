@@ -1,6 +1,7 @@
 import type { TokenCredential } from "@azure/core-auth";
 import { Codes } from "../core/codes";
 import { SweeperError } from "../core/errors";
+import { COOLDOWN_STATUSES, parseGraphErrorBody, retryAfterTime } from "../core/graphAnswer";
 import { isSessionIdHeaderValue } from "../core/session";
 import { parseWorkbookLocation, workbookItemPath } from "../core/workbookLocation";
 
@@ -28,7 +29,7 @@ export interface WorkbookSessionGraphOptions {
 /** Graph's answer to a workbook request that did not go as asked; `status` 0 when none came. */
 export class WorkbookRequestError extends SweeperError {
   readonly code: string = Codes.WorkbookRequestFailed;
-  /** Graph's Retry-After, when it gave one in seconds. */
+  /** Graph's Retry-After, when it gave one (seconds or an HTTP date, at most MAX_RETRY_AFTER_MS). */
   retryAfterMs?: number;
   constructor(
     message: string,
@@ -89,7 +90,7 @@ export class WorkbookSessionGraph {
       } catch (caught) {
         // Only Graph's busy answers: a request that got no answer may have opened a session, and
         // another try would open a second one, recorded by nobody.
-        if (!(caught instanceof WorkbookRequestError) || ![429, 503, 504].includes(caught.status)) throw caught;
+        if (!(caught instanceof WorkbookRequestError) || !COOLDOWN_STATUSES.has(caught.status)) throw caught;
         error = caught;
         wait = caught.retryAfterMs;
       }
@@ -199,13 +200,9 @@ async function failure<E extends WorkbookRequestError>(
   Kind: new (message: string, status: number, graphCode?: string, requestId?: string) => E,
 ): Promise<E> {
   const requestId = response.headers.get("request-id") ?? undefined;
-  let graphCode: string | undefined;
-  try {
-    const body = (await response.json()) as { error?: { code?: string; innerError?: { code?: string } } };
-    graphCode = body.error?.innerError?.code ?? body.error?.code;
-  } catch {
-    // A body that is not Graph's error JSON: the status says enough.
-  }
+  // A body that is not Graph's error JSON gives no code: the status says enough.
+  const body = parseGraphErrorBody(await response.text().catch(() => ""));
+  const graphCode = body.innerCode ?? body.code;
   const error = new Kind(`Graph answered ${what} with HTTP ${response.status}${graphCode ? ` (${graphCode})` : ""}.`, response.status, graphCode, requestId);
   const retryAfter = retryAfterMs(response);
   if (retryAfter !== undefined) error.retryAfterMs = retryAfter;
@@ -213,9 +210,9 @@ async function failure<E extends WorkbookRequestError>(
 }
 
 function retryAfterMs(response: Response): number | undefined {
-  const value = response.headers.get("retry-after");
-  if (!value || !/^\d{1,5}$/.test(value.trim())) return undefined;
-  return Number(value) * 1_000;
+  const now = new Date();
+  const at = retryAfterTime(response.headers.get("retry-after"), now, response.headers.get("date"));
+  return at && at.getTime() - now.getTime();
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

@@ -1,8 +1,9 @@
 import { Codes } from "../core/codes";
 import { SessionNotOpenError, SweeperError, ValidationError } from "../core/errors";
+import { isSessionGone } from "../core/graphAnswer";
 import type { SessionKey, SessionToClose } from "../core/session";
 import type { SessionProducer } from "../ledger/SessionProducer";
-import { WorkbookSessionGraph, type UserTokenSource } from "./WorkbookSessionGraph";
+import { WorkbookRequestError, WorkbookSessionGraph, type UserTokenSource } from "./WorkbookSessionGraph";
 
 /** The ledger could not be reached to heartbeat for longer than the session's lease: the sweeper may take it. */
 export class HeartbeatLostError extends SweeperError {
@@ -124,7 +125,8 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
   });
   options.abortSignal?.throwIfAborted();
 
-  const sessionId = await graph.createSession(options.persistChanges ?? true, options.abortSignal);
+  const persistChanges = options.persistChanges ?? true;
+  const sessionId = await graph.createSession(persistChanges, options.abortSignal);
   const key: SessionKey = { tenantId, userId, sessionId };
   let lastAssertion: string;
   let row: SessionToClose;
@@ -135,7 +137,7 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
     lastAssertion = await assertion();
     beatSentAt = performance.now();
     // The lease the heartbeats keep, written with the row: the sweeper judges the row by it.
-    row = await producer.record({ tenantId, userId, sessionId, workbook, persistChanges: options.persistChanges ?? true, recordedBy, userAssertion: lastAssertion, leaseMs });
+    row = await producer.record({ tenantId, userId, sessionId, workbook, persistChanges, recordedBy, userAssertion: lastAssertion, leaseMs });
   } catch (error) {
     // Not recorded, so no sweeper knows of it: close it here, or nobody will.
     await graph.closeSession(sessionId).catch(onCleanupError);
@@ -193,9 +195,8 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
       try {
         await graph.refreshSession(sessionId, signal);
       } catch (error) {
-        const status = (error as { status?: number }).status;
         // Gone on Graph (it idled out or was closed): the work cannot go on in it.
-        if (status === 404 || status === 400) lost.abort(new WorkbookSessionLostError("Graph says the session is gone.", { cause: error }));
+        if (error instanceof WorkbookRequestError && isSessionGone(error.status, [error.graphCode])) lost.abort(new WorkbookSessionLostError("Graph says the session is gone.", { cause: error }));
       }
       if (!signal.aborted && !stopped) handles.refresh = timers.set(() => (refreshing = refresh()), refreshMs);
     };
@@ -223,8 +224,8 @@ export async function withWorkbookSession<T>(options: WithWorkbookSessionOptions
   timers.clear(handles.heartbeat);
   timers.clear(handles.refresh);
   timers.clear(handles.lease);
+  // A beat still in flight sets no new watch (it sees `stopped`).
   await Promise.all([beating, refreshing]);
-  timers.clear(handles.lease);
   lost.abort(new WorkbookSessionLostError("The work has ended."));
   // Taken by the sweeper: it closes the session; nothing more is sent in it from here.
   if (!taken) await closeAndRelease(graph, producer, key, { onCleanupError, ledgerCall });

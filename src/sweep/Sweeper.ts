@@ -441,8 +441,8 @@ class SweepRun {
     const row = work.original;
     // Only sessions that died: not one a close request made due, nor one closed before its lease ran
     // out (a request, --older-than), as the status view counts them.
-    const pastLease = msPastLease(row, this.deps.ledger.serviceNow(), this.settings.staleAfterMs);
-    const pastLeaseMs = transition.to === "closed" && !wasMadeDue(row.lastActivityAt) && pastLease >= 0 ? pastLease : undefined;
+    const pastLease = transition.to === "closed" && !wasMadeDue(row.lastActivityAt) ? msPastLease(row, this.deps.ledger.serviceNow(), this.settings.staleAfterMs) : -1;
+    const pastLeaseMs = pastLease >= 0 ? pastLease : undefined;
     try {
       this.recorder.attempted({
         tenantId: row.tenantId,
