@@ -365,6 +365,21 @@ describe("the sweep's record", () => {
   });
 });
 
+describe("the sweep records' retention", () => {
+  it("each record's write drops the records of sweeps started more than 7 days before it; a missing table reads as none", async () => {
+    const records = new SweepsTable(createLedgerTableClient(connectionString, `${uniqueTableName()}${SWEEPS_TABLE_SUFFIX}`));
+    expect(await records.recent()).toEqual([]);
+    const day = 86_400_000;
+    const sweep = (startedAt: Date, trigger: string): RecordedSweep => ({ trigger, dryRun: false, startedAt, finishedAt: new Date(startedAt.getTime() + 1_000), durationMs: 1_000 });
+    const now = Date.now();
+    await records.record(sweep(new Date(now - 8 * day), "eight days ago"));
+    await records.record(sweep(new Date(now - 6 * day), "six days ago"));
+    expect((await records.recent()).map((r) => r.trigger)).toEqual(["six days ago", "eight days ago"]);
+    await records.record(sweep(new Date(now), "now"));
+    expect((await records.recent()).map((r) => r.trigger)).toEqual(["now", "six days ago"]);
+  });
+});
+
 describe("settings", () => {
   it("with only the storage settings, status runs; with no storage setting it exits 2 naming it", async () => {
     const table: TableFixture = await cloud.newTable();

@@ -5,7 +5,7 @@ import { decodeSessionToClose, COLUMNS_TO_CLOSE, type RawEntity } from "./entity
 import { historyTableName } from "./history";
 import type { SessionLedger } from "./SessionLedger";
 import { sweepsTableOf, type RecordedSweepCounts, type SweepsTable } from "./sweepsTable";
-import { isTableNotFound } from "./tableClient";
+import { pagesIfTable } from "./tableClient";
 
 /** The window of the status view's finished sessions and release latency. */
 const STATUS_WINDOW_MS = 24 * 3_600_000;
@@ -162,12 +162,8 @@ export async function readLedgerStatus(ledger: SessionLedger, options: LedgerSta
 }
 
 /** A table's rows, a page at a time; nothing when the table does not exist. */
-async function* pages(client: TableClient, query: { select: string[]; filter?: string }): AsyncIterableIterator<RawEntity[]> {
-  try {
-    yield* client.listEntities<Record<string, unknown>>({ queryOptions: query }).byPage({ maxPageSize: PAGE_SIZE });
-  } catch (error) {
-    if (!isTableNotFound(error)) throw error;
-  }
+function pages(client: TableClient, query: { select: string[]; filter?: string }): AsyncIterableIterator<RawEntity[]> {
+  return pagesIfTable(client.listEntities<Record<string, unknown>>({ queryOptions: query }).byPage({ maxPageSize: PAGE_SIZE }));
 }
 
 /** A history row, read leniently (the columns history keeps; a row without an outcome or a `finishedAt` is left out). */

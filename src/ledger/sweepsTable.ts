@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { odata, type TableClient } from "@azure/data-tables";
 import type { ErrorInfo } from "../core/errors";
 import type { SessionLedger } from "./SessionLedger";
-import { isTableNotFound, storageStatus, withTable } from "./tableClient";
+import { pagesIfTable, storageStatus, withTable } from "./tableClient";
 import { MAX_TRANSACTION_OPERATIONS } from "./transitions";
 
 /** What the sweeps table's name adds to the live table's: `<SESSIONS_TABLE>Sweeps`. */
@@ -91,20 +91,16 @@ export class SweepsTable {
     const filter = odata`PartitionKey eq ${PARTITION} and RowKey gt ${invertedKey(cutoff)}`;
     const requestOptions = options.abortSignal ? { abortSignal: options.abortSignal } : {};
     let dropped = 0;
-    try {
-      for await (const page of this.client.listEntities({ queryOptions: { filter, select: ["RowKey"] }, ...requestOptions }).byPage({ maxPageSize: MAX_TRANSACTION_OPERATIONS })) {
-        const keys = page.map((entity) => entity.rowKey).filter((key): key is string => typeof key === "string");
-        if (keys.length === 0) continue;
-        try {
-          await this.client.submitTransaction(keys.map((rowKey) => ["delete", { partitionKey: PARTITION, rowKey }]), requestOptions);
-          dropped += keys.length;
-        } catch (error) {
-          // Another sweeper's write pruned the same records first: what was to go is gone.
-          if (storageStatus(error) !== 404 || isTableNotFound(error)) throw error;
-        }
+    for await (const page of pagesIfTable(this.client.listEntities({ queryOptions: { filter, select: ["RowKey"] }, ...requestOptions }).byPage({ maxPageSize: MAX_TRANSACTION_OPERATIONS }))) {
+      const keys = page.map((entity) => entity.rowKey).filter((key): key is string => typeof key === "string");
+      if (keys.length === 0) continue;
+      try {
+        await this.client.submitTransaction(keys.map((rowKey) => ["delete", { partitionKey: PARTITION, rowKey }]), requestOptions);
+        dropped += keys.length;
+      } catch (error) {
+        // Another sweeper's write pruned the same records first, or the table went: what was to go is gone.
+        if (storageStatus(error) !== 404) throw error;
       }
-    } catch (error) {
-      if (!isTableNotFound(error)) throw error;
     }
     return dropped;
   }
@@ -113,16 +109,12 @@ export class SweepsTable {
   async recent(limit = 10): Promise<RecordedSweep[]> {
     const filter = odata`PartitionKey eq ${PARTITION}`;
     const records: RecordedSweep[] = [];
-    try {
-      for await (const page of this.client.listEntities<Record<string, unknown>>({ queryOptions: { filter } }).byPage({ maxPageSize: limit })) {
-        for (const entity of page) {
-          const record = decodeRecord(entity);
-          if (record) records.push(record);
-          if (records.length >= limit) return records;
-        }
+    for await (const page of pagesIfTable(this.client.listEntities<Record<string, unknown>>({ queryOptions: { filter } }).byPage({ maxPageSize: limit }))) {
+      for (const entity of page) {
+        const record = decodeRecord(entity);
+        if (record) records.push(record);
+        if (records.length >= limit) return records;
       }
-    } catch (error) {
-      if (!isTableNotFound(error)) throw error;
     }
     return records;
   }

@@ -84,6 +84,15 @@ export async function withTable<T>(client: TableClient, operation: () => Promise
   return operation();
 }
 
+/** A paged query's pages; none when the table does not exist (a reader that must not create it). */
+export async function* pagesIfTable<T>(pages: AsyncIterable<T>): AsyncIterableIterator<T> {
+  try {
+    yield* pages;
+  } catch (error) {
+    if (!isTableNotFound(error)) throw error;
+  }
+}
+
 /** `withTable` for a paged query: a missing table is created and the query started again. */
 export async function* pagesWithTable<T>(client: TableClient, pages: () => AsyncIterableIterator<T>): AsyncIterableIterator<T> {
   let iterator = pages();
